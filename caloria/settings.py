@@ -1,0 +1,170 @@
+"""Caloria's only settings module: strict, explicit, and honest about where values came from.
+
+Every value comes from the process environment or from one explicit `.env` file (see
+`dbops.envinfo`). Nothing falls back silently: when DATABASE_URL is set it is used exactly, and
+SQLite is the database only in development (or test) when DATABASE_URL is unset, with a warning.
+Every problem is collected and reported together, naming the variable and the `.env` path.
+"""
+
+from pathlib import Path
+
+from dbops.envinfo import StrictEnv, warn_once
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+ENVIRONMENTS = ("development", "test", "production")
+DEVELOPMENT_SECRET_KEY = "django-insecure-caloria-development-key-never-use-in-production-0123"
+MIN_PRODUCTION_SECRET_KEY_LENGTH = 50
+
+env = StrictEnv.load(BASE_DIR)
+
+CALORIA_ENV = env.choice("CALORIA_ENV", ENVIRONMENTS, default="development")
+IS_PRODUCTION = CALORIA_ENV == "production"
+CALORIA_ENV_FILE = env.env_file
+CALORIA_ENV_FILE_EXISTS = env.env_file_exists
+
+# --- secrets and hosts
+
+SECRET_KEY = env.str("SECRET_KEY", DEVELOPMENT_SECRET_KEY, required=IS_PRODUCTION)
+if IS_PRODUCTION and env.is_set("SECRET_KEY"):
+    if SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+        env.problem("SECRET_KEY", "is the development default; generate a new one")
+    elif len(SECRET_KEY) < MIN_PRODUCTION_SECRET_KEY_LENGTH:
+        env.problem(
+            "SECRET_KEY",
+            f"is {len(SECRET_KEY)} characters long; production needs at least "
+            f"{MIN_PRODUCTION_SECRET_KEY_LENGTH}",
+        )
+
+DEBUG = env.bool("DEBUG", default=CALORIA_ENV == "development")
+if IS_PRODUCTION and DEBUG:
+    env.problem("DEBUG", "must be off in production")
+
+if IS_PRODUCTION:
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+    if not ALLOWED_HOSTS and env.is_set("ALLOWED_HOSTS"):
+        env.problem("ALLOWED_HOSTS", "names no host")
+    elif not env.is_set("ALLOWED_HOSTS"):
+        env.str("ALLOWED_HOSTS", required=True)
+else:
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+    if CALORIA_ENV == "test":
+        ALLOWED_HOSTS.append("testserver")
+
+# --- the database
+
+DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+DATABASE_CONN_HEALTH_CHECKS = env.bool("DATABASE_CONN_HEALTH_CHECKS", True)
+
+_database = env.database_url("DATABASE_URL")
+DATABASE_IS_DEFAULT_SQLITE = False
+if _database is None and not env.is_set("DATABASE_URL"):
+    if CALORIA_ENV == "development":
+        DATABASE_IS_DEFAULT_SQLITE = True
+        _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "db.sqlite3")}
+    else:
+        env.str("DATABASE_URL", required=True)
+if _database is not None and IS_PRODUCTION and "postgresql" not in _database["ENGINE"]:
+    env.problem(
+        "DATABASE_URL",
+        f"production needs PostgreSQL, not {_database['ENGINE'].rsplit('.', 1)[-1]}",
+    )
+if _database is None:
+    _database = {"ENGINE": "django.db.backends.dummy"}
+elif "postgresql" in _database["ENGINE"]:
+    _database.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
+elif "sqlite3" in _database["ENGINE"]:
+    _database.setdefault("OPTIONS", {}).setdefault("timeout", DATABASE_CONNECT_TIMEOUT)
+_database["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
+_database["CONN_HEALTH_CHECKS"] = DATABASE_CONN_HEALTH_CHECKS
+DATABASES = {"default": _database}
+
+# --- operations (dbops)
+
+DBOPS_BACKUP_DIR = Path(env.str("DBOPS_BACKUP_DIR", str(BASE_DIR / "backups")))
+if IS_PRODUCTION and not DBOPS_BACKUP_DIR.is_absolute():
+    env.problem(
+        "DBOPS_BACKUP_DIR", f"must be an absolute path in production; got {DBOPS_BACKUP_DIR}"
+    )
+elif not DBOPS_BACKUP_DIR.is_absolute():
+    DBOPS_BACKUP_DIR = (BASE_DIR / DBOPS_BACKUP_DIR).resolve()
+
+# Stop now, with every problem at once, rather than half-configured.
+env.raise_if_invalid()
+
+# Where every setting came from, for validate_environment and the status page.
+CALORIA_SETTING_SOURCES = dict(env.sources)
+CALORIA_CONFIGURATION_PROBLEMS = list(env.problems)
+CALORIA_ENV_FILE_KEYS = sorted(env.file_keys)
+
+if DATABASE_IS_DEFAULT_SQLITE:
+    warn_once(
+        f"DATABASE_URL is not set, so this development process uses SQLite at "
+        f"{DATABASES['default']['NAME']} (set DATABASE_URL to use PostgreSQL)"
+    )
+
+# --- Django
+
+INSTALLED_APPS = [
+    "dbops",
+    "caloria",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "caloria.urls"
+WSGI_APPLICATION = "caloria.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_USER_MODEL = "caloria.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

@@ -1,0 +1,76 @@
+"""A cheap, safe look at a database connection: is it there, what is it, how fast did it answer.
+
+Shared by the system checks, the WSGI start-up guard, runserver's banner and
+validate_environment, so that all of them agree and none of them leaks connection details:
+a failure is described by its exception class only, never by psycopg2's text (which names the
+host and port).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from dbops.envinfo import describe_database, describe_location
+
+
+@dataclass(frozen=True)
+class DatabaseProbe:
+    alias: str
+    vendor: str
+    description: str
+    reachable: bool
+    error_class: str | None = None
+    server_version: str | None = None
+    elapsed_ms: float = 0.0
+
+    location: str = ""
+
+    @property
+    def headline(self) -> str:
+        version = f" {self.server_version}" if self.server_version else ""
+        return f"{self.vendor}{version} {self.location}"
+
+
+def server_version(connection: BaseDatabaseWrapper) -> str:
+    """The server's version as people write it (15.20), from an open connection."""
+    if connection.vendor == "postgresql":
+        number = connection.pg_version
+        return f"{number // 10000}.{number % 10000}"
+    if connection.vendor == "sqlite":
+        return sqlite3.sqlite_version
+    return ".".join(str(part) for part in getattr(connection, "mysql_version", ())) or "unknown"
+
+
+def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
+    """Run `SELECT 1` on the connection (opening it if needed) and describe the result."""
+    description = describe_database(connection.settings_dict)
+    location = describe_location(connection.settings_dict)
+    started = time.monotonic()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        version = server_version(connection)
+    except Exception as exc:  # noqa: BLE001 - every failure means "unreachable"; the class says why
+        return DatabaseProbe(
+            alias=connection.alias,
+            vendor=connection.vendor,
+            description=description,
+            location=location,
+            reachable=False,
+            error_class=type(exc).__name__,
+            elapsed_ms=(time.monotonic() - started) * 1000,
+        )
+    return DatabaseProbe(
+        alias=connection.alias,
+        vendor=connection.vendor,
+        description=description,
+        location=location,
+        reachable=True,
+        server_version=version,
+        elapsed_ms=(time.monotonic() - started) * 1000,
+    )

@@ -1,0 +1,368 @@
+"""Check, one line each, everything a deployment needs before it may serve traffic.
+
+This replaces the old validate_environment.sh. It answers the question the team could not
+answer during the incident: which .env file was read, which variable won, which database this
+process really talks to, and whether that database is ready (reachable, migrated, backed up
+with a pg_dump that fits it). It never prints a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
+
+from dbops.database import DatabaseProbe, probe_connection
+from dbops.envinfo import (
+    SOURCE_DEFAULT,
+    SOURCE_ENVIRONMENT,
+    describe_database,
+    env_file_pitfalls,
+    mask_text,
+)
+
+PASSED, FAILED, WARNING, SKIPPED = "passed", "failed", "warning", "skipped"
+
+KEY_VARIABLES = ("CALORIA_ENV", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "DEBUG")
+REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
+
+
+@dataclass
+class Result:
+    name: str
+    status: str
+    detail: str
+    hint: str = ""
+
+
+class Command(BaseCommand):
+    help = (
+        "Check the configuration and the database one step at a time: .env file, variables, "
+        "DATABASE_URL, connection, server version, engine, migrations, pg_dump, backup "
+        "directory. Exit 0 when every check passes, 1 on any failure (or warning, with --strict)."
+    )
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--database",
+            default="default",
+            choices=tuple(connections),
+            help="Database alias to check (default: default).",
+        )
+        parser.add_argument("--json", action="store_true", help="Print a JSON report instead.")
+        parser.add_argument(
+            "--strict", action="store_true", help="Treat warnings as failures (exit 1)."
+        )
+
+    def handle(self, *args, database, json: bool, strict: bool, **options):
+        results = self.run_checks(database)
+        failed = [r for r in results if r.status == FAILED or (strict and r.status == WARNING)]
+        if json:
+            self.write_json(results, ok=not failed)
+        else:
+            self.write_lines(results)
+        if failed:
+            raise CommandError(
+                f"{len(failed)} of {len(results)} checks failed: "
+                + ", ".join(r.name for r in failed),
+                returncode=1,
+            )
+
+    # ------------------------------------------------------------------ the checks
+
+    def run_checks(self, alias: str) -> list[Result]:
+        connection = connections[alias]
+        results = [self.check_env_file(), *self.check_variables(), self.check_database_url(alias)]
+        probe = self.check_connection_probe(connection)
+        results.append(self.connection_result(connection, probe))
+        reachable = probe is not None and probe.reachable
+        results.append(self.check_server_version(probe))
+        results.append(self.check_engine(connection))
+        results.append(
+            self.check_migrations(connection) if reachable else self.skipped_migrations()
+        )
+        results.append(self.check_pg_dump(connection, probe))
+        results.append(self.check_backup_dir())
+        results += self.check_pitfalls()
+        connection.close()
+        return results
+
+    def check_env_file(self) -> Result:
+        path = settings.CALORIA_ENV_FILE
+        if settings.CALORIA_ENV_FILE_EXISTS:
+            return Result(".env file", PASSED, f"read {path}")
+        return Result(
+            ".env file",
+            WARNING,
+            f"no file at {path}; values come from the process environment and defaults",
+            hint="Create it from .env.example, or set CALORIA_ENV_FILE to the file to read.",
+        )
+
+    def check_variables(self) -> list[Result]:
+        results = []
+        sources = settings.CALORIA_SETTING_SOURCES
+        problems = settings.CALORIA_CONFIGURATION_PROBLEMS
+        file_keys = set(settings.CALORIA_ENV_FILE_KEYS)
+        for name in KEY_VARIABLES:
+            source = sources.get(name, SOURCE_DEFAULT)
+            own_problems = [p for p in problems if p.startswith(f"{name}:")]
+            if own_problems:
+                results.append(
+                    Result(
+                        name,
+                        FAILED,
+                        "; ".join(p.split(": ", 1)[1] for p in own_problems),
+                        hint=f"Set {name} in {settings.CALORIA_ENV_FILE} or the environment "
+                        f"(see .env.example).",
+                    )
+                )
+                continue
+            if source == SOURCE_DEFAULT:
+                detail = "not set; default used"
+                if name == "DATABASE_URL" and settings.DATABASE_IS_DEFAULT_SQLITE:
+                    results.append(
+                        Result(
+                            name,
+                            WARNING,
+                            "not set: development uses SQLite at "
+                            + settings.DATABASES["default"]["NAME"],
+                            hint="Set DATABASE_URL to use PostgreSQL.",
+                        )
+                    )
+                    continue
+            else:
+                detail = f"set in the {source}"
+            if source == SOURCE_ENVIRONMENT and name in file_keys:
+                results.append(
+                    Result(
+                        name,
+                        WARNING,
+                        f"set in the process environment, which overrides the value in "
+                        f"{settings.CALORIA_ENV_FILE}",
+                        hint=f"Unset {name} in the environment if the .env file should win.",
+                    )
+                )
+                continue
+            if name == "CALORIA_ENV":
+                detail = f"{settings.CALORIA_ENV}; {detail}"
+            results.append(Result(name, PASSED, detail))
+        others = [p for p in problems if p.split(":", 1)[0] not in KEY_VARIABLES]
+        results += [
+            Result(p.split(":", 1)[0], FAILED, p.split(": ", 1)[1], hint="See .env.example.")
+            for p in others
+        ]
+        return results
+
+    def check_database_url(self, alias: str) -> Result:
+        settings_dict = connections[alias].settings_dict
+        if settings_dict["ENGINE"] == "django.db.backends.dummy":
+            return Result("database settings", SKIPPED, "no usable DATABASE_URL")
+        return Result("database settings", PASSED, describe_database(settings_dict))
+
+    def check_connection_probe(self, connection) -> DatabaseProbe | None:
+        if connection.settings_dict["ENGINE"] == "django.db.backends.dummy":
+            return None
+        if connection.vendor == "sqlite" and not Path(connection.settings_dict["NAME"]).exists():
+            return None
+        return probe_connection(connection)
+
+    def connection_result(self, connection, probe: DatabaseProbe | None) -> Result:
+        if probe is None:
+            if connection.vendor == "sqlite":
+                return Result(
+                    "connection",
+                    WARNING,
+                    f"SQLite file {connection.settings_dict['NAME']} does not exist yet",
+                    hint="'manage.py migrate' creates it.",
+                )
+            return Result("connection", SKIPPED, "no usable DATABASE_URL")
+        if probe.reachable:
+            return Result("connection", PASSED, f"answered in {probe.elapsed_ms:.0f} ms")
+        reason = self.connection_error_reason(connection)
+        return Result(
+            "connection",
+            FAILED,
+            f"unreachable ({probe.error_class}) after {probe.elapsed_ms / 1000:.1f} s{reason}",
+            hint=f"Is the server running, and does DATABASE_URL name the right host, port, "
+            f"user and password? Connections give up after {settings.DATABASE_CONNECT_TIMEOUT} s "
+            f"(DATABASE_CONNECT_TIMEOUT).",
+        )
+
+    def connection_error_reason(self, connection) -> str:
+        """The driver's own words (first line, secrets masked): an operator needs them."""
+        try:
+            connection.ensure_connection()
+        except Exception as exc:  # noqa: BLE001
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            secrets = [connection.settings_dict.get("PASSWORD", ""), settings.SECRET_KEY]
+            return f": {mask_text(first_line, secrets)[:200]}" if first_line else ""
+        return ""
+
+    def check_server_version(self, probe: DatabaseProbe | None) -> Result:
+        if probe is None or not probe.reachable:
+            return Result("server version", SKIPPED, "the database is not reachable")
+        return Result("server version", PASSED, f"{probe.vendor} {probe.server_version}")
+
+    def check_engine(self, connection) -> Result:
+        environment = settings.CALORIA_ENV
+        vendor = connection.vendor
+        if connection.settings_dict["ENGINE"] == "django.db.backends.dummy":
+            return Result("engine", SKIPPED, "no usable DATABASE_URL")
+        if environment == "production" and vendor != "postgresql":
+            return Result(
+                "engine",
+                FAILED,
+                f"production runs on {vendor}",
+                hint="Production must use PostgreSQL: set DATABASE_URL to a postgres:// URL.",
+            )
+        if vendor == "sqlite":
+            return Result(
+                "engine",
+                WARNING,
+                f"{environment} runs on SQLite",
+                hint="Set DATABASE_URL to use PostgreSQL.",
+            )
+        return Result("engine", PASSED, f"{vendor} fits CALORIA_ENV={environment}")
+
+    def check_migrations(self, connection) -> Result:
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if not plan:
+            applied = len(executor.loader.applied_migrations)
+            return Result("migrations", PASSED, f"all applied ({applied})")
+        names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:5])
+        more = f" and {len(plan) - 5} more" if len(plan) > 5 else ""
+        return Result(
+            "migrations",
+            FAILED,
+            f"{len(plan)} not applied: {names}{more}",
+            hint=f"Run 'manage.py migrate --database {connection.alias}'.",
+        )
+
+    def skipped_migrations(self) -> Result:
+        return Result("migrations", SKIPPED, "the database is not reachable")
+
+    def check_pg_dump(self, connection, probe: DatabaseProbe | None) -> Result:
+        if connection.vendor != "postgresql":
+            return Result("pg_dump", SKIPPED, "not needed: SQLite is backed up through its API")
+        path = shutil.which("pg_dump")
+        if path is None:
+            return Result(
+                "pg_dump",
+                FAILED,
+                "not found on PATH",
+                hint="Install the PostgreSQL client tools (Debian: postgresql-client).",
+            )
+        client_major = pg_dump_major_version(path)
+        if client_major is None:
+            return Result("pg_dump", FAILED, f"{path} did not report its version")
+        if probe is None or not probe.reachable:
+            return Result("pg_dump", WARNING, f"{path} is version {client_major}; server unknown")
+        server_major = int(probe.server_version.split(".")[0])
+        if client_major < server_major:
+            return Result(
+                "pg_dump",
+                FAILED,
+                f"{path} is version {client_major}, older than the server ({server_major})",
+                hint=f"Install postgresql-client-{server_major} or newer; backups need it.",
+            )
+        return Result("pg_dump", PASSED, f"{path} version {client_major} (server {server_major})")
+
+    def check_backup_dir(self) -> Result:
+        directory = Path(settings.DBOPS_BACKUP_DIR)
+        if directory.is_dir():
+            try:
+                with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+                    pass
+            except OSError as exc:
+                return Result(
+                    "backup directory",
+                    FAILED,
+                    f"{directory} is not writable ({exc.strerror})",
+                    hint="Fix its owner or mode, or set DBOPS_BACKUP_DIR.",
+                )
+            return Result("backup directory", PASSED, f"{directory} is writable")
+        if directory.exists():
+            return Result("backup directory", FAILED, f"{directory} is not a directory")
+        parent = next((p for p in directory.parents if p.exists()), None)
+        if parent is not None and parent.is_dir() and _writable(parent):
+            return Result(
+                "backup directory",
+                WARNING,
+                f"{directory} does not exist yet; it will be created",
+            )
+        return Result(
+            "backup directory",
+            FAILED,
+            f"{directory} does not exist and cannot be created",
+            hint="Create it (mode 0700) or set DBOPS_BACKUP_DIR.",
+        )
+
+    def check_pitfalls(self) -> list[Result]:
+        if not settings.CALORIA_ENV_FILE_EXISTS:
+            return []
+        pitfalls = env_file_pitfalls(Path(settings.CALORIA_ENV_FILE))
+        if not pitfalls:
+            return [Result(".env pitfalls", PASSED, "no '$' values, no unquoted ' #'")]
+        return [Result(".env pitfalls", WARNING, pitfall) for pitfall in pitfalls]
+
+    # ------------------------------------------------------------------ output
+
+    def write_lines(self, results: list[Result]) -> None:
+        styles = {
+            PASSED: self.style.SUCCESS,
+            FAILED: self.style.ERROR,
+            WARNING: self.style.WARNING,
+            SKIPPED: str,
+        }
+        self.stdout.write(f"Caloria environment check (CALORIA_ENV={settings.CALORIA_ENV})")
+        for result in results:
+            label = styles[result.status](f"{result.status:<8}")
+            self.stdout.write(f"  {label} {result.name}: {result.detail}")
+            if result.hint and result.status in (FAILED, WARNING):
+                self.stdout.write(f"           hint: {result.hint}")
+        counts = {status: sum(r.status == status for r in results) for status in styles}
+        self.stdout.write(
+            f"{len(results)} checks: {counts[PASSED]} passed, {counts[FAILED]} failed, "
+            f"{counts[WARNING]} warnings, {counts[SKIPPED]} skipped"
+        )
+
+    def write_json(self, results: list[Result], ok: bool) -> None:
+        report = {
+            "ok": ok,
+            "environment": settings.CALORIA_ENV,
+            "env_file": str(settings.CALORIA_ENV_FILE),
+            "env_file_exists": settings.CALORIA_ENV_FILE_EXISTS,
+            "checks": [asdict(r) for r in results],
+        }
+        self.stdout.write(json.dumps(report, indent=2))
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            return True
+    except OSError:
+        return False
+
+
+def pg_dump_major_version(path: str) -> int | None:
+    """Major version from `pg_dump --version` ("pg_dump (PostgreSQL) 15.19 (Debian ...)")."""
+    try:
+        output = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\)\s+(\d+)", output)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run the whole test suite against a real PostgreSQL server.
+#
+# Which server: TEST_DATABASE_URL if set; else the one listening on 127.0.0.1:5432 (user
+# postgres); else, when PostgreSQL's server binaries are installed, a throwaway cluster in a
+# temporary folder on a free port, stopped and removed afterwards. Otherwise it stops with a
+# clear message. Arguments are passed to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=.venv/bin/python
+
+listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+find_server_bindir() {
+  local candidate
+  for candidate in "$(command -v initdb 2>/dev/null || true)" /usr/lib/postgresql/*/bin/initdb; do
+    if [[ -x "$candidate" ]]; then dirname "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+start_throwaway_cluster() {
+  local bindir port as_user=()
+  bindir=$(find_server_bindir) || {
+    echo "make test: no PostgreSQL server listens on 127.0.0.1:5432, TEST_DATABASE_URL is not" >&2
+    echo "set, and no PostgreSQL server binaries (initdb) are installed to start one." >&2
+    echo "Install PostgreSQL (Debian: apt-get install postgresql) or set TEST_DATABASE_URL." >&2
+    exit 1
+  }
+  THROWAWAY_DIR=$(mktemp -d /tmp/caloria-test-pg.XXXXXX)
+  if [[ $(id -u) -eq 0 ]]; then
+    chown postgres "$THROWAWAY_DIR"
+    as_user=(runuser -u postgres --)
+  fi
+  port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "make test: starting a throwaway PostgreSQL cluster ($bindir) on 127.0.0.1:$port"
+  "${as_user[@]}" "$bindir/initdb" -D "$THROWAWAY_DIR/data" -U postgres -A trust -E UTF8 >/dev/null
+  "${as_user[@]}" "$bindir/pg_ctl" -D "$THROWAWAY_DIR/data" -l "$THROWAWAY_DIR/log" -w \
+    -o "-p $port -k $THROWAWAY_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  trap 'stop_throwaway_cluster "$bindir"' EXIT
+  DATABASE_URL="postgres://postgres@127.0.0.1:$port/caloria"
+}
+
+stop_throwaway_cluster() {
+  local as_user=()
+  [[ $(id -u) -eq 0 ]] && as_user=(runuser -u postgres --)
+  "${as_user[@]}" "$1/pg_ctl" -D "$THROWAWAY_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$THROWAWAY_DIR"
+}
+
+if [[ -n "${TEST_DATABASE_URL:-}" ]]; then
+  DATABASE_URL=$TEST_DATABASE_URL
+elif listening 127.0.0.1 5432; then
+  DATABASE_URL="postgres://postgres@127.0.0.1:5432/caloria"
+else
+  start_throwaway_cluster
+fi
+
+BACKUP_DIR=$(mktemp -d /tmp/caloria-test-backups.XXXXXX)
+export CALORIA_ENV=test CALORIA_ENV_FILE="$PWD/tests/test.env" DATABASE_URL DBOPS_BACKUP_DIR="$BACKUP_DIR"
+status=0
+"$PYTHON" -m pytest "$@" || status=$?
+rm -rf "$BACKUP_DIR"
+exit "$status"

@@ -1,0 +1,124 @@
+"""Shared fixtures: a clean environment for subprocesses, and URLs of real databases.
+
+Settings are read once per process, so every behaviour of the settings themselves is tested
+in a child process (`manage.py` or `python -c`) with an environment the test controls; the
+developer's own `.env` never leaks in because CALORIA_ENV_FILE always names a test file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STRONG_SECRET_KEY = "k3y-" + "x9Z" * 20  # 64 characters, clearly not the development default
+
+CONFIG_VARIABLES = (
+    "ALLOWED_HOSTS",
+    "DATABASE_URL",
+    "DEBUG",
+    "SECRET_KEY",
+    "DJANGO_SETTINGS_MODULE",
+    "RUN_MAIN",
+)
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def clean_environment(**variables: str) -> dict[str, str]:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in CONFIG_VARIABLES and not key.startswith(("CALORIA_", "DATABASE_", "DBOPS_"))
+    }
+    environment.update(variables)
+    return environment
+
+
+@pytest.fixture
+def env_file(tmp_path):
+    """An (initially empty) .env file that the child process is told to read."""
+    path = tmp_path / "test.env"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture
+def run(env_file, tmp_path):
+    """Run a command in a child process with only the given configuration variables."""
+
+    def run_command(args, timeout=60, **variables) -> Completed:
+        variables.setdefault("CALORIA_ENV_FILE", str(env_file))
+        variables.setdefault("DBOPS_BACKUP_DIR", str(tmp_path / "backups"))
+        completed = subprocess.run(
+            args,
+            cwd=PROJECT_ROOT,
+            env=clean_environment(**variables),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Completed(completed.returncode, completed.stdout, completed.stderr)
+
+    return run_command
+
+
+@pytest.fixture
+def manage(run):
+    """`manage.py ARGS` in a child process."""
+
+    def run_manage(*args, timeout=60, **variables) -> Completed:
+        return run([sys.executable, "manage.py", *args], timeout=timeout, **variables)
+
+    return run_manage
+
+
+def database_url(settings_dict: dict, **overrides) -> str:
+    values = {**settings_dict, **overrides}
+    password = f":{quote(values['PASSWORD'], safe='')}" if values.get("PASSWORD") else ""
+    host = values.get("HOST") or "127.0.0.1"
+    port = values.get("PORT") or 5432
+    return f"postgres://{quote(values['USER'])}{password}@{host}:{port}/{values['NAME']}"
+
+
+@pytest.fixture
+def test_database_url(django_db_setup, django_db_blocker) -> str:
+    """URL of the migrated test database, for child processes that must reach it."""
+    from django.db import connection
+
+    return database_url(connection.settings_dict)
+
+
+@pytest.fixture
+def unreachable_database_url() -> str:
+    """A PostgreSQL URL with a password, on a port where nothing listens."""
+    return f"postgres://caloria:SECRETPW@127.0.0.1:{closed_port()}/caloria"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    """Hashing speed is not under test here; tests of real hashers override this."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

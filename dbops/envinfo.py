@@ -17,7 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -233,19 +233,17 @@ class StrictEnv:
         self.sources[name] = self.source_of(name) if self.is_set(name) else SOURCE_DEFAULT
         if not self.is_set(name):
             return default
-        try:
-            return self._env.get_value(name, default=default)
-        except ImproperlyConfigured:
-            value = os.environ[name]
-            if value.startswith("$"):
-                self.problem(
-                    name,
-                    "the value starts with '$', which django-environ reads as a reference to "
-                    "another variable that is not set; write '\\$' for a literal dollar sign",
-                )
-            else:
-                self.problem(name, "cannot be read")
+        raw = os.environ[name]
+        if raw.startswith("$") and not self.is_set(raw.lstrip("$")):
+            # django-environ would quietly read the (missing) variable named after the '$'
+            # and hand back the default instead of what was written.
+            self.problem(
+                name,
+                "the value starts with '$', which django-environ reads as the name of another "
+                "variable, and no such variable is set; write '\\$' for a literal dollar sign",
+            )
             return default
+        return self._env.get_value(name, default=default)
 
     # -- typed readers
 
@@ -309,9 +307,9 @@ class StrictEnv:
         if not config.get("ENGINE"):
             self.problem(name, f"has an unknown scheme: {masked}")
             return None
-        options = config.get("OPTIONS", {})
+        query_keys = {key.lower() for key in parse_qs(urlsplit(url).query, keep_blank_values=True)}
         for option, variable in URL_OPTIONS_WITH_OWN_VARIABLE.items():
-            if option in options:
+            if option in query_keys:
                 self.problem(
                     name,
                     f"sets {option} in its query string, where it would be read as text; "

@@ -63,9 +63,12 @@ def env_file(tmp_path):
 def run(env_file, tmp_path):
     """Run a command in a child process with only the given configuration variables."""
 
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir(mode=0o700)
+
     def run_command(args, timeout=60, **variables) -> Completed:
         variables.setdefault("CALORIA_ENV_FILE", str(env_file))
-        variables.setdefault("DBOPS_BACKUP_DIR", str(tmp_path / "backups"))
+        variables.setdefault("DBOPS_BACKUP_DIR", str(backup_dir))
         completed = subprocess.run(
             args,
             cwd=PROJECT_ROOT,
@@ -122,3 +125,17 @@ def closed_port() -> int:
 def fast_password_hasher(settings):
     """Hashing speed is not under test here; tests of real hashers override this."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def password_database_url(django_db_setup, django_db_blocker) -> tuple[str, str]:
+    """URL of the test database that carries a password, and that password.
+
+    The suite's server uses trust authentication, which ignores a password it is given, so a
+    known one can be put in the URL to prove it is never printed; a real password in
+    TEST_DATABASE_URL is used as it is.
+    """
+    from django.db import connection
+
+    password = connection.settings_dict.get("PASSWORD") or "SECRETPW"
+    return database_url(connection.settings_dict, PASSWORD=password), password

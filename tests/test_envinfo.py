@@ -1,0 +1,76 @@
+"""The one masking helper, and the .env pitfalls validate_environment reports."""
+
+from dbops.envinfo import (
+    MASK,
+    describe_database,
+    env_file_pitfalls,
+    mask_dsn,
+    mask_text,
+    mask_url,
+)
+
+
+def test_mask_url_hides_the_password_and_keeps_everything_else():
+    masked = mask_url("postgres://caloria:S3cr%40t@db.internal:6432/caloria?sslmode=require")
+
+    assert masked == f"postgres://caloria:{MASK}@db.internal:6432/caloria?sslmode=require"
+
+
+def test_mask_url_leaves_a_url_without_password_alone():
+    assert mask_url("postgres://caloria@db/caloria") == "postgres://caloria@db/caloria"
+
+
+def test_mask_url_hides_passwords_in_the_query_string():
+    masked = mask_url("postgres://u@db/caloria?password=hunter22&sslmode=require")
+
+    assert "hunter22" not in masked
+    assert "sslmode=require" in masked
+
+
+def test_mask_dsn_hides_plain_and_quoted_passwords():
+    assert mask_dsn("host=db user=u password=hunter22 dbname=x") == (
+        f"host=db user=u password={MASK} dbname=x"
+    )
+    assert "two words" not in mask_dsn("host=db password='two words' dbname=x")
+
+
+def test_mask_text_removes_known_secrets_and_url_passwords_from_free_text():
+    text = 'failed for postgres://u:hunter22@db/x and key SECRETPW and password=abc123 "x"'
+
+    masked = mask_text(text, secrets=["SECRETPW"])
+
+    assert "hunter22" not in masked
+    assert "SECRETPW" not in masked
+    assert "abc123" not in masked
+
+
+def test_describe_database_names_host_port_name_and_user_but_never_the_password():
+    described = describe_database(
+        {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "caloria",
+            "USER": "app",
+            "PASSWORD": "SECRETPW",
+            "HOST": "db",
+            "PORT": 6432,
+        }
+    )
+
+    assert described == f"postgresql db:6432/caloria user=app password={MASK}"
+
+
+def test_env_file_pitfalls_flag_dollar_values_and_unquoted_comments(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "SECRET_KEY=$ecret\n"
+        "ALLOWED_HOSTS=caloria.example.com # the public name\n"
+        "DEBUG='off # quoted is fine'\n"
+        "DATABASE_URL=postgres://u@db/x\n"
+    )
+
+    pitfalls = env_file_pitfalls(env_file)
+
+    assert len(pitfalls) == 2
+    assert pitfalls[0].startswith(f"{env_file}:1 SECRET_KEY: the value starts with '$'")
+    assert pitfalls[1].startswith(f"{env_file}:2 ALLOWED_HOSTS: an unquoted ' #'")
+    assert "ecret" not in pitfalls[0].split("SECRET_KEY", 1)[1]

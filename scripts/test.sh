@@ -20,8 +20,8 @@ find_server_bindir() {
 }
 
 start_throwaway_cluster() {
-  local bindir port as_user=()
-  bindir=$(find_server_bindir) || {
+  local port as_user=()
+  PG_BINDIR=$(find_server_bindir) || {
     echo "make test: no PostgreSQL server listens on 127.0.0.1:5432, TEST_DATABASE_URL is not" >&2
     echo "set, and no PostgreSQL server binaries (initdb) are installed to start one." >&2
     echo "Install PostgreSQL (Debian: apt-get install postgresql) or set TEST_DATABASE_URL." >&2
@@ -33,18 +33,18 @@ start_throwaway_cluster() {
     as_user=(runuser -u postgres --)
   fi
   port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  echo "make test: starting a throwaway PostgreSQL cluster ($bindir) on 127.0.0.1:$port"
-  "${as_user[@]}" "$bindir/initdb" -D "$THROWAWAY_DIR/data" -U postgres -A trust -E UTF8 >/dev/null
-  "${as_user[@]}" "$bindir/pg_ctl" -D "$THROWAWAY_DIR/data" -l "$THROWAWAY_DIR/log" -w \
+  echo "make test: starting a throwaway PostgreSQL cluster ($PG_BINDIR) on 127.0.0.1:$port"
+  "${as_user[@]}" "$PG_BINDIR/initdb" -D "$THROWAWAY_DIR/data" -U postgres -A trust -E UTF8 >/dev/null
+  "${as_user[@]}" "$PG_BINDIR/pg_ctl" -D "$THROWAWAY_DIR/data" -l "$THROWAWAY_DIR/log" -w \
     -o "-p $port -k $THROWAWAY_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
-  trap 'stop_throwaway_cluster "$bindir"' EXIT
+  trap stop_throwaway_cluster EXIT
   DATABASE_URL="postgres://postgres@127.0.0.1:$port/caloria"
 }
 
 stop_throwaway_cluster() {
   local as_user=()
   [[ $(id -u) -eq 0 ]] && as_user=(runuser -u postgres --)
-  "${as_user[@]}" "$1/pg_ctl" -D "$THROWAWAY_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  "${as_user[@]}" "$PG_BINDIR/pg_ctl" -D "$THROWAWAY_DIR/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$THROWAWAY_DIR"
 }
 

@@ -1,0 +1,202 @@
+"""`import_sqlite PATH`: move a SQLite database of this project into PostgreSQL, all or nothing.
+
+See dbops/sqlite_import/importer.py for the flow. This command parses options, asks before
+`--truncate` deletes anything, shows progress, prints the proof, writes the JSON report, and
+records every real run as an ImportRun in the target (after the rollback, for a failed one).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections
+from django.utils import timezone
+
+from dbops.envinfo import mask_text
+from dbops.models import ImportRun
+from dbops.sqlite_import.importer import (
+    ImportFailed,
+    ImportOptions,
+    Interrupted,
+    SqliteImport,
+)
+from dbops.sqlite_import.report import Progress, summary_lines
+
+
+class Command(BaseCommand):
+    help = (
+        "Copy a SQLite database of this project into the configured PostgreSQL database in "
+        "one transaction: snapshot, preflight (every problem listed, nothing written), COPY, "
+        "sequences, per-table checksums, then commit. Exit 1 on any problem."
+    )
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", type=Path, help="The SQLite database file to import.")
+        parser.add_argument(
+            "--database",
+            default="default",
+            choices=tuple(connections),
+            help="Target database alias (default: default).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Run the preflight only: list every problem, write nothing.",
+        )
+        parser.add_argument(
+            "--truncate",
+            action="store_true",
+            help="Delete the rows already in the target tables (in the same transaction).",
+        )
+        parser.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="APP_LABEL[.Model]",
+            help="Leave out an app or a model (repeatable), e.g. --exclude sessions.",
+        )
+        parser.add_argument("--json", type=Path, metavar="FILE", help="Write a JSON report.")
+        parser.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Do not ask for confirmation (needed with --truncate when not on a terminal).",
+        )
+
+    def handle(self, *args, path, database, dry_run, truncate, exclude, json, interactive,
+               verbosity, **options):  # fmt: skip
+        import_options = ImportOptions(
+            source_path=path.expanduser().resolve(),
+            database=database,
+            dry_run=dry_run,
+            truncate=truncate,
+            excludes=exclude,
+            snapshot_dir=Path(settings.DBOPS_BACKUP_DIR) / "imports",
+        )
+        if truncate and not dry_run:
+            self.confirm_truncate(database, interactive)
+        progress = Progress(self.stdout, verbosity, is_terminal=self.stdout.isatty())
+        importer = SqliteImport(import_options, progress)
+        record = None if dry_run else self.start_record(import_options)
+        started = time.monotonic()
+        try:
+            results = importer.run()
+        except ImportFailed as exc:
+            self.fail(importer, record, json, started, exc.summary, exc.problems)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            reason = f"interrupted ({exc or 'Ctrl-C'}); nothing was committed"
+            self.fail(importer, record, json, started, reason, [])
+        except DatabaseError as exc:
+            reason = (
+                f"database error ({type(exc).__name__}: {self.safe(exc)}); nothing was committed"
+            )
+            self.fail(importer, record, json, started, reason, [])
+        seconds = time.monotonic() - started
+        if verbosity >= 1:
+            for line in summary_lines(results, seconds):
+                self.stdout.write(line)
+            if importer.skipped:
+                self.stdout.write(f"Skipped (excluded): {', '.join(importer.skipped)}")
+        if dry_run:
+            message = f"Dry run: preflight passed for {len(results)} tables; nothing was written."
+        else:
+            message = (
+                f"Imported {sum(r.source_rows for r in results):,} rows in {len(results)} tables "
+                f"in {seconds:.1f} s; every table verified."
+            )
+        if verbosity >= 1:
+            self.stdout.write(self.style.SUCCESS(message))
+        self.finish_record(record, importer, ImportRun.Status.SUCCEEDED, seconds, "")
+        self.write_json(json, importer, "dry-run passed" if dry_run else "succeeded", seconds, [])
+
+    # -- confirmation
+
+    def confirm_truncate(self, database: str, interactive: bool) -> None:
+        if not interactive:
+            return
+        if not sys.stdin.isatty():
+            raise CommandError(
+                "--truncate deletes the rows in the target tables; pass --noinput to confirm "
+                "when not running on a terminal.",
+                returncode=1,
+            )
+        answer = input(
+            f"This deletes every row of the imported tables in database '{database}' before "
+            f"the import (all in one transaction). Type 'yes' to continue: "
+        )
+        if answer.strip().lower() != "yes":
+            raise CommandError("Import cancelled; nothing was changed.", returncode=1)
+
+    # -- failure
+
+    def fail(self, importer, record, json_path, started, reason, problems):
+        seconds = time.monotonic() - started
+        for problem in problems:
+            self.stderr.write(f"  - {problem}")
+        error_text = "\n".join([reason, *problems])
+        self.finish_record(record, importer, ImportRun.Status.FAILED, seconds, error_text)
+        self.write_json(json_path, importer, "failed", seconds, [reason, *problems])
+        raise CommandError(f"import_sqlite failed: {reason}", returncode=1)
+
+    def safe(self, exc: Exception) -> str:
+        connection = connections["default"]
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return mask_text(first_line, [connection.settings_dict.get("PASSWORD", "")])[:300]
+
+    # -- the ImportRun record, kept outside the import's transaction
+
+    def start_record(self, options: ImportOptions) -> ImportRun | None:
+        try:
+            return ImportRun.objects.using(options.database).create(
+                started_at=timezone.now(),
+                database=options.database,
+                source_path=str(options.source_path),
+                options={"truncate": options.truncate, "exclude": options.excludes},
+            )
+        except DatabaseError:
+            # Unreachable or unmigrated target: preflight reports it; there is nowhere to record.
+            connections[options.database].close()
+            return None
+
+    def finish_record(self, record, importer, status, seconds, error) -> None:
+        if record is None:
+            return
+        snapshot = importer.snapshot
+        record.status = status
+        record.finished_at = timezone.now()
+        record.duration_seconds = seconds
+        record.error = error[:20000]
+        record.source_sha256 = snapshot.sha256 if snapshot else ""
+        record.snapshot_path = str(snapshot.path) if snapshot else ""
+        record.tables = [result.as_dict() for result in importer.results.values()]
+        record.total_rows = sum(result.source_rows for result in importer.results.values())
+        try:
+            connections[record._state.db].close_if_unusable_or_obsolete()
+            record.save()
+        except DatabaseError as exc:
+            self.stderr.write(f"Could not record the import run: {type(exc).__name__}")
+
+    def write_json(self, json_path, importer, status, seconds, problems) -> None:
+        if json_path is None:
+            return
+        snapshot = importer.snapshot
+        report = {
+            "status": status,
+            "source": str(importer.options.source_path),
+            "snapshot": str(snapshot.path) if snapshot else None,
+            "snapshot_sha256": snapshot.sha256 if snapshot else None,
+            "database": importer.options.database,
+            "seconds": round(seconds, 3),
+            "tables": [result.as_dict() for result in importer.results.values()],
+            "skipped_tables": importer.skipped,
+            "total_rows": sum(result.source_rows for result in importer.results.values()),
+            "problems": problems,
+        }
+        json_path.write_text(json.dumps(report, indent=2) + "\n")

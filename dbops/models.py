@@ -1,0 +1,35 @@
+"""The history of database operations, kept in the database they were done to."""
+
+from django.db import models
+
+
+class ImportRun(models.Model):
+    """One run of `import_sqlite`: what was read, what happened, and the proof."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    database = models.CharField("target database alias", max_length=100, default="default")
+    source_path = models.TextField()
+    source_sha256 = models.CharField("source snapshot sha256", max_length=64, blank=True)
+    snapshot_path = models.TextField(blank=True)
+    mapping = models.CharField(max_length=200, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    tables = models.JSONField(
+        default=list, blank=True, help_text="Per table: rows on both sides, checksums, seconds."
+    )
+    total_rows = models.BigIntegerField(default=0)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["-started_at"], name="importrun_started_at")]
+
+    def __str__(self):
+        return f"import of {self.source_path} at {self.started_at:%Y-%m-%d %H:%M:%S} UTC"

@@ -1,0 +1,276 @@
+"""How each Django field's SQLite value is checked and turned into a PostgreSQL COPY value.
+
+SQLite enforces almost nothing (GUIDE section 4), so every column gets a list of checks, and
+the checks and the conversion both run *inside SQLite*, as SQL: a million rows are checked in
+one aggregate scan and turned into COPY lines without a Python call per value. That is what
+makes the import run at COPY speed. The few values SQL cannot judge (invalid UTF-8, decimals
+kept as text, IP addresses) are re-checked in Python, only for the rows SQL points at.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from django.db import models
+
+NULL = "\\N"
+
+INTEGER_RANGES = {
+    "SmallIntegerField": (-(2**15), 2**15 - 1),
+    "SmallAutoField": (-(2**15), 2**15 - 1),
+    "IntegerField": (-(2**31), 2**31 - 1),
+    "AutoField": (-(2**31), 2**31 - 1),
+    "BigIntegerField": (-(2**63), 2**63 - 1),
+    "BigAutoField": (-(2**63), 2**63 - 1),
+    "PositiveSmallIntegerField": (0, 2**15 - 1),
+    "PositiveIntegerField": (0, 2**31 - 1),
+    "PositiveBigIntegerField": (0, 2**63 - 1),
+}
+TEXT_KINDS = {
+    "CharField",
+    "TextField",
+    "EmailField",
+    "SlugField",
+    "URLField",
+    "FilePathField",
+    "FileField",
+    "ImageField",
+    "GenericIPAddressField",
+    "JSONField",
+}
+
+# Kinds whose canonical (checksum) text is computed in Python from the raw SQLite value,
+# because SQLite prints them differently from PostgreSQL (see checksums.py).
+PYTHON_CANONICAL_KINDS = {"DecimalField", "FloatField", "JSONField", "GenericIPAddressField"}
+
+# Django's SQLite format for aware datetimes: naive UTC text, microseconds optional.
+DATETIME_OK = (
+    "typeof({c}) = 'text' AND datetime({c}) IS substr({c}, 1, 19) AND (length({c}) = 19 "
+    "OR (substr({c}, 20, 1) = '.' AND length({c}) BETWEEN 21 AND 26 "
+    "AND substr({c}, 21) NOT GLOB '*[^0-9]*'))"
+)
+DATE_OK = "typeof({c}) = 'text' AND length({c}) = 10 AND date({c}) IS {c}"
+TIME_OK = (
+    "typeof({c}) = 'text' AND {c} GLOB '[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*' "
+    "AND time(substr({c}, 1, 8)) IS substr({c}, 1, 8) "
+    "AND (length({c}) = 8 OR (substr({c}, 9, 1) = '.' AND length({c}) BETWEEN 10 AND 15 "
+    "AND substr({c}, 10) NOT GLOB '*[^0-9]*'))"
+)
+# Escape for COPY's text format, but only scan-and-replace the rare values that need it.
+COPY_ESCAPED = (
+    "CASE WHEN instr({c}, '\\') + instr({c}, char(9)) + instr({c}, char(10)) "
+    "+ instr({c}, char(13)) = 0 THEN {c} ELSE "
+    "replace(replace(replace(replace({c}, '\\', '\\\\'), char(9), '\\t'), char(10), '\\n'), "
+    "char(13), '\\r') END"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A SQL test of a non-NULL value: `ok` is true for a good value, `bad` for a bad one.
+
+    With `recheck`, rows failing the SQL test are only suspects: a Python function decides,
+    returning the reason for a bad value or None for a good one.
+    """
+
+    reason: str
+    ok: str = ""
+    bad: str = ""
+    recheck: Callable[[object], str | None] | None = None
+
+    def bad_sql(self, column: str) -> str:
+        """SQL true exactly for the rows this check rejects (or suspects)."""
+        if self.bad:
+            return f"{column} IS NOT NULL AND ({self.bad.format(c=column)})"
+        return f"{column} IS NOT NULL AND NOT coalesce(({self.ok.format(c=column)}), 0)"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column to import: its field, its checks, and its SQL for COPY and for checksums."""
+
+    name: str
+    field: models.Field
+    kind: str
+    nullable: bool
+    checks: tuple[Check, ...] = field(default_factory=tuple)
+    copy_template: str = "CAST({c} AS TEXT)"
+    canonical_template: str = "CAST({c} AS TEXT)"
+
+    @property
+    def quoted(self) -> str:
+        return '"' + self.name.replace('"', '""') + '"'
+
+    def problem_conditions(self) -> list[tuple[Check, str]]:
+        """Every check of this column with the SQL that is true for the rows it rejects."""
+        c = self.quoted
+        found = [(check, check.bad_sql(c)) for check in self.checks]
+        if not self.nullable:
+            found.insert(0, (Check("NULL in a NOT NULL column"), f"{c} IS NULL"))
+        return found
+
+    @property
+    def canonical_in_python(self) -> bool:
+        return self.kind in PYTHON_CANONICAL_KINDS
+
+    def copy_sql(self) -> str:
+        c = self.quoted
+        return f"coalesce({self.copy_template.format(c=c)}, '{NULL}')"
+
+    def canonical_sql(self) -> str:
+        c = self.quoted
+        return f"coalesce({self.canonical_template.format(c=c)}, '{NULL}')"
+
+
+def value_kind(field: models.Field) -> str:
+    """The Django internal type that decides conversion (a foreign key uses its target's)."""
+    kind = field.get_internal_type()
+    if kind in ("ForeignKey", "OneToOneField"):
+        kind = field.target_field.get_internal_type()
+        kind = {
+            "AutoField": "IntegerField",
+            "BigAutoField": "BigIntegerField",
+            "SmallAutoField": "SmallIntegerField",
+        }.get(kind, kind)
+    return kind
+
+
+class UnsupportedField(Exception):
+    pass
+
+
+def _recheck_decimal(max_digits: int, decimal_places: int):
+    step = Decimal(1).scaleb(-decimal_places)
+
+    def recheck(value) -> str | None:
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        try:
+            number = Decimal(text.strip())
+        except InvalidOperation:
+            return "text in a decimal column"
+        if not number.is_finite():
+            return "not a finite number"
+        if number.quantize(step) != number:
+            return f"more than {decimal_places} decimal places"
+        if number != 0 and number.adjusted() + 1 > max_digits - decimal_places:
+            return f"more than {max_digits - decimal_places} digits before the decimal point"
+        return None
+
+    return recheck
+
+
+def _recheck_ip(value) -> str | None:
+    try:
+        ipaddress.ip_address(value.decode("utf-8") if isinstance(value, bytes) else value)
+    except (ValueError, UnicodeDecodeError):
+        return "not an IP address"
+    return None
+
+
+def text_checks(max_length: int | None) -> list[Check]:
+    checks = [
+        Check("not text", "typeof({c}) = 'text'"),
+        Check(
+            "contains a NUL character, which PostgreSQL text cannot hold",
+            bad="instr(CAST({c} AS BLOB), x'00') > 0",
+        ),
+    ]
+    if max_length is not None:
+        checks.append(
+            Check(f"longer than max_length {max_length}", bad=f"length({{c}}) > {max_length}")
+        )
+    return checks
+
+
+def column_for(field: models.Field) -> Column:
+    kind = value_kind(field)
+    name, nullable = field.column, field.null
+    if kind in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[kind]
+        checks = (
+            Check("not an integer", "typeof({c}) = 'integer'"),
+            Check(f"out of range {low}..{high}", f"{{c}} BETWEEN {low} AND {high}"),
+        )
+        return Column(name, field, kind, nullable, checks)
+    if kind == "BooleanField":
+        checks = (Check("not a boolean (0 or 1)", "typeof({c}) = 'integer' AND {c} IN (0, 1)"),)
+        template = "CASE {c} WHEN 1 THEN 't' WHEN 0 THEN 'f' END"
+        return Column(name, field, kind, nullable, checks, template, template)
+    if kind == "DateTimeField":
+        checks = (Check("not a datetime in Django's SQLite format", DATETIME_OK),)
+        canonical = "substr({c}, 1, 19) || '.' || substr(substr({c}, 21) || '000000', 1, 6)"
+        return Column(name, field, kind, nullable, checks, "{c} || '+00'", canonical)
+    if kind == "DateField":
+        return Column(name, field, kind, nullable, (Check("not a date", DATE_OK),), "{c}", "{c}")
+    if kind == "TimeField":
+        canonical = "substr({c}, 1, 8) || '.' || substr(substr({c}, 10) || '000000', 1, 6)"
+        checks = (Check("not a time", TIME_OK),)
+        return Column(name, field, kind, nullable, checks, "{c}", canonical)
+    if kind == "DecimalField":
+        places, digits = field.decimal_places, field.max_digits
+        checks = (
+            Check(
+                "text in a decimal column",
+                "typeof({c}) IN ('integer', 'real')",
+                recheck=_recheck_decimal(digits, places),
+            ),
+            Check(
+                f"more than {places} decimal places",
+                bad=f"typeof({{c}}) = 'real' "
+                f"AND CAST(printf('%.{places}f', {{c}}) AS REAL) != {{c}}",
+            ),
+            Check(
+                f"more than {digits - places} digits before the decimal point",
+                bad=f"typeof({{c}}) IN ('integer', 'real') AND abs({{c}}) >= 1e{digits - places}",
+            ),
+        )
+        # SQLite prints a REAL with 15 significant digits ('12.5'), which PostgreSQL scales
+        # to the column's places; preflight has made sure no value needs rounding.
+        copy = "CAST({c} AS TEXT)"
+        return Column(name, field, kind, nullable, checks, copy, "CAST({c} AS TEXT)")
+    if kind == "FloatField":
+        checks = (Check("not a number", "typeof({c}) IN ('integer', 'real')"),)
+        return Column(name, field, kind, nullable, checks, "printf('%!.17g', {c})", "{c}")
+    if kind == "DurationField":
+        checks = (Check("not a duration (integer microseconds)", "typeof({c}) = 'integer'"),)
+        return Column(name, field, kind, nullable, checks, "{c} || ' microseconds'")
+    if kind == "UUIDField":
+        checks = (
+            Check(
+                "not a UUID (32 hexadecimal digits)",
+                "typeof({c}) = 'text' AND length({c}) = 32 AND lower({c}) NOT GLOB '*[^0-9a-f]*'",
+            ),
+        )
+        return Column(name, field, kind, nullable, checks, "{c}", "lower({c})")
+    if kind == "BinaryField":
+        checks = (Check("not binary data", "typeof({c}) = 'blob'"),)
+        return Column(name, field, kind, nullable, checks, "'\\\\x' || hex({c})", "lower(hex({c}))")
+    if kind == "JSONField":
+        checks = (
+            Check("invalid JSON", "typeof({c}) = 'text' AND json_valid({c})"),
+            Check(
+                "JSON with a \\u0000 character, which PostgreSQL jsonb cannot hold",
+                bad="instr({c}, '\\u0000') > 0",
+            ),
+        )
+        return Column(name, field, kind, nullable, checks, COPY_ESCAPED, "{c}")
+    if kind == "GenericIPAddressField":
+        checks = (*text_checks(None), Check("not an IP address", "0", recheck=_recheck_ip))
+        return Column(name, field, kind, nullable, checks, "{c}", "{c}")
+    if kind in TEXT_KINDS:
+        max_length = None if kind == "TextField" else getattr(field, "max_length", None)
+        return Column(
+            name, field, kind, nullable, tuple(text_checks(max_length)), COPY_ESCAPED, "{c}"
+        )
+    raise UnsupportedField(f"{field.model._meta.label}.{field.name}: {kind} is not supported")
+
+
+def shorten(value: object, limit: int = 40) -> str:
+    """A value as it may appear in a report: short, and undecodable bytes shown safely."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,559 @@
+"""Move a SQLite database into PostgreSQL: preflight, one-transaction COPY, verify, record.
+
+The flow is the one every dbops command follows: snapshot the source, find *every* problem
+before writing anything, copy all tables in one transaction with COPY (streaming, foreign keys
+checked at commit), set every sequence past its largest key, prove each table arrived intact
+with independent checksums, and only then commit. Each step is a method that tests can call.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.recorder import MigrationRecorder
+
+from dbops.sqlite_import import checksums, source
+from dbops.sqlite_import.columns import TEXT_KINDS, UnsupportedField, shorten
+from dbops.sqlite_import.plan import PlanError, TablePlan, build_plan, unique_column_sets
+
+SAMPLES_PER_COLUMN = 5
+FETCH_SIZE = 5000
+COPY_CHUNK_ROWS = 5000
+
+
+class ImportFailed(Exception):
+    """The import stopped; nothing was committed. `problems` lists every reason found."""
+
+    def __init__(self, summary: str, problems: list[str] | None = None):
+        super().__init__(summary)
+        self.summary = summary
+        self.problems = problems or []
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived; raised like KeyboardInterrupt so every transaction rolls back."""
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclass
+class ValueProblems:
+    """Bad values grouped by table, column and reason: a capped sample and the full count."""
+
+    groups: dict[tuple[str, str, str], list] = field(default_factory=dict)
+
+    def add(self, table: str, pk: Any, column: str, value: Any, reason: str) -> None:
+        group = self.groups.setdefault((table, column, reason), [0, []])
+        group[0] += 1
+        if len(group[1]) < SAMPLES_PER_COLUMN:
+            group[1].append((_pk_text(pk), shorten(value)))
+
+    def add_uncounted(self, table: str, column: str, reason: str, count: int) -> None:
+        """Set a group's total when only a sample of its rows was added one by one."""
+        self.groups.setdefault((table, column, reason), [0, []])[0] = count
+
+    @property
+    def total(self) -> int:
+        return sum(count for count, _ in self.groups.values())
+
+    def lines(self) -> list[str]:
+        lines = []
+        for (table, column, reason), (count, samples) in self.groups.items():
+            examples = "; ".join(f"pk {pk}: {value}" for pk, value in samples)
+            more = f" (and {count - len(samples)} more)" if count > len(samples) else ""
+            lines.append(f"{table}.{column}: {count} value(s) {reason}: {examples}{more}")
+        return lines
+
+
+def _pk_text(pk: Any) -> str:
+    return pk.decode("utf-8", "backslashreplace") if isinstance(pk, bytes) else str(pk)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class TableResult:
+    table: str
+    source_rows: int = 0
+    target_rows: int | None = None
+    source_checksum: str = ""
+    target_checksum: str | None = None
+    seconds: float = 0.0
+    replaced: bool = False
+
+    @property
+    def matches(self) -> bool | None:
+        if self.target_checksum is None:
+            return None
+        return self.source_rows == self.target_rows and (
+            self.source_checksum == self.target_checksum
+        )
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.source_rows / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "table": self.table,
+            "source_rows": self.source_rows,
+            "target_rows": self.target_rows,
+            "source_checksum": self.source_checksum,
+            "target_checksum": self.target_checksum,
+            "checksum_match": self.matches,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+        }
+
+
+@dataclass
+class ImportOptions:
+    source_path: Path
+    database: str = "default"
+    dry_run: bool = False
+    truncate: bool = False
+    excludes: list[str] = field(default_factory=list)
+    snapshot_dir: Path | None = None
+
+
+class NullProgress:
+    """Progress reporting interface; the command supplies a real one."""
+
+    def phase(self, message: str) -> None:
+        pass
+
+    def start(self, label: str, table: str, total: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- the import
+
+
+class SqliteImport:
+    def __init__(self, options: ImportOptions, progress: NullProgress | None = None):
+        self.options = options
+        self.progress = progress or NullProgress()
+        self.connection = connections[options.database]
+        self.snapshot: source.Snapshot | None = None
+        self.sqlite: sqlite3.Connection | None = None
+        self.plans: list[TablePlan] = []
+        self.skipped: list[str] = []
+        self.results: dict[str, TableResult] = {}
+
+    # -- the whole run
+
+    def run(self) -> list[TableResult]:
+        """Preflight, then (unless a dry run) copy, verify and commit. Raises ImportFailed."""
+        try:
+            self.prepare()
+            self.preflight()
+            if not self.options.dry_run:
+                with sigterm_raises_interrupted():
+                    self.copy_verify_commit()
+        finally:
+            if self.sqlite is not None:
+                self.sqlite.close()
+        return list(self.results.values())
+
+    def prepare(self) -> None:
+        try:
+            self.plans, self.skipped = build_plan(self.options.excludes)
+        except (PlanError, UnsupportedField) as exc:
+            raise ImportFailed(str(exc)) from None
+        self.progress.phase(f"Taking a snapshot of {self.options.source_path}")
+        try:
+            self.snapshot = source.take_snapshot(
+                self.options.source_path, self.options.snapshot_dir
+            )
+        except source.SourceError as exc:
+            raise ImportFailed(str(exc)) from None
+        self.sqlite = source.open_snapshot(self.snapshot)
+
+    # -- preflight: read-only on both sides, every problem collected
+
+    def preflight(self) -> None:
+        # integrity_check is the slowest read of all; it runs on its own connection (SQLite
+        # releases the GIL) while the other checks run, so preflight uses both cores.
+        self.progress.phase("Checking the snapshot's integrity (in the background)")
+        integrity = IntegrityCheck(self.snapshot)
+        integrity.start()
+        try:
+            problems = self.check_target()
+            problems += self.check_migrations()
+            problems += self.check_tables_and_columns()
+            if not problems:
+                self.progress.phase("Checking foreign keys")
+                problems += self.check_foreign_keys()
+                self.progress.phase("Checking unique values")
+                problems += self.check_unique_values()
+                self.progress.phase("Checking every value against its target column")
+                problems += self.check_values().lines()
+        except sqlite3.DatabaseError:
+            problems = ["the source could not be read while checking it"]
+        finally:
+            integrity.join()
+        if integrity.problems:
+            # A damaged file makes every other finding doubtful: report the damage alone.
+            raise ImportFailed("the source database is damaged", integrity.problems)
+        if problems:
+            raise ImportFailed(
+                f"preflight found {len(problems)} problem(s); nothing was written", problems
+            )
+
+    def check_target(self) -> list[str]:
+        self.progress.phase("Checking the target database")
+        problems = []
+        if self.connection.vendor != "postgresql":
+            return [
+                f"target database '{self.options.database}' is {self.connection.vendor}; "
+                f"import_sqlite writes to PostgreSQL only"
+            ]
+        try:
+            executor = MigrationExecutor(self.connection)
+        except Exception as exc:  # noqa: BLE001 - unreachable, or no permission
+            return [
+                f"target database '{self.options.database}' is unreachable ({type(exc).__name__})"
+            ]
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if plan:
+            names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:5])
+            problems.append(
+                f"target database is not fully migrated ({len(plan)} unapplied: {names}); "
+                f"run 'manage.py migrate --database {self.options.database}' first"
+            )
+            return problems
+        non_empty = [
+            plan.table
+            for plan in self.plans
+            if not plan.replaced and self.target_has_rows(plan.table)
+        ]
+        if non_empty and not self.options.truncate:
+            problems.append(
+                "target tables are not empty: "
+                + ", ".join(non_empty)
+                + "; import into an empty database, or pass --truncate to replace their rows"
+            )
+        return problems
+
+    def target_has_rows(self, table: str) -> bool:
+        with self.connection.cursor() as cursor:
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {self.qn(table)})")
+            return cursor.fetchone()[0]
+
+    def check_migrations(self) -> list[str]:
+        source_applied = source.applied_migrations(self.sqlite)
+        if source_applied is None:
+            return [
+                f"{self.options.source_path} has no django_migrations table, so it is not a "
+                f"database of this project; a database of another schema needs --mapping"
+            ]
+        apps_imported = {plan.app_label for plan in self.plans}
+        target_applied = set(MigrationRecorder(self.connection).applied_migrations())
+        only_source = sorted(m for m in source_applied - target_applied if m[0] in apps_imported)
+        only_target = sorted(m for m in target_applied - source_applied if m[0] in apps_imported)
+        problems = []
+        if only_source:
+            problems.append(
+                "migrations applied in the source but not in the target: "
+                + ", ".join(f"{app}.{name}" for app, name in only_source)
+                + f"; update this code base, then run 'manage.py migrate --database "
+                f"{self.options.database}'"
+            )
+        if only_target:
+            problems.append(
+                "migrations applied in the target but not in the source: "
+                + ", ".join(f"{app}.{name}" for app, name in only_target)
+                + "; run 'manage.py migrate' against the SQLite database first (with "
+                "DATABASE_URL=sqlite:////path/to/it), then import again"
+            )
+        return problems
+
+    def check_tables_and_columns(self) -> list[str]:
+        tables = source.table_names(self.sqlite)
+        problems = []
+        for plan in self.plans:
+            if plan.table not in tables:
+                problems.append(f"source has no table {plan.table} (model {plan.label})")
+                continue
+            present = set(source.table_columns(self.sqlite, plan.table))
+            missing = [name for name in plan.column_names if name not in present]
+            if missing:
+                problems.append(f"source table {plan.table} lacks column(s) {', '.join(missing)}")
+        return problems
+
+    def check_foreign_keys(self) -> list[str]:
+        problems = []
+        imported = {plan.table for plan in self.plans}
+        for plan in self.plans:
+            for column, target_table, _ in plan.foreign_keys:
+                if target_table not in imported:
+                    problems.append(
+                        f"{plan.table}.{column} refers to {target_table}, which is excluded; "
+                        f"exclude {plan.label} too, or import both"
+                    )
+            rows = self.sqlite.execute(f'PRAGMA foreign_key_check("{plan.table}")').fetchall()
+            if not rows:
+                continue
+            dangling = ValueProblems()
+            for _, rowid, parent, fk_index in rows:
+                pk, column, value = self.describe_dangling(plan, rowid, _text(parent), fk_index)
+                dangling.add(
+                    plan.table, pk, column, value, f"point at missing rows of {_text(parent)}"
+                )
+            problems += dangling.lines()
+        return problems
+
+    def describe_dangling(self, plan, rowid, parent, fk_index):
+        fk_rows = self.sqlite.execute(f'PRAGMA foreign_key_list("{plan.table}")').fetchall()
+        column = next((_text(r[3]) for r in fk_rows if r[0] == fk_index), "?")
+        row = self.sqlite.execute(
+            f'SELECT "{plan.pk}", "{column}" FROM "{plan.table}" WHERE rowid = ?', (rowid,)
+        ).fetchone()
+        return (row[0], column, row[1]) if row else (rowid, column, None)
+
+    def check_unique_values(self) -> list[str]:
+        problems = []
+        for plan in self.plans:
+            for columns in unique_column_sets(plan.model):
+                names = ", ".join(f'"{name}"' for name in columns)
+                not_null = " AND ".join(f'"{name}" IS NOT NULL' for name in columns)
+                duplicates = self.sqlite.execute(
+                    f'SELECT {names}, count(*), min("{plan.pk}") FROM "{plan.table}" '
+                    f"WHERE {not_null} GROUP BY {names} HAVING count(*) > 1"
+                ).fetchall()
+                if duplicates:
+                    found = ValueProblems()
+                    for row in duplicates:
+                        value = row[0] if len(columns) == 1 else tuple(row[: len(columns)])
+                        found.add(plan.table, row[-1], "+".join(columns), value,
+                                  "duplicated, breaking a unique constraint")  # fmt: skip
+                    problems += found.lines()
+        return problems
+
+    def check_values(self) -> ValueProblems:
+        """Every column's checks, as one aggregate scan per table inside SQLite."""
+        found = ValueProblems()
+        for plan in self.plans:
+            self.progress.start("checking", plan.table, self.count_source_rows(plan))
+            checks = [
+                (column, check, condition)
+                for column in plan.columns
+                for check, condition in column.problem_conditions()
+            ]
+            sums = ", ".join(f"sum({condition})" for _, _, condition in checks)
+            counts = self.sqlite.execute(f'SELECT {sums} FROM "{plan.table}"').fetchone()
+            for (column, check, condition), count in zip(checks, counts, strict=True):
+                if count:
+                    self.record_bad_values(found, plan, column, check, condition)
+            self.check_utf8(found, plan)
+            self.progress.advance(self.progress.total)
+            self.progress.finish()
+        return found
+
+    def record_bad_values(self, found, plan, column, check, condition) -> None:
+        rows = self.sqlite.execute(
+            f'SELECT "{plan.pk}", {column.quoted} FROM "{plan.table}" WHERE {condition} '
+            f'ORDER BY "{plan.pk}"' + ("" if check.recheck else f" LIMIT {SAMPLES_PER_COLUMN}")
+        )
+        if check.recheck is None:
+            count = self.sqlite.execute(
+                f'SELECT count(*) FROM "{plan.table}" WHERE {condition}'
+            ).fetchone()[0]
+            for pk, value in rows:
+                found.add(plan.table, pk, column.name, value, check.reason)
+            found.add_uncounted(plan.table, column.name, check.reason, count)
+            return
+        for pk, value in rows:
+            reason = check.recheck(value)
+            if reason is not None:
+                found.add(plan.table, pk, column.name, value, reason)
+
+    def check_utf8(self, found: ValueProblems, plan: TablePlan) -> None:
+        """Text that is not valid UTF-8 (SQLite stores whatever bytes it was given)."""
+        for column in plan.columns:
+            if column.kind not in TEXT_KINDS:
+                continue
+            c = column.quoted
+            suspects = self.sqlite.execute(
+                f'SELECT "{plan.pk}", {c} FROM "{plan.table}" WHERE typeof({c}) = \'text\' '
+                f"AND length(CAST({c} AS BLOB)) != length({c})"
+            )
+            for pk, value in suspects:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    found.add(
+                        plan.table, pk, column.name, value, f"invalid UTF-8 (byte {exc.start})"
+                    )
+
+    def count_source_rows(self, plan: TablePlan) -> int:
+        return self.sqlite.execute(f'SELECT count(*) FROM "{plan.table}"').fetchone()[0]
+
+    # -- the copy: one transaction, verified before commit
+
+    def copy_verify_commit(self) -> None:
+        with transaction.atomic(using=self.options.database):
+            with self.connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+                cursor.execute("SET LOCAL TimeZone = 'UTC'")
+                self.clear_target(cursor)
+                for plan in self.plans:
+                    self.copy_table(cursor, plan)
+                self.reset_sequences(cursor)
+            self.verify()
+            self.progress.phase("Committing (foreign keys are checked now)")
+
+    def clear_target(self, cursor) -> None:
+        replaced = [plan for plan in self.plans if plan.replaced]
+        if self.options.truncate:
+            tables = ", ".join(self.qn(plan.table) for plan in self.plans if not plan.replaced)
+            self.progress.phase("Truncating the target tables (--truncate)")
+            cursor.execute(f"TRUNCATE {tables}")
+        # Permissions first: they refer to content types.
+        for plan in sorted(replaced, key=lambda plan: plan.table != "auth_permission"):
+            cursor.execute(f"DELETE FROM {self.qn(plan.table)}")
+
+    def copy_table(self, cursor, plan: TablePlan) -> None:
+        """COPY one table from lines SQLite builds, checksumming the source rows on the way."""
+        started = time.monotonic()
+        self.progress.start("copying", plan.table, self.count_source_rows(plan))
+        layout = plan.layout
+        copy_line = " || char(9) || ".join(column.copy_sql() for column in plan.columns)
+        source_rows = self.sqlite.execute(layout.sqlite_query(extra=copy_line))
+        stream = CopyStream(source_rows, layout.digester(), self.progress.advance)
+        columns = ", ".join(self.qn(name) for name in plan.column_names)
+        cursor.cursor.copy_expert(
+            f"COPY {self.qn(plan.table)} ({columns}) FROM STDIN", stream, size=1 << 16
+        )
+        self.progress.finish()
+        checksum = stream.digester.checksum(plan.table)
+        self.results[plan.table] = TableResult(
+            table=plan.table,
+            source_rows=checksum.rows,
+            source_checksum=checksum.digest,
+            seconds=time.monotonic() - started,
+            replaced=plan.replaced,
+        )
+
+    def reset_sequences(self, cursor) -> None:
+        """Set every identity past the largest key (1 for an empty table), then check it."""
+        self.progress.phase("Setting sequences")
+        for plan in self.plans:
+            if not plan.has_sequence:
+                continue
+            table, pk = self.qn(plan.table), self.qn(plan.pk)
+            cursor.execute(
+                f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+                f"COALESCE(MAX({pk}), 1), MAX({pk}) IS NOT NULL) FROM {table}",
+                [plan.table, plan.pk],
+            )
+            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [plan.table, plan.pk])
+            sequence = cursor.fetchone()[0]
+            cursor.execute(f"SELECT last_value, is_called FROM {sequence}")
+            last_value, is_called = cursor.fetchone()
+            next_value = last_value + 1 if is_called else last_value
+            cursor.execute(f"SELECT COALESCE(MAX({pk}), 0) FROM {table}")
+            largest = cursor.fetchone()[0]
+            if next_value <= largest:
+                raise ImportFailed(
+                    f"the sequence of {plan.table} would give {next_value}, not past {largest}"
+                )
+
+    def verify(self) -> None:
+        self.progress.phase("Verifying row counts and checksums")
+        for plan in self.plans:
+            result = self.results[plan.table]
+            target = checksums.postgresql_table_checksum(self.connection, plan.layout)
+            result.target_rows = target.rows
+            result.target_checksum = target.digest
+            if not result.matches:
+                first = checksums.first_difference(self.sqlite, self.connection, plan.layout)
+                raise ImportFailed(
+                    f"verification failed for {plan.table}: {result.source_rows} rows in the "
+                    f"source, {target.rows} in the target, checksums "
+                    f"{'match' if result.source_checksum == target.digest else 'differ'}; "
+                    f"first differing key: {first}; rolled back"
+                )
+
+    def qn(self, name: str) -> str:
+        return self.connection.ops.quote_name(name)
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class IntegrityCheck(threading.Thread):
+    """`PRAGMA integrity_check` of the snapshot, in a thread with its own connection."""
+
+    def __init__(self, snapshot: source.Snapshot):
+        super().__init__(name="sqlite-integrity-check", daemon=True)
+        self.snapshot = snapshot
+        self.problems: list[str] = []
+
+    def run(self) -> None:
+        connection = source.open_snapshot(self.snapshot)
+        try:
+            found = source.integrity_problems(connection)
+        finally:
+            connection.close()
+        self.problems = [f"source integrity check: {message}" for message in found]
+
+
+class CopyStream:
+    """File-like reader of the COPY text lines that SQLite builds (see Column.copy_sql).
+
+    Each source row is (pk, canonical checksum text, raw values..., COPY line); the checksum
+    part goes to the digester, the line to PostgreSQL, a chunk at a time.
+    """
+
+    def __init__(self, cursor, digester: checksums.RowDigester, advance: Callable[[int], None]):
+        self.cursor = cursor
+        self.digester = digester
+        self.advance = advance
+        self.done = 0
+
+    def read(self, size: int = -1) -> bytes:
+        rows = self.cursor.fetchmany(COPY_CHUNK_ROWS)
+        if not rows:
+            return b""
+        self.digester.add_rows(rows)
+        self.done += len(rows)
+        self.advance(self.done)
+        return b"\n".join([row[-1] for row in rows]) + b"\n"
+
+
+@contextmanager
+def sigterm_raises_interrupted():
+    """Turn SIGTERM into an exception so the transaction rolls back and the run is recorded."""
+
+    def interrupt(signum, frame):
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

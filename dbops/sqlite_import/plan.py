@@ -1,0 +1,136 @@
+"""Which tables an import copies, with which columns, in what way.
+
+Every concrete, managed model installed in the project is imported (auto-created many-to-many
+tables included), except dbops' own history (an import run describes the target, not the
+source) and what `--exclude` names. Content types and permissions are created by `migrate` in
+the target with ids of its own; they are replaced by the source's rows so that every foreign
+key to them (admin log, user permissions) keeps pointing at the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.apps import apps
+from django.db import models
+
+from dbops.sqlite_import.checksums import RowLayout
+from dbops.sqlite_import.columns import Column, column_for
+
+ALWAYS_EXCLUDED_APPS = {"dbops"}
+REPLACED_TABLES = {"django_content_type", "auth_permission"}
+
+
+class PlanError(Exception):
+    pass
+
+
+@dataclass
+class TablePlan:
+    model: type[models.Model]
+    table: str
+    label: str
+    columns: list[Column]
+    pk: str
+    has_sequence: bool
+    replaced: bool = False
+    foreign_keys: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def app_label(self) -> str:
+        return self.model._meta.app_label
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    @property
+    def layout(self) -> RowLayout:
+        return RowLayout.of(self.table, self.columns, self.pk)
+
+
+def importable_models() -> list[type[models.Model]]:
+    return [
+        model
+        for model in apps.get_models(include_auto_created=True)
+        if model._meta.managed
+        and not model._meta.proxy
+        and not model._meta.swapped
+        and model._meta.app_label not in ALWAYS_EXCLUDED_APPS
+    ]
+
+
+def parse_excludes(excludes: list[str]) -> tuple[set[str], set[str]]:
+    """Split `--exclude` values into app labels and model labels (lower case), checking each."""
+    app_labels, model_labels = set(), set()
+    known_models = {model._meta.label_lower for model in importable_models()}
+    for value in excludes:
+        if "." in value:
+            if value.lower() not in known_models:
+                raise PlanError(
+                    f"--exclude {value}: no such model (expected APP_LABEL.Model, e.g. "
+                    f"sessions.Session)"
+                )
+            model_labels.add(value.lower())
+        else:
+            try:
+                apps.get_app_config(value)
+            except LookupError:
+                raise PlanError(f"--exclude {value}: no installed app with that label") from None
+            app_labels.add(value)
+    return app_labels, model_labels
+
+
+def is_excluded(model, app_labels: set[str], model_labels: set[str]) -> bool:
+    meta = model._meta
+    if meta.app_label in app_labels or meta.label_lower in model_labels:
+        return True
+    if meta.auto_created:
+        # A many-to-many table goes with the model that declares the field.
+        owner = meta.auto_created
+        return owner._meta.app_label in app_labels or owner._meta.label_lower in model_labels
+    return False
+
+
+def build_plan(excludes: list[str]) -> tuple[list[TablePlan], list[str]]:
+    """The tables to import, and the tables left out (as labels) for the report."""
+    app_labels, model_labels = parse_excludes(excludes)
+    plans, skipped = [], []
+    for model in importable_models():
+        if is_excluded(model, app_labels, model_labels):
+            skipped.append(model._meta.db_table)
+            continue
+        plans.append(table_plan(model))
+    return plans, skipped
+
+
+def table_plan(model: type[models.Model]) -> TablePlan:
+    meta = model._meta
+    columns = [column_for(f) for f in meta.local_concrete_fields]
+    pk = meta.pk
+    foreign_keys = [
+        (f.column, f.related_model._meta.db_table, f.target_field.column)
+        for f in meta.local_concrete_fields
+        if f.is_relation and f.related_model is not None
+    ]
+    return TablePlan(
+        model=model,
+        table=meta.db_table,
+        label=meta.label,
+        columns=columns,
+        pk=pk.column,
+        has_sequence=isinstance(pk, models.AutoField),
+        replaced=meta.db_table in REPLACED_TABLES,
+        foreign_keys=foreign_keys,
+    )
+
+
+def unique_column_sets(model: type[models.Model]) -> list[tuple[str, ...]]:
+    """Column sets that must be unique in the target (beyond the primary key)."""
+    meta = model._meta
+    sets = [(f.column,) for f in meta.local_concrete_fields if f.unique and not f.primary_key]
+    for together in meta.unique_together:
+        sets.append(tuple(meta.get_field(name).column for name in together))
+    for constraint in meta.total_unique_constraints:
+        sets.append(tuple(meta.get_field(name).column for name in constraint.fields))
+    return list(dict.fromkeys(sets))

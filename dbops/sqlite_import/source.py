@@ -1,0 +1,154 @@
+"""The SQLite source: opened read-only, checked, and copied once into a consistent snapshot.
+
+Everything after this reads the snapshot, never the source: the source's bytes and mtime stay
+as they were, rows still in its `-wal` file are included (the online backup API reads through
+SQLite, unlike a file copy), and the snapshot's sha256 identifies exactly what was imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+LOCK_TIMEOUT_SECONDS = 5
+
+
+class SourceError(Exception):
+    """The source cannot be imported at all; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    source_path: Path
+    path: Path
+    sha256: str
+    size: int
+
+
+def check_source_file(path: Path) -> None:
+    if not path.exists():
+        raise SourceError(f"{path}: no such file")
+    if not path.is_file():
+        raise SourceError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path}: the file is empty (0 bytes), not a SQLite database")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot be read ({exc.strerror})") from None
+    if header != SQLITE_HEADER:
+        raise SourceError(f"{path}: not a SQLite database (its header is not 'SQLite format 3')")
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=LOCK_TIMEOUT_SECONDS)
+
+
+def take_snapshot(source: Path, directory: Path) -> Snapshot:
+    """Copy the source through SQLite's online backup API into `directory`."""
+    check_source_file(source)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = directory / f"{source.stem}-snapshot-{stamp}.sqlite3"
+    try:
+        source_connection = open_read_only(source)
+    except sqlite3.Error as exc:
+        raise SourceError(f"{source}: cannot be opened read-only ({exc})") from None
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    try:
+        target_connection = sqlite3.connect(target)
+        try:
+            source_connection.backup(
+                target_connection, progress=_give_up_after(LOCK_TIMEOUT_SECONDS), sleep=0.05
+            )
+        finally:
+            target_connection.close()
+    except SourceLocked:
+        target.unlink(missing_ok=True)
+        raise SourceError(
+            f"{source}: the database is locked by another process (waited "
+            f"{LOCK_TIMEOUT_SECONDS} s); stop the application writing to it and try again"
+        ) from None
+    except sqlite3.DatabaseError as exc:
+        target.unlink(missing_ok=True)
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            raise SourceError(
+                f"{source}: the database is locked by another process (waited "
+                f"{LOCK_TIMEOUT_SECONDS} s); stop the application writing to it and try again"
+            ) from None
+        raise SourceError(f"{source}: cannot be read as SQLite ({message})") from None
+    finally:
+        source_connection.close()
+    return Snapshot(source, target, file_sha256(target), target.stat().st_size)
+
+
+class SourceLocked(Exception):
+    pass
+
+
+def _give_up_after(seconds: float):
+    """A backup progress callback that stops waiting on a lock (Python would retry forever)."""
+    deadline = time.monotonic() + seconds
+
+    def progress(status, remaining, total):
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
+            raise SourceLocked
+
+    return progress
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_snapshot(snapshot: Snapshot) -> sqlite3.Connection:
+    """A read-only connection to the snapshot that returns text as bytes (see columns.py)."""
+    connection = open_read_only(snapshot.path)
+    connection.text_factory = bytes
+    return connection
+
+
+def integrity_problems(connection: sqlite3.Connection, limit: int = 20) -> list[str]:
+    """`PRAGMA integrity_check`: corruption, and rows breaking NOT NULL or CHECK constraints."""
+    try:
+        rows = connection.execute(f"PRAGMA integrity_check({limit})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    messages = [_text(row[0]) for row in rows]
+    return [] if messages == ["ok"] else messages
+
+
+def table_names(connection: sqlite3.Connection) -> set[str]:
+    rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {_text(row[0]) for row in rows}
+
+
+def table_columns(connection: sqlite3.Connection, table: str) -> list[str]:
+    return [_text(row[1]) for row in connection.execute(f'PRAGMA table_info("{table}")')]
+
+
+def applied_migrations(connection: sqlite3.Connection) -> set[tuple[str, str]] | None:
+    """(app, name) of the source's applied migrations; None when it is not a Django database."""
+    if "django_migrations" not in table_names(connection):
+        return None
+    rows = connection.execute("SELECT app, name FROM django_migrations").fetchall()
+    return {(_text(app), _text(name)) for app, name in rows}
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

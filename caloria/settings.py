@@ -116,6 +116,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
 ]
+if CALORIA_ENV == "test":
+    # Every field type import_sqlite converts, so its tests cover more than Caloria's models.
+    INSTALLED_APPS.append("tests.fieldtypes")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

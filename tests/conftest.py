@@ -8,6 +8,7 @@ developer's own `.env` never leaks in because CALORIA_ENV_FILE always names a te
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -139,3 +140,56 @@ def password_database_url(django_db_setup, django_db_blocker) -> tuple[str, str]
 
     password = connection.settings_dict.get("PASSWORD") or "SECRETPW"
     return database_url(connection.settings_dict, PASSWORD=password), password
+
+
+def run_with_sqlite(path: Path, *args: str, env_file: Path) -> None:
+    """Run a manage.py command (or `python -c`) against a SQLite file, in a child process."""
+    command = [sys.executable, *args] if args[0] == "-c" else [sys.executable, "manage.py", *args]
+    completed = subprocess.run(
+        command,
+        cwd=PROJECT_ROOT,
+        env=clean_environment(
+            CALORIA_ENV="test",
+            DATABASE_URL=f"sqlite:///{path}",
+            CALORIA_ENV_FILE=str(env_file),
+            DJANGO_SETTINGS_MODULE="caloria.settings",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+@pytest.fixture(scope="session")
+def sqlite_templates(tmp_path_factory):
+    """A migrated empty SQLite database of this project, and one filled by tests/import_data."""
+    folder = tmp_path_factory.mktemp("sqlite-templates")
+    env_file = folder / "empty.env"
+    env_file.write_text("")
+    empty = folder / "empty.sqlite3"
+    run_with_sqlite(empty, "migrate", "--noinput", env_file=env_file)
+    filled = folder / "filled.sqlite3"
+    shutil.copyfile(empty, filled)
+    script = (
+        "import django; django.setup(); from tests.import_data import create_rows; create_rows()"
+    )
+    run_with_sqlite(filled, "-c", script, env_file=env_file)
+    return {"empty": empty, "filled": filled}
+
+
+@pytest.fixture
+def empty_source(sqlite_templates, tmp_path) -> Path:
+    """A migrated SQLite database with no rows but what migrate creates, in tmp_path."""
+    path = tmp_path / "source-empty.sqlite3"
+    shutil.copyfile(sqlite_templates["empty"], path)
+    return path
+
+
+@pytest.fixture
+def filled_source(sqlite_templates, tmp_path) -> Path:
+    """A SQLite database holding tests/import_data's rows, in tmp_path."""
+    path = tmp_path / "source.sqlite3"
+    shutil.copyfile(sqlite_templates["filled"], path)
+    return path

@@ -129,7 +129,7 @@ def python_normalizer(column: Column) -> Callable[[object], str]:
 def postgresql_expression(kind: str, column: str) -> str:
     """SQL giving the canonical text of a PostgreSQL column of the given type."""
     if kind == "BooleanField":
-        return f"CASE WHEN {column} THEN 't' ELSE 'f' END"
+        return f"CASE WHEN {column} THEN 't' WHEN NOT {column} THEN 'f' END"
     if kind == "DateTimeField":
         return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
     if kind == "DateField":

@@ -48,14 +48,16 @@ PYTHON_CANONICAL_KINDS = {"DecimalField", "FloatField", "JSONField", "GenericIPA
 
 # Django's SQLite format for aware datetimes: naive UTC text, microseconds optional.
 DATETIME_OK = (
-    "typeof({c}) = 'text' AND datetime({c}) IS substr({c}, 1, 19) AND (length({c}) = 19 "
+    "typeof({c}) = 'text' AND datetime(substr({c}, 1, 19), '+0 days') IS substr({c}, 1, 19) "
+    "AND (length({c}) = 19 "
     "OR (substr({c}, 20, 1) = '.' AND length({c}) BETWEEN 21 AND 26 "
     "AND substr({c}, 21) NOT GLOB '*[^0-9]*'))"
 )
-DATE_OK = "typeof({c}) = 'text' AND length({c}) = 10 AND date({c}) IS {c}"
+# The '+0 days' modifier makes SQLite normalise, so 2025-02-30 no longer equals itself.
+DATE_OK = "typeof({c}) = 'text' AND length({c}) = 10 AND date({c}, '+0 days') IS {c}"
 TIME_OK = (
     "typeof({c}) = 'text' AND {c} GLOB '[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*' "
-    "AND time(substr({c}, 1, 8)) IS substr({c}, 1, 8) "
+    "AND time(substr({c}, 1, 8), '+0 seconds') IS substr({c}, 1, 8) "
     "AND (length({c}) = 8 OR (substr({c}, 9, 1) = '.' AND length({c}) BETWEEN 10 AND 15 "
     "AND substr({c}, 10) NOT GLOB '*[^0-9]*'))"
 )
@@ -117,12 +119,16 @@ class Column:
         return self.kind in PYTHON_CANONICAL_KINDS
 
     def copy_sql(self) -> str:
-        c = self.quoted
-        return f"coalesce({self.copy_template.format(c=c)}, '{NULL}')"
+        return self._null_safe(self.copy_template)
 
     def canonical_sql(self) -> str:
+        return self._null_safe(self.canonical_template)
+
+    def _null_safe(self, template: str) -> str:
+        # Not coalesce(): several SQLite functions turn NULL into a value (hex(NULL) is '',
+        # printf('%g', NULL) is '0.0').
         c = self.quoted
-        return f"coalesce({self.canonical_template.format(c=c)}, '{NULL}')"
+        return f"CASE WHEN {c} IS NULL THEN '{NULL}' ELSE {template.format(c=c)} END"
 
 
 def value_kind(field: models.Field) -> str:
@@ -192,7 +198,10 @@ def column_for(field: models.Field) -> Column:
         low, high = INTEGER_RANGES[kind]
         checks = (
             Check("not an integer", "typeof({c}) = 'integer'"),
-            Check(f"out of range {low}..{high}", f"{{c}} BETWEEN {low} AND {high}"),
+            Check(
+                f"out of range {low}..{high}",
+                f"typeof({{c}}) != 'integer' OR {{c}} BETWEEN {low} AND {high}",
+            ),
         )
         return Column(name, field, kind, nullable, checks)
     if kind == "BooleanField":

@@ -387,14 +387,18 @@ class SqliteImport:
                 found.add(plan.table, pk, column.name, value, reason)
 
     def check_utf8(self, found: ValueProblems, plan: TablePlan) -> None:
-        """Text that is not valid UTF-8 (SQLite stores whatever bytes it was given)."""
+        """Text that is not valid UTF-8 (SQLite stores whatever bytes it was given).
+
+        Only values with a character outside printable ASCII can be invalid; SQL finds those
+        and Python decodes just them.
+        """
         for column in plan.columns:
             if column.kind not in TEXT_KINDS:
                 continue
             c = column.quoted
             suspects = self.sqlite.execute(
                 f'SELECT "{plan.pk}", {c} FROM "{plan.table}" WHERE typeof({c}) = \'text\' '
-                f"AND length(CAST({c} AS BLOB)) != length({c})"
+                f"AND {c} GLOB '*[^ -~]*'"
             )
             for pk, value in suspects:
                 try:

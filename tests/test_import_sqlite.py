@@ -1,0 +1,495 @@
+"""import_sqlite against real SQLite files and the real PostgreSQL server.
+
+Every test that imports runs with `transaction=True`: the command commits (or rolls back) its
+own transaction, and records an ImportRun outside it, as it does in production.
+"""
+
+import hashlib
+import json
+import os
+import sqlite3
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import CommandError, call_command
+
+from caloria.models import FoodEntry, User, WeightEntry
+from dbops.models import ImportRun
+from tests import import_data
+from tests.fieldtypes.models import EveryField, Tag
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def import_sqlite(path, *args):
+    """Run the command; return (stdout, stderr), or raise CommandError with stderr attached."""
+    stdout, stderr = StringIO(), StringIO()
+    try:
+        call_command("import_sqlite", str(path), "--noinput", *args, stdout=stdout, stderr=stderr)
+    except CommandError as error:
+        error.stdout, error.stderr = stdout.getvalue(), stderr.getvalue()
+        raise
+    return stdout.getvalue(), stderr.getvalue()
+
+
+def failed_import(path, *args) -> str:
+    """Run an import that must fail; return everything it said."""
+    with pytest.raises(CommandError) as raised:
+        import_sqlite(path, *args)
+    assert raised.value.returncode == 1
+    return f"{raised.value}\n{raised.value.stderr}"
+
+
+def execute(path, *statements):
+    """Change a source file behind Django's back, as other tools (or bugs) do."""
+    with sqlite3.connect(path) as source:
+        source.execute("PRAGMA ignore_check_constraints = ON")
+        for statement in statements:
+            source.execute(statement)
+    source.close()
+
+
+def imported_tables_are_empty() -> bool:
+    return not (
+        User.objects.exists()
+        or FoodEntry.objects.exists()
+        or WeightEntry.objects.exists()
+        or EveryField.objects.exists()
+    )
+
+
+# --------------------------------------------------------------------------- the copy
+
+
+def test_it_copies_every_row_and_value_exactly(filled_source):
+    stdout, _ = import_sqlite(filled_source)
+
+    assert "every table verified" in stdout
+    users = {user.username: user for user in User.objects.all()}
+    assert set(users) == {name for name, *_ in import_data.USERS}
+    for username, email, is_vip, goal, joined in import_data.USERS:
+        user = users[username]
+        assert (user.email, user.is_vip, user.daily_calorie_goal) == (email, is_vip, goal)
+        assert user.date_joined == joined
+    food = list(FoodEntry.objects.order_by("id"))
+    assert [
+        (f.user.username, f.eaten_at, f.name, f.calories, f.protein, f.carbs, f.fat, f.meal)
+        for f in food
+    ] == [tuple(row) for row in import_data.FOOD]
+    weights = WeightEntry.objects.order_by("id")
+    assert [(w.user.username, w.measured_on, w.weight_kg) for w in weights] == [
+        tuple(row) for row in import_data.WEIGHTS
+    ]
+
+
+def test_every_field_type_survives_the_round_trip(filled_source):
+    import_sqlite(filled_source)
+
+    rows = list(EveryField.objects.order_by("id"))
+    assert len(rows) == len(import_data.EVERY_FIELD_ROWS)
+    for row, expected in zip(rows, import_data.EVERY_FIELD_ROWS, strict=True):
+        for name, value in expected.items():
+            actual = getattr(row, name)
+            if isinstance(actual, memoryview):
+                actual = bytes(actual)
+            assert actual == value, name
+            if name == "ratio" and value is not None:
+                assert actual.hex() == value.hex()
+    assert sorted(Tag.objects.values_list("code", flat=True)) == sorted(
+        code for code, _ in import_data.TAGS
+    )
+    assert rows[0].tags.count() == 2
+
+
+def test_auto_now_add_values_are_kept_not_replaced_by_the_time_of_the_copy(filled_source):
+    with sqlite3.connect(filled_source) as source:
+        original = source.execute("SELECT id, created_at FROM caloria_foodentry").fetchall()
+    source.close()
+
+    import_sqlite(filled_source)
+
+    for pk, created_at in original:
+        stored = FoodEntry.objects.get(pk=pk).created_at
+        assert stored.strftime("%Y-%m-%d %H:%M:%S.%f") == created_at.ljust(26, "0")[:26]
+
+
+def test_sequences_are_set_past_the_largest_key_and_to_one_for_empty_tables(filled_source):
+    execute(filled_source, "UPDATE caloria_weightentry SET id = id + 500")
+
+    import_sqlite(filled_source)
+
+    largest = WeightEntry.objects.order_by("-id").first().id
+    ana = User.objects.get(username="ana")
+    created = WeightEntry.objects.create(user=ana, measured_on="2030-01-01", weight_kg=60)
+    assert created.id == largest + 1 == 503
+    assert not ana.user_permissions.exists()
+    ana.user_permissions.add(Permission.objects.first())
+    through = User.user_permissions.through.objects.get()
+    assert through.id == 1
+
+
+def test_content_type_and_permission_ids_of_the_source_survive(filled_source):
+    execute(
+        filled_source,
+        "PRAGMA foreign_keys = OFF",
+        "UPDATE auth_permission SET content_type_id = content_type_id + 100",
+        "UPDATE django_content_type SET id = id + 100",
+        "UPDATE django_admin_log SET content_type_id = content_type_id + 100",
+        "UPDATE auth_group_permissions SET permission_id = permission_id + 1000",
+        "UPDATE auth_permission SET id = id + 1000",
+    )
+
+    import_sqlite(filled_source)
+
+    ContentType.objects.clear_cache()
+    user_type = ContentType.objects.get(app_label="caloria", model="user")
+    assert user_type.id > 100
+    assert Permission.objects.order_by("id").first().id > 1000
+    assert Group.objects.get(name="Coaches").permissions.count() == 4
+    assert LogEntry.objects.get().content_type == user_type
+
+
+def test_exclude_leaves_an_app_out_and_reports_it(filled_source):
+    stdout, _ = import_sqlite(filled_source, "--exclude", "sessions")
+
+    assert "Skipped (excluded): django_session" in stdout
+    assert User.objects.count() == 3
+
+
+def test_exclude_of_an_unknown_label_is_an_error(filled_source):
+    output = failed_import(filled_source, "--exclude", "nosuchapp")
+
+    assert "--exclude nosuchapp: no installed app with that label" in output
+
+
+def test_excluding_a_table_that_others_refer_to_is_refused(filled_source):
+    output = failed_import(filled_source, "--exclude", "caloria.User")
+
+    assert "caloria_foodentry.user_id refers to caloria_user, which is excluded" in output
+    assert imported_tables_are_empty()
+
+
+# --------------------------------------------------------------------------- the source
+
+
+def test_the_source_file_is_never_changed(filled_source):
+    before = (filled_source.read_bytes(), filled_source.stat().st_mtime_ns)
+
+    import_sqlite(filled_source)
+
+    assert (filled_source.read_bytes(), filled_source.stat().st_mtime_ns) == before
+
+
+def test_rows_still_in_the_wal_file_are_imported(filled_source):
+    execute(filled_source, "PRAGMA journal_mode = WAL")
+    writer = sqlite3.connect(filled_source)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute(
+        "INSERT INTO caloria_weightentry (user_id, measured_on, weight_kg) "
+        "SELECT id, '2031-01-01', 70 FROM caloria_user WHERE username = 'ana'"
+    )
+    writer.commit()
+    assert os.path.getsize(f"{filled_source}-wal") > 0
+    try:
+        import_sqlite(filled_source)
+    finally:
+        writer.close()
+
+    assert WeightEntry.objects.filter(measured_on="2031-01-01").exists()
+
+
+def test_a_snapshot_with_its_sha256_is_recorded_in_the_import_run(filled_source, settings):
+    import_sqlite(filled_source)
+
+    run = ImportRun.objects.get()
+    assert run.status == ImportRun.Status.SUCCEEDED
+    assert run.source_path == str(filled_source)
+    snapshot = Path(run.snapshot_path)
+    assert snapshot.parent == Path(settings.DBOPS_BACKUP_DIR) / "imports"
+    assert snapshot.stat().st_mode & 0o777 == 0o600
+    assert run.source_sha256 == hashlib.sha256(snapshot.read_bytes()).hexdigest()
+    assert run.total_rows == sum(table["source_rows"] for table in run.tables)
+    food = next(table for table in run.tables if table["table"] == "caloria_foodentry")
+    assert food["source_rows"] == food["target_rows"] == 3
+    assert food["checksum_match"] is True
+    assert run.finished_at >= run.started_at
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "no such file"),
+        (b"", "the file is empty"),
+        (b"id,name\n1,ana\n", "not a SQLite database"),
+    ],
+)
+def test_a_source_that_is_not_a_sqlite_database_is_refused(tmp_path, content, expected):
+    path = tmp_path / "source.sqlite3"
+    if content is not None:
+        path.write_bytes(content)
+
+    output = failed_import(path)
+
+    assert f"{path}: {expected}" in output
+
+
+def test_a_directory_is_not_a_source(tmp_path):
+    assert f"{tmp_path}: not a file" in failed_import(tmp_path)
+
+
+def test_a_corrupt_source_is_refused(filled_source):
+    data = bytearray(filled_source.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    for page in range(2, len(data) // page_size):
+        start = page * page_size
+        data[start + 8 : start + 200] = b"\xa5" * 192
+    filled_source.write_bytes(bytes(data))
+
+    output = failed_import(filled_source)
+
+    assert "damaged" in output or "cannot be read as SQLite" in output
+    assert imported_tables_are_empty()
+
+
+def test_a_locked_source_is_refused_with_a_clear_message(filled_source):
+    locker = sqlite3.connect(filled_source, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        output = failed_import(filled_source)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    assert "the database is locked by another process" in output
+
+
+def test_a_source_without_django_migrations_is_refused(tmp_path):
+    path = tmp_path / "other.sqlite3"
+    execute(path, "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+
+    output = failed_import(path)
+
+    assert "has no django_migrations table" in output
+
+
+def test_a_migration_mismatch_lists_the_differences_and_the_migrate_to_run(filled_source):
+    execute(filled_source, "DELETE FROM django_migrations WHERE app = 'caloria'")
+
+    output = failed_import(filled_source)
+
+    assert "migrations applied in the target but not in the source: caloria.0001_initial" in output
+    assert "run 'manage.py migrate' against the SQLite database first" in output
+
+
+# --------------------------------------------------------------------------- bad values
+
+
+def recreate_without_constraints(path, table):
+    """Rebuild a table without NOT NULL, UNIQUE or CHECK, as a careless tool might have."""
+    execute(
+        path,
+        f'ALTER TABLE "{table}" RENAME TO "{table}_old"',
+        f'CREATE TABLE "{table}" AS SELECT * FROM "{table}_old"',
+        f'DROP TABLE "{table}_old"',
+    )
+
+
+@pytest.mark.parametrize(
+    "statements, expected",
+    [
+        (
+            ["UPDATE caloria_foodentry SET calories = 'lots' WHERE id = 2"],
+            "caloria_foodentry.calories: 1 value(s) not an integer: pk 2: 'lots'",
+        ),
+        (
+            [f"UPDATE caloria_user SET username = '{'x' * 151}' WHERE username = 'bob'"],
+            "caloria_user.username: 1 value(s) longer than max_length 150: pk 3:",
+        ),
+        (
+            ["UPDATE caloria_foodentry SET calories = 5000000000 WHERE id = 1"],
+            "caloria_foodentry.calories: 1 value(s) out of range 0..2147483647: pk 1: 5000000000",
+        ),
+        (
+            ["UPDATE caloria_foodentry SET protein = 1.005 WHERE id = 1"],
+            "caloria_foodentry.protein: 1 value(s) more than 2 decimal places: pk 1: 1.005",
+        ),
+        (
+            ["UPDATE caloria_foodentry SET fat = 123456 WHERE id = 3"],
+            "caloria_foodentry.fat: 1 value(s) more than 5 digits before the decimal point: pk 3",
+        ),
+        (
+            ["UPDATE caloria_foodentry SET name = 'a' || char(0) || 'b' WHERE id = 1"],
+            "caloria_foodentry.name: 1 value(s) contains a NUL character",
+        ),
+        (
+            ["UPDATE caloria_foodentry SET name = CAST(x'41ff42' AS TEXT) WHERE id = 2"],
+            "caloria_foodentry.name: 1 value(s) invalid UTF-8 (byte 1): pk 2: 'A\\\\xffB'",
+        ),
+        (
+            ["UPDATE caloria_foodentry SET eaten_at = 'yesterday' WHERE id = 3"],
+            "caloria_foodentry.eaten_at: 1 value(s) not a datetime in Django's SQLite format: "
+            "pk 3: 'yesterday'",
+        ),
+        (
+            ["UPDATE caloria_weightentry SET measured_on = '2025-02-30' WHERE id = 1"],
+            "caloria_weightentry.measured_on: 1 value(s) not a date: pk 1: '2025-02-30'",
+        ),
+        (
+            ["UPDATE fieldtypes_everyfield SET clock = '25:61:00' WHERE id = 1"],
+            "fieldtypes_everyfield.clock: 1 value(s) not a time: pk 1",
+        ),
+        (
+            ["UPDATE fieldtypes_everyfield SET data = '{\"a\": ' WHERE id = 1"],
+            "fieldtypes_everyfield.data: 1 value(s) invalid JSON: pk 1",
+        ),
+        (
+            ["UPDATE fieldtypes_everyfield SET flag = 2 WHERE id = 1"],
+            "fieldtypes_everyfield.flag: 1 value(s) not a boolean (0 or 1): pk 1: 2",
+        ),
+        (
+            ["UPDATE fieldtypes_everyfield SET token = 'not-a-uuid' WHERE id = 1"],
+            "fieldtypes_everyfield.token: 1 value(s) not a UUID",
+        ),
+        (
+            ["UPDATE fieldtypes_everyfield SET address = '300.1.1.1' WHERE id = 2"],
+            "fieldtypes_everyfield.address: 1 value(s) not an IP address: pk 2",
+        ),
+        (
+            [
+                "PRAGMA foreign_keys = OFF",
+                "UPDATE caloria_foodentry SET user_id = 999 WHERE id = 2",
+            ],
+            "caloria_foodentry.user_id: 1 value(s) point at missing rows of caloria_user: "
+            "pk 2: 999",
+        ),
+    ],
+)
+def test_each_kind_of_bad_value_is_reported_with_table_key_column_and_value(
+    filled_source, statements, expected
+):
+    execute(filled_source, *statements)
+
+    output = failed_import(filled_source)
+
+    assert expected in output
+    assert "nothing was written" in output
+    assert imported_tables_are_empty()
+
+
+def test_null_in_a_not_null_column_is_reported(filled_source):
+    recreate_without_constraints(filled_source, "caloria_weightentry")
+    execute(filled_source, "UPDATE caloria_weightentry SET weight_kg = NULL WHERE id = 2")
+
+    output = failed_import(filled_source)
+
+    assert "caloria_weightentry.weight_kg: 1 value(s) NULL in a NOT NULL column: pk 2" in output
+
+
+def test_duplicates_that_break_a_unique_constraint_are_reported(filled_source):
+    recreate_without_constraints(filled_source, "caloria_user")
+    execute(filled_source, "UPDATE caloria_user SET username = 'ana' WHERE username = 'bob'")
+
+    output = failed_import(filled_source)
+
+    assert "caloria_user.username: 1 value(s) duplicated, breaking a unique constraint" in output
+
+
+def test_every_problem_is_listed_with_a_capped_sample_and_the_full_count(filled_source):
+    moment = "'2025-01-01 00:00:00'"
+    values = ", ".join(
+        f"({n}, 1, {moment}, 'x', 'lots', '', '', {moment})" for n in range(100, 130)
+    )
+    execute(
+        filled_source,
+        "INSERT INTO caloria_foodentry (id, user_id, eaten_at, name, calories, meal, notes, "
+        f"created_at) VALUES {values}",
+        "UPDATE caloria_weightentry SET measured_on = 'soon'",
+    )
+
+    output = failed_import(filled_source)
+
+    assert "caloria_foodentry.calories: 30 value(s) not an integer" in output
+    assert "(and 25 more)" in output
+    assert "caloria_weightentry.measured_on: 2 value(s) not a date" in output
+
+
+# --------------------------------------------------------------------------- the target
+
+
+def test_a_non_empty_target_is_refused_and_its_tables_listed(filled_source):
+    import_sqlite(filled_source)
+
+    output = failed_import(filled_source)
+
+    assert "target tables are not empty: " in output
+    assert "caloria_user" in output and "caloria_foodentry" in output
+    assert "--truncate" in output
+    assert User.objects.count() == 3
+
+
+def test_truncate_replaces_the_rows_already_in_the_target(filled_source):
+    import_sqlite(filled_source)
+    User.objects.create(username="only-in-target")
+
+    import_sqlite(filled_source, "--truncate")
+
+    assert not User.objects.filter(username="only-in-target").exists()
+    assert User.objects.count() == 3
+
+
+def test_dry_run_reports_and_writes_nothing(filled_source):
+    stdout, _ = import_sqlite(filled_source, "--dry-run")
+
+    assert "Dry run: preflight passed" in stdout
+    assert imported_tables_are_empty()
+    assert not ImportRun.objects.exists()
+
+
+def test_json_report_has_every_table(filled_source, tmp_path):
+    report_path = tmp_path / "report.json"
+
+    import_sqlite(filled_source, "--json", str(report_path))
+
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "succeeded"
+    tables = {table["table"]: table for table in report["tables"]}
+    assert tables["fieldtypes_everyfield"]["target_rows"] == 3
+    assert all(table["checksum_match"] for table in report["tables"])
+    assert report["snapshot_sha256"]
+
+
+def test_a_failed_run_is_recorded_with_its_reason_after_the_rollback(filled_source, tmp_path):
+    execute(filled_source, "UPDATE caloria_foodentry SET calories = 'lots' WHERE id = 2")
+    report_path = tmp_path / "report.json"
+
+    failed_import(filled_source, "--json", str(report_path))
+
+    run = ImportRun.objects.get()
+    assert run.status == ImportRun.Status.FAILED
+    assert "caloria_foodentry.calories" in run.error
+    assert json.loads(report_path.read_text())["status"] == "failed"
+
+
+def test_a_verification_mismatch_rolls_back_and_names_the_table_and_key(filled_source, monkeypatch):
+    """Simulate a conversion bug: the verifier, not the converter, must catch it."""
+    from dbops.sqlite_import import columns
+
+    original = columns.Column.copy_sql
+
+    def corrupt_names(column):
+        if column.name == "name" and column.field.model is FoodEntry:
+            return "upper(" + original(column) + ")"
+        return original(column)
+
+    monkeypatch.setattr(columns.Column, "copy_sql", corrupt_names)
+
+    output = failed_import(filled_source)
+
+    assert "verification failed for caloria_foodentry" in output
+    assert "first differing key: 1" in output
+    assert imported_tables_are_empty()
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED

@@ -53,6 +53,7 @@ from pathlib import Path
 import psycopg2
 
 PROJECT = Path(__file__).resolve().parent.parent
+GNU_TIME = "/usr/bin/time"  # Debian package "time"; installed by ensure_debian_package()
 MANAGE = PROJECT / "manage.py"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
 DATABASE_PREFIX = "bench_import_"
@@ -97,26 +98,30 @@ class Run:
 def run_measured(cmd: list[str], env: dict[str, str], workdir: Path) -> Run:
     """Run a command and return its wall time and peak RSS (largest process in its tree).
 
-    os.wait4 returns the child's rusage, whose ru_maxrss (KiB on Linux) already covers every
-    descendant the child waited for; output goes to files so no pipe can fill up and stall it.
+    The peak comes from GNU time (`/usr/bin/time -f %M`), which forks from a tiny process:
+    os.wait4 on a child forked from this (large) Python would report this process's size,
+    because a forked child's high-water mark starts at its parent's. Output goes to files so
+    no pipe can fill up and stall the child.
     """
     out_path, err_path = workdir / "child.out", workdir / "child.err"
+    peak_path = workdir / "child.maxrss"
+    timed = [GNU_TIME, "-f", "%M", "-o", str(peak_path), *cmd]
     with out_path.open("w") as out, err_path.open("w") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            cmd, cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            timed, cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
         )
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak_lines = peak_path.read_text().split() if peak_path.exists() else []
     return Run(
         seconds=seconds,
-        peak_kib=usage.ru_maxrss,
+        peak_kib=int(peak_lines[-1]) if peak_lines and peak_lines[-1].isdigit() else 0,
         returncode=proc.returncode,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
@@ -652,17 +657,17 @@ def measure_import_sqlite(
     return measured(method, rows, run, problems)
 
 
+def ensure_debian_package(command: str, package: str) -> str | None:
+    """Path to a command, installing its Debian package if missing; None if it cannot be had."""
+    if shutil.which(command) is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"{command} is missing; apt-get install -y {package} ...", flush=True)
+        for step in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
+            subprocess.run(step, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    return shutil.which(command)
+
+
 def ensure_pgloader() -> str | None:
-    """Path to pgloader, installing the Debian package if missing; None if it cannot be had."""
-    if shutil.which("pgloader") is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("pgloader is missing; apt-get install -y pgloader ...", flush=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "pgloader"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-        )
-    return shutil.which("pgloader")
+    return ensure_debian_package("pgloader", "pgloader")
 
 
 PGLOADER_COMMAND = """\
@@ -947,6 +952,9 @@ def measure_scale_check(workspace: Workspace, sizes: Sizes, first: Result) -> Re
 
 
 def main() -> int:
+    if ensure_debian_package(GNU_TIME, "time") is None:
+        print("GNU time (/usr/bin/time) is needed to measure peak memory", file=sys.stderr)
+        return 1
     arguments = parse_arguments()
     sizes = Sizes(arguments.users, arguments.food_entries, arguments.weights)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

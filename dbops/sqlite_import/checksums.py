@@ -50,22 +50,6 @@ def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _decimal_normalizer(decimal_places: int) -> Callable[[object], str]:
-    step = Decimal(1).scaleb(-decimal_places)
-
-    def normalize(value):
-        if isinstance(value, float):
-            number = Decimal(repr(value))
-        elif isinstance(value, int):
-            number = Decimal(value)
-        else:
-            number = Decimal(_text(value).strip())
-        number = number.quantize(step)
-        return str(abs(number) if number == 0 else number)
-
-    return normalize
-
-
 def _float(value) -> str:
     return struct.pack(">d", float(value)).hex()
 
@@ -113,14 +97,8 @@ def cached(normalize: Callable[[object], str]) -> Callable[[object], str]:
     return lookup
 
 
-def python_normalizer(column: Column) -> Callable[[object], str]:
-    if column.kind == "DecimalField":
-        return _decimal_normalizer(column.field.decimal_places)
-    if column.kind == "FloatField":
-        return _float
-    if column.kind == "JSONField":
-        return _json
-    return _ip
+def python_normalizer(kind: str) -> Callable[[object], str]:
+    return {"FloatField": _float, "JSONField": _json, "GenericIPAddressField": _ip}[kind]
 
 
 # --------------------------------------------------------------------------- PostgreSQL canonicals
@@ -194,7 +172,7 @@ class RowLayout:
         )
 
     def digester(self) -> RowDigester:
-        return RowDigester([python_normalizer(column) for column in self.python_columns])
+        return RowDigester([python_normalizer(column.kind) for column in self.python_columns])
 
 
 class RowDigester:
@@ -239,18 +217,26 @@ def sqlite_row_digests(connection: sqlite3.Connection, layout: RowLayout) -> Ite
 
 
 def sqlite_table_checksum(connection: sqlite3.Connection, layout: RowLayout) -> TableChecksum:
-    digester = layout.digester()
-    cursor = connection.execute(layout.sqlite_query())
+    return sqlite_query_checksum(
+        connection, layout.table, layout.sqlite_query(), [c.kind for c in layout.python_columns]
+    )
+
+
+def sqlite_query_checksum(
+    connection: sqlite3.Connection, table: str, query: str, python_kinds: list[str]
+) -> TableChecksum:
+    digester = RowDigester([python_normalizer(kind) for kind in python_kinds])
+    cursor = connection.execute(query)
     while rows := cursor.fetchmany(FETCH_SIZE):
         digester.add_rows(rows)
-    return digester.checksum(layout.table)
+    return digester.checksum(table)
 
 
 def postgresql_table_checksum(connection: BaseDatabaseWrapper, layout: RowLayout) -> TableChecksum:
     """Checksum of a PostgreSQL table, streamed with COPY so no table is held in memory."""
     query = layout.postgresql_query(connection.ops.quote_name)
     sink = _DigestSink()
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, connection.wrap_database_errors:
         cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT", sink)
     return TableChecksum(layout.table, sink.rows, sink.outer.hexdigest())
 

@@ -43,10 +43,12 @@ TEXT_KINDS = {
 }
 
 # Kinds whose canonical (checksum) text is computed in Python from the raw SQLite value,
-# because SQLite prints them differently from PostgreSQL (see checksums.py).
-PYTHON_CANONICAL_KINDS = {"DecimalField", "FloatField", "JSONField", "GenericIPAddressField"}
+# because SQLite cannot print them the way PostgreSQL does (see checksums.py).
+PYTHON_CANONICAL_KINDS = {"FloatField", "JSONField", "GenericIPAddressField"}
 
-# Django's SQLite format for aware datetimes: naive UTC text, microseconds optional.
+# Django's SQLite format for aware datetimes: naive UTC text, microseconds optional. The
+# '+0 days' modifier makes SQLite normalise, so 2025-02-30 no longer equals itself; only the
+# whole seconds go through datetime(), which would round microseconds.
 DATETIME_OK = (
     "typeof({c}) = 'text' AND datetime(substr({c}, 1, 19), '+0 days') IS substr({c}, 1, 19) "
     "AND (length({c}) = 19 "
@@ -126,8 +128,11 @@ class Column:
 
     def _null_safe(self, template: str) -> str:
         # Not coalesce(): several SQLite functions turn NULL into a value (hex(NULL) is '',
-        # printf('%g', NULL) is '0.0').
+        # printf('%g', NULL) is '0.0'). A NOT NULL column needs no test: preflight has made
+        # sure it holds no NULL.
         c = self.quoted
+        if not self.nullable:
+            return template.format(c=c)
         return f"CASE WHEN {c} IS NULL THEN '{NULL}' ELSE {template.format(c=c)} END"
 
 
@@ -210,7 +215,11 @@ def column_for(field: models.Field) -> Column:
         return Column(name, field, kind, nullable, checks, template, template)
     if kind == "DateTimeField":
         checks = (Check("not a datetime in Django's SQLite format", DATETIME_OK),)
-        canonical = "substr({c}, 1, 19) || '.' || substr(substr({c}, 21) || '000000', 1, 6)"
+        # Microseconds always written out, as PostgreSQL's to_char(..., 'US') does.
+        canonical = (
+            "CASE length({c}) WHEN 26 THEN {c} WHEN 19 THEN {c} || '.000000' "
+            "ELSE substr({c} || '000000', 1, 26) END"
+        )
         return Column(name, field, kind, nullable, checks, "{c} || '+00'", canonical)
     if kind == "DateField":
         return Column(name, field, kind, nullable, (Check("not a date", DATE_OK),), "{c}", "{c}")
@@ -239,7 +248,12 @@ def column_for(field: models.Field) -> Column:
         # SQLite prints a REAL with 15 significant digits ('12.5'), which PostgreSQL scales
         # to the column's places; preflight has made sure no value needs rounding.
         copy = "CAST({c} AS TEXT)"
-        return Column(name, field, kind, nullable, checks, copy, "CAST({c} AS TEXT)")
+        # The checksum prints at the column's scale instead ('12.50', as PostgreSQL does):
+        # a different path from the COPY text, so a wrong conversion cannot hide.
+        canonical = (
+            f"CASE typeof({{c}}) WHEN 'text' THEN {{c}} ELSE printf('%.{places}f', {{c}}) END"
+        )
+        return Column(name, field, kind, nullable, checks, copy, canonical)
     if kind == "FloatField":
         checks = (Check("not a number", "typeof({c}) IN ('integer', 'real')"),)
         return Column(name, field, kind, nullable, checks, "printf('%!.17g', {c})", "{c}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 
@@ -29,6 +29,8 @@ from dbops.sqlite_import.plan import PlanError, TablePlan, build_plan, unique_co
 SAMPLES_PER_COLUMN = 5
 FETCH_SIZE = 5000
 COPY_CHUNK_ROWS = 5000
+# Tables at least this big are loaded without their secondary indexes and foreign keys.
+BULK_LOAD_MIN_ROWS = 10_000
 
 
 class ImportFailed(Exception):
@@ -418,12 +420,58 @@ class SqliteImport:
             with self.connection.cursor() as cursor:
                 cursor.execute("SET CONSTRAINTS ALL DEFERRED")
                 cursor.execute("SET LOCAL TimeZone = 'UTC'")
+                cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
                 self.clear_target(cursor)
+                deferred = self.drop_indexes_and_foreign_keys(cursor)
                 for plan in self.plans:
                     self.copy_table(cursor, plan)
+                self.restore_indexes_and_foreign_keys(cursor, deferred)
                 self.reset_sequences(cursor)
             self.verify()
-            self.progress.phase("Committing (foreign keys are checked now)")
+            self.progress.phase("Committing")
+
+    def drop_indexes_and_foreign_keys(self, cursor) -> list[str]:
+        """Drop the secondary indexes and foreign keys of big tables until the data is in.
+
+        As pg_restore does: building an index once and validating a foreign key with one
+        join is far cheaper than maintaining and checking them row by row. It all happens in
+        the import's transaction, so a failure restores them with everything else. Returns
+        the statements that recreate them.
+        """
+        big = [
+            plan.table for plan in self.plans if self.count_source_rows(plan) >= BULK_LOAD_MIN_ROWS
+        ]
+        if not big:
+            return []
+        self.progress.phase(f"Dropping secondary indexes and foreign keys of {', '.join(big)}")
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s)",
+            [big],
+        )
+        foreign_keys = cursor.fetchall()
+        cursor.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "WHERE i.indrelid::regclass::text = ANY(%s) AND NOT i.indisprimary "
+            "AND NOT i.indisunique AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+            [big],
+        )
+        indexes = cursor.fetchall()
+        for table, name, _ in foreign_keys:
+            cursor.execute(f"ALTER TABLE {self.qn(table)} DROP CONSTRAINT {self.qn(name)}")
+        for name, _ in indexes:
+            cursor.execute(f"DROP INDEX {self.qn(name)}")
+        return [definition for _, definition in indexes] + [
+            f"ALTER TABLE {self.qn(table)} ADD CONSTRAINT {self.qn(name)} {definition}"
+            for table, name, definition in foreign_keys
+        ]
+
+    def restore_indexes_and_foreign_keys(self, cursor, statements: list[str]) -> None:
+        if statements:
+            self.progress.phase("Building indexes and validating foreign keys")
+        for statement in statements:
+            cursor.execute(statement)
 
     def clear_target(self, cursor) -> None:
         replaced = [plan for plan in self.plans if plan.replaced]
@@ -436,23 +484,29 @@ class SqliteImport:
             cursor.execute(f"DELETE FROM {self.qn(plan.table)}")
 
     def copy_table(self, cursor, plan: TablePlan) -> None:
-        """COPY one table from lines SQLite builds, checksumming the source rows on the way."""
+        """COPY one table from the text lines SQLite builds for it."""
         started = time.monotonic()
-        self.progress.start("copying", plan.table, self.count_source_rows(plan))
-        layout = plan.layout
+        total = self.count_source_rows(plan)
+        self.progress.start("copying", plan.table, total)
         copy_line = " || char(9) || ".join(column.copy_sql() for column in plan.columns)
-        source_rows = self.sqlite.execute(layout.sqlite_query(extra=copy_line))
-        stream = CopyStream(source_rows, layout.digester(), self.progress.advance)
+        source_lines = self.sqlite.execute(f'SELECT {copy_line} FROM "{plan.table}"')
+        stream = CopyStream(source_lines, self.progress.advance)
         columns = ", ".join(self.qn(name) for name in plan.column_names)
-        cursor.cursor.copy_expert(
-            f"COPY {self.qn(plan.table)} ({columns}) FROM STDIN", stream, size=1 << 16
-        )
+        try:
+            with self.connection.wrap_database_errors:
+                cursor.cursor.copy_expert(
+                    f"COPY {self.qn(plan.table)} ({columns}) FROM STDIN", stream, size=1 << 16
+                )
+        except DatabaseError:
+            # psycopg2 reports an exception raised while reading as a failed COPY; the
+            # original (SIGTERM, Ctrl-C, a SQLite error) is the one to report.
+            if stream.failure is not None:
+                raise stream.failure from None
+            raise
         self.progress.finish()
-        checksum = stream.digester.checksum(plan.table)
         self.results[plan.table] = TableResult(
             table=plan.table,
-            source_rows=checksum.rows,
-            source_checksum=checksum.digest,
+            source_rows=stream.done,
             seconds=time.monotonic() - started,
             replaced=plan.replaced,
         )
@@ -482,18 +536,31 @@ class SqliteImport:
                 )
 
     def verify(self) -> None:
+        """Compare each table's count and checksum, computed independently on both sides."""
         self.progress.phase("Verifying row counts and checksums")
+        source_side = SourceChecksums(self.snapshot, [plan.layout for plan in self.plans])
+        source_side.start()
+        try:
+            targets = {
+                plan.table: checksums.postgresql_table_checksum(self.connection, plan.layout)
+                for plan in self.plans
+            }
+        finally:
+            source_side.join()
+        if source_side.error is not None:
+            raise source_side.error
         for plan in self.plans:
-            result = self.results[plan.table]
-            target = checksums.postgresql_table_checksum(self.connection, plan.layout)
+            result, target = self.results[plan.table], targets[plan.table]
+            source_checksum = source_side.checksums[plan.table]
+            result.source_checksum = source_checksum.digest
             result.target_rows = target.rows
             result.target_checksum = target.digest
-            if not result.matches:
+            if not result.matches or source_checksum.rows != result.source_rows:
                 first = checksums.first_difference(self.sqlite, self.connection, plan.layout)
                 raise ImportFailed(
-                    f"verification failed for {plan.table}: {result.source_rows} rows in the "
+                    f"verification failed for {plan.table}: {source_checksum.rows} rows in the "
                     f"source, {target.rows} in the target, checksums "
-                    f"{'match' if result.source_checksum == target.digest else 'differ'}; "
+                    f"{'match' if source_checksum.digest == target.digest else 'differ'}; "
                     f"first differing key: {first}; rolled back"
                 )
 
@@ -522,27 +589,57 @@ class IntegrityCheck(threading.Thread):
         self.problems = [f"source integrity check: {message}" for message in found]
 
 
-class CopyStream:
-    """File-like reader of the COPY text lines that SQLite builds (see Column.copy_sql).
+class SourceChecksums(threading.Thread):
+    """The snapshot's table checksums, computed in a thread with its own connection.
 
-    Each source row is (pk, canonical checksum text, raw values..., COPY line); the checksum
-    part goes to the digester, the line to PostgreSQL, a chunk at a time.
+    It runs while the server computes its own checksums: the main thread only waits on
+    PostgreSQL then, so the two sides overlap instead of adding up.
     """
 
-    def __init__(self, cursor, digester: checksums.RowDigester, advance: Callable[[int], None]):
+    def __init__(self, snapshot: source.Snapshot, layouts: list[checksums.RowLayout]):
+        super().__init__(name="sqlite-checksums", daemon=True)
+        self.snapshot = snapshot
+        self.layouts = layouts
+        self.checksums: dict[str, checksums.TableChecksum] = {}
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            connection = source.open_snapshot(self.snapshot)
+            try:
+                for layout in self.layouts:
+                    self.checksums[layout.table] = checksums.sqlite_table_checksum(
+                        connection, layout
+                    )
+            finally:
+                connection.close()
+        except Exception as exc:  # noqa: BLE001 - handed to the main thread, which raises it
+            self.error = exc
+
+
+class CopyStream:
+    """File-like reader of the COPY text lines that SQLite builds (see Column.copy_sql)."""
+
+    def __init__(self, cursor, advance: Callable[[int], None]):
         self.cursor = cursor
-        self.digester = digester
         self.advance = advance
         self.done = 0
+        self.failure: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
+        try:
+            return self.next_chunk()
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+    def next_chunk(self) -> bytes:
         rows = self.cursor.fetchmany(COPY_CHUNK_ROWS)
         if not rows:
             return b""
-        self.digester.add_rows(rows)
         self.done += len(rows)
         self.advance(self.done)
-        return b"\n".join([row[-1] for row in rows]) + b"\n"
+        return b"\n".join([row[0] for row in rows]) + b"\n"
 
 
 @contextmanager

@@ -42,8 +42,7 @@ class Progress(NullProgress):
             return
         self.last = now
         if self.is_terminal:
-            self.stream.write("\r" + self.line(now), ending="")
-            self.stream.flush()
+            write_without_newline(self.stream, "\r" + self.line(now))
         else:
             self.stream.write(self.line(now))
 
@@ -69,6 +68,15 @@ class Progress(NullProgress):
             f"{self.label} {self.table}: {self.done:,}/{self.total:,} rows, "
             f"{rate:,.0f} rows/s, {remaining:.0f} s left"
         )
+
+
+def write_without_newline(stream, text: str) -> None:
+    """Django's OutputWrapper takes `ending`; a plain text stream just writes."""
+    try:
+        stream.write(text, ending="")
+    except TypeError:
+        stream.write(text)
+    stream.flush()
 
 
 def summary_lines(results: list[TableResult], total_seconds: float) -> list[str]:

@@ -1,0 +1,222 @@
+"""import_sqlite under faults: killed, interrupted, or cut off from PostgreSQL mid-copy.
+
+The import runs as a real child process against the test database; the test waits until the
+server is executing the COPY of the large table, then strikes.
+"""
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from caloria.models import FoodEntry, User
+from dbops.models import ImportRun
+from dbops.sqlite_import.report import Progress
+from tests.conftest import PROJECT_ROOT, clean_environment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LARGE_TABLE_ROWS = 300_000
+
+
+@pytest.fixture
+def large_source(empty_source):
+    """A project database with one user and enough food entries for a copy of seconds."""
+    with sqlite3.connect(empty_source) as source:
+        source.execute(
+            "INSERT INTO caloria_user (id, password, is_superuser, username, first_name, "
+            "last_name, email, is_staff, is_active, date_joined, is_vip) VALUES "
+            "(1, '!', 0, 'big', '', '', 'big@example.com', 0, 1, '2025-01-01 00:00:00', 0)"
+        )
+        source.executemany(
+            "INSERT INTO caloria_foodentry (id, user_id, eaten_at, name, calories, protein, "
+            "carbs, fat, meal, notes, created_at) VALUES (?, 1, ?, ?, ?, 1.5, NULL, 2.25, "
+            "'lunch', '', '2025-01-01 00:00:00')",
+            (
+                (n, f"2025-01-01 00:00:{n % 60:02d}.{n % 1000000:06d}", f"food {n}", n % 3000)
+                for n in range(1, LARGE_TABLE_ROWS + 1)
+            ),
+        )
+    source.close()
+    return empty_source
+
+
+def start_import(path, database_url, tmp_path):
+    env_file = tmp_path / "fault.env"
+    env_file.write_text("")
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "import_sqlite", str(path), "--noinput"],
+        cwd=PROJECT_ROOT,
+        env=clean_environment(
+            CALORIA_ENV="test",
+            DATABASE_URL=database_url,
+            CALORIA_ENV_FILE=str(env_file),
+            DBOPS_BACKUP_DIR=str(tmp_path / "backups"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def copy_backend_pid(table: str, timeout: float = 60) -> int:
+    """Wait until a server backend is running the COPY into `table`; return its pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+                [f'COPY "{table}"%'],
+            )
+            row = cursor.fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.02)
+    raise AssertionError(f"no COPY into {table} started within {timeout} s")
+
+
+def wait_for_backend_to_end(pid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone() is None:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"backend {pid} still running after {timeout} s")
+
+
+def test_sigkill_during_the_copy_leaves_the_target_untouched_and_a_rerun_succeeds(
+    large_source, test_database_url, tmp_path
+):
+    process = start_import(large_source, test_database_url, tmp_path)
+    pid = copy_backend_pid("caloria_foodentry")
+    process.kill()
+    process.communicate(timeout=30)
+    wait_for_backend_to_end(pid)
+
+    assert not User.objects.exists()
+    assert not FoodEntry.objects.exists()
+
+    call_command("import_sqlite", str(large_source), "--noinput", verbosity=0)
+
+    assert FoodEntry.objects.count() == LARGE_TABLE_ROWS
+    assert ImportRun.objects.filter(status=ImportRun.Status.SUCCEEDED).count() == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_rolls_back_and_records_an_interrupted_run(
+    large_source, test_database_url, tmp_path, signum
+):
+    process = start_import(large_source, test_database_url, tmp_path)
+    copy_backend_pid("caloria_foodentry")
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 1
+    assert "interrupted" in stderr
+    assert "nothing was committed" in stderr
+    assert "Traceback" not in stderr
+    assert not FoodEntry.objects.exists()
+    run = ImportRun.objects.get()
+    assert run.status == ImportRun.Status.FAILED
+    assert "interrupted" in run.error
+
+
+def test_a_lost_connection_rolls_back_and_records_the_failure(
+    large_source, test_database_url, tmp_path
+):
+    process = start_import(large_source, test_database_url, tmp_path)
+    pid = copy_backend_pid("caloria_foodentry")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 1
+    assert "nothing was committed" in stderr
+    assert "Traceback" not in stderr
+    assert not FoodEntry.objects.exists()
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+
+
+def test_quiet_runs_print_nothing_but_errors(filled_source):
+    stdout, stderr = StringIO(), StringIO()
+
+    call_command(
+        "import_sqlite", str(filled_source), "--noinput", verbosity=0, stdout=stdout, stderr=stderr
+    )
+
+    assert stdout.getvalue() == ""
+    assert stderr.getvalue() == ""
+
+
+def test_a_run_logs_one_line_per_table_and_the_summary(filled_source):
+    stdout = StringIO()
+
+    call_command("import_sqlite", str(filled_source), "--noinput", stdout=stdout)
+
+    output = stdout.getvalue()
+    assert "copying caloria_foodentry: 3 rows in " in output
+    assert "\r" not in output
+    assert "total" in output and "match" in output
+
+
+def test_plain_progress_lines_name_the_table_rate_and_time_left():
+    stream = StringIO()
+    progress = Progress(stream, verbosity=1, is_terminal=False)
+    progress.interval = 0
+    progress.start("copying", "caloria_foodentry", total=1000)
+    time.sleep(0.01)
+
+    progress.advance(250)
+
+    line = stream.getvalue().splitlines()[-1]
+    assert line.startswith("copying caloria_foodentry: 250/1,000 rows, ")
+    assert "rows/s" in line and "s left" in line
+
+
+def test_terminal_progress_rewrites_one_line():
+    stream = StringIO()
+    progress = Progress(stream, verbosity=1, is_terminal=True)
+    progress.interval = 0
+    progress.start("copying", "caloria_user", total=10)
+
+    progress.advance(5)
+    progress.finish()
+
+    assert stream.getvalue().startswith("\rcopying caloria_user: 5/10 rows")
+
+
+def test_truncate_without_noinput_off_a_terminal_is_refused(filled_source, monkeypatch):
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
+
+    with pytest.raises(CommandError, match="pass --noinput to confirm"):
+        call_command("import_sqlite", str(filled_source), "--truncate")
+
+    assert not User.objects.exists()
+
+
+def test_import_runs_are_listed_newest_first_and_read_only_in_the_admin(filled_source, client):
+    call_command("import_sqlite", str(filled_source), "--dry-run", verbosity=0)
+    call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
+    with pytest.raises(CommandError):
+        call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
+    client.force_login(User.objects.create_superuser("staff", "staff@example.com", "pw"))
+
+    page = client.get("/admin/dbops/importrun/")
+    add = client.get("/admin/dbops/importrun/add/")
+
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert content.index("Failed") < content.index("Succeeded")
+    assert add.status_code == 403
+    run = ImportRun.objects.first()
+    change = client.get(f"/admin/dbops/importrun/{run.pk}/change/")
+    assert change.status_code == 200
+    assert 'name="_save"' not in change.content.decode()

@@ -220,3 +220,47 @@ def test_import_runs_are_listed_newest_first_and_read_only_in_the_admin(filled_s
     change = client.get(f"/admin/dbops/importrun/{run.pk}/change/")
     assert change.status_code == 200
     assert 'name="_save"' not in change.content.decode()
+
+
+def catalog_of_imported_tables():
+    """Every index and constraint definition of the tables an import may rebuild."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index "
+            "WHERE indrelid::regclass::text LIKE 'caloria_%%' ORDER BY 1"
+        )
+        indexes = cursor.fetchall()
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated "
+            "FROM pg_constraint WHERE conrelid::regclass::text LIKE 'caloria_%%' ORDER BY 1, 2"
+        )
+        return indexes, cursor.fetchall()
+
+
+def test_a_big_import_leaves_every_index_and_foreign_key_as_migrate_made_them(large_source):
+    before = catalog_of_imported_tables()
+
+    call_command("import_sqlite", str(large_source), "--noinput", verbosity=0)
+
+    assert catalog_of_imported_tables() == before
+    assert any("food_user_eaten_at" in name for name, _ in before[0])
+
+
+def test_a_big_import_that_fails_verification_restores_indexes_and_foreign_keys(
+    large_source, monkeypatch
+):
+    from dbops.sqlite_import import columns
+
+    original = columns.Column.copy_sql
+    monkeypatch.setattr(
+        columns.Column,
+        "copy_sql",
+        lambda column: "'7'" if column.name == "calories" else original(column),
+    )
+    before = catalog_of_imported_tables()
+
+    with pytest.raises(CommandError, match="verification failed for caloria_foodentry"):
+        call_command("import_sqlite", str(large_source), "--noinput", verbosity=0)
+
+    assert catalog_of_imported_tables() == before
+    assert not FoodEntry.objects.exists()

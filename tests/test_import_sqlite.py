@@ -16,6 +16,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.models import ImportRun
@@ -493,3 +494,35 @@ def test_a_verification_mismatch_rolls_back_and_names_the_table_and_key(filled_s
     assert "first differing key: 1" in output
     assert imported_tables_are_empty()
     assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+
+
+def test_a_target_that_is_not_postgresql_is_refused(filled_source, manage, tmp_path):
+    target = tmp_path / "target.sqlite3"
+
+    completed = manage(
+        "import_sqlite", str(filled_source), "--noinput",
+        CALORIA_ENV="test", DATABASE_URL=f"sqlite:///{target}",
+    )  # fmt: skip
+
+    assert completed.returncode == 1
+    assert "import_sqlite writes to PostgreSQL only" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_a_target_that_is_not_migrated_is_refused(filled_source, manage, test_database_url):
+    unmigrated = f"{connection.settings_dict['NAME']}_unmigrated_target"
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{unmigrated}"')
+        cursor.execute(f'CREATE DATABASE "{unmigrated}"')
+    try:
+        completed = manage(
+            "import_sqlite", str(filled_source), "--noinput", CALORIA_ENV="test",
+            DATABASE_URL=test_database_url.rsplit("/", 1)[0] + f"/{unmigrated}",
+        )  # fmt: skip
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{unmigrated}" WITH (FORCE)')
+
+    assert completed.returncode == 1
+    assert "target database is not fully migrated" in completed.stderr
+    assert "run 'manage.py migrate --database default' first" in completed.stderr

@@ -1,9 +1,11 @@
 """Move a SQLite database into PostgreSQL: preflight, one-transaction COPY, verify, record.
 
 The flow is the one every dbops command follows: snapshot the source, find *every* problem
-before writing anything, copy all tables in one transaction with COPY (streaming, foreign keys
-checked at commit), set every sequence past its largest key, prove each table arrived intact
-with independent checksums, and only then commit. Each step is a method that tests can call.
+before writing anything, copy all tables in one transaction with COPY (streaming; big tables
+without their secondary indexes and foreign keys, which are rebuilt and validated in the same
+transaction, small ones with foreign keys checked at commit), set every sequence past its
+largest key, prove each table arrived intact with independent checksums, and only then
+commit. Each step is a method that tests can call.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from dbops.sqlite_import.columns import TEXT_KINDS, UnsupportedField, shorten
 from dbops.sqlite_import.plan import PlanError, TablePlan, build_plan, unique_column_sets
 
 SAMPLES_PER_COLUMN = 5
-FETCH_SIZE = 5000
 COPY_CHUNK_ROWS = 5000
 # Tables at least this big are loaded without their secondary indexes and foreign keys.
 BULK_LOAD_MIN_ROWS = 10_000

@@ -10,6 +10,9 @@ MAX_ENTRY_CALORIES = 50_000
 
 
 class User(AbstractUser):
+    # Longer than Django's 128: hashes imported from the Flask app (werkzeug scrypt) are
+    # kept until the user's next login upgrades them (see caloria/hashers.py).
+    password = models.CharField("password", max_length=256)
     is_vip = models.BooleanField("VIP", default=False)
     daily_calorie_goal = models.PositiveIntegerField(
         null=True, blank=True, help_text="Kilocalories a day; empty when the user set none."

@@ -90,6 +90,9 @@ if IS_PRODUCTION and not DBOPS_BACKUP_DIR.is_absolute():
 elif not DBOPS_BACKUP_DIR.is_absolute():
     DBOPS_BACKUP_DIR = (BASE_DIR / DBOPS_BACKUP_DIR).resolve()
 
+# Mappings import_sqlite --mapping knows by name.
+DBOPS_IMPORT_MAPPINGS = {"flask-caloria": BASE_DIR / "caloria/import_mappings/flask-caloria.toml"}
+
 # Stop now, with every problem at once, rather than half-configured.
 env.raise_if_invalid()
 
@@ -149,6 +152,16 @@ TEMPLATES = [
 ]
 
 AUTH_USER_MODEL = "caloria.User"
+# Django's default first (new and upgraded hashes), then the Flask app's werkzeug hashes,
+# which are only verified and replaced at the user's next login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+    "caloria.hashers.WerkzeugPasswordHasher",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -160,6 +173,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

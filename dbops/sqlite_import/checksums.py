@@ -138,9 +138,12 @@ class RowLayout:
     pk: Column
     sql_columns: list[Column]
     python_columns: list[Column]
+    source_table: str = ""
 
     @classmethod
-    def of(cls, table: str, columns: list[Column], pk_name: str) -> RowLayout:
+    def of(
+        cls, table: str, columns: list[Column], pk_name: str, source_table: str = ""
+    ) -> RowLayout:
         pk = next(column for column in columns if column.name == pk_name)
         others = [column for column in columns if column is not pk]
         return cls(
@@ -148,6 +151,7 @@ class RowLayout:
             pk=pk,
             sql_columns=[pk, *(c for c in others if not c.canonical_in_python)],
             python_columns=[c for c in others if c.canonical_in_python],
+            source_table=source_table or table,
         )
 
     def sqlite_query(self, extra: str = "") -> str:
@@ -156,7 +160,7 @@ class RowLayout:
         raw = "".join(f", {column.quoted}" for column in self.python_columns)
         extra = f", {extra}" if extra else ""
         pk = self.pk.quoted
-        return f'SELECT {pk}, {joined}{raw}{extra} FROM "{self.table}" ORDER BY {pk}'
+        return f'SELECT {pk}, {joined}{raw}{extra} FROM "{self.source_table}" ORDER BY {pk}'
 
     def postgresql_query(self, qn, with_pk: bool = False) -> str:
         parts = [
@@ -172,7 +176,7 @@ class RowLayout:
         )
 
     def digester(self) -> RowDigester:
-        return RowDigester([python_normalizer(column.kind) for column in self.python_columns])
+        return RowDigester([column.python_canonical() for column in self.python_columns])
 
 
 class RowDigester:
@@ -217,19 +221,11 @@ def sqlite_row_digests(connection: sqlite3.Connection, layout: RowLayout) -> Ite
 
 
 def sqlite_table_checksum(connection: sqlite3.Connection, layout: RowLayout) -> TableChecksum:
-    return sqlite_query_checksum(
-        connection, layout.table, layout.sqlite_query(), [c.kind for c in layout.python_columns]
-    )
-
-
-def sqlite_query_checksum(
-    connection: sqlite3.Connection, table: str, query: str, python_kinds: list[str]
-) -> TableChecksum:
-    digester = RowDigester([python_normalizer(kind) for kind in python_kinds])
-    cursor = connection.execute(query)
+    digester = layout.digester()
+    cursor = connection.execute(layout.sqlite_query())
     while rows := cursor.fetchmany(FETCH_SIZE):
         digester.add_rows(rows)
-    return digester.checksum(table)
+    return digester.checksum(layout.table)
 
 
 def postgresql_table_checksum(connection: BaseDatabaseWrapper, layout: RowLayout) -> TableChecksum:

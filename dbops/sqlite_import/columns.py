@@ -103,9 +103,15 @@ class Column:
     checks: tuple[Check, ...] = field(default_factory=tuple)
     copy_template: str = "CAST({c} AS TEXT)"
     canonical_template: str = "CAST({c} AS TEXT)"
+    # For a mapped import: the SQL giving this column's value from the source row.
+    source_sql: str = ""
+    # For a mapped import: a Python canonical form that replaces the SQL one.
+    python_normalizer: Callable[[object], str] | None = None
 
     @property
     def quoted(self) -> str:
+        if self.source_sql:
+            return f"({self.source_sql})"
         return '"' + self.name.replace('"', '""') + '"'
 
     def problem_conditions(self) -> list[tuple[Check, str]]:
@@ -118,7 +124,12 @@ class Column:
 
     @property
     def canonical_in_python(self) -> bool:
-        return self.kind in PYTHON_CANONICAL_KINDS
+        return self.python_normalizer is not None or self.kind in PYTHON_CANONICAL_KINDS
+
+    def python_canonical(self) -> Callable[[object], str]:
+        from dbops.sqlite_import.checksums import python_normalizer
+
+        return self.python_normalizer or python_normalizer(self.kind)
 
     def copy_sql(self) -> str:
         return self._null_safe(self.copy_template)

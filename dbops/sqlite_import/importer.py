@@ -26,6 +26,15 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import TEXT_KINDS, UnsupportedField, shorten
+from dbops.sqlite_import.mapping import (
+    Mapping,
+    MappingError,
+    builtin_mappings,
+    load_mapping,
+    looks_like,
+    mapped_plans,
+    resolve_models,
+)
 from dbops.sqlite_import.plan import PlanError, TablePlan, build_plan, unique_column_sets
 
 SAMPLES_PER_COLUMN = 5
@@ -129,6 +138,8 @@ class ImportOptions:
     truncate: bool = False
     excludes: list[str] = field(default_factory=list)
     snapshot_dir: Path | None = None
+    mapping: str | None = None
+    source_timezone: str = "UTC"
 
 
 class NullProgress:
@@ -160,6 +171,7 @@ class SqliteImport:
         self.plans: list[TablePlan] = []
         self.skipped: list[str] = []
         self.results: dict[str, TableResult] = {}
+        self.mapping: Mapping | None = None
 
     # -- the whole run
 
@@ -177,9 +189,17 @@ class SqliteImport:
         return list(self.results.values())
 
     def prepare(self) -> None:
+        mapping = None
         try:
-            self.plans, self.skipped = build_plan(self.options.excludes)
-        except (PlanError, UnsupportedField) as exc:
+            if self.options.mapping:
+                if self.options.excludes:
+                    raise PlanError("--exclude does not apply to a mapped import")
+                # A mapping naming a missing model or field fails before anything is read.
+                mapping = load_mapping(self.options.mapping)
+                resolve_models(mapping)
+            else:
+                self.plans, self.skipped = build_plan(self.options.excludes)
+        except (PlanError, UnsupportedField, MappingError) as exc:
             raise ImportFailed(str(exc)) from None
         self.progress.phase(f"Taking a snapshot of {self.options.source_path}")
         try:
@@ -189,6 +209,22 @@ class SqliteImport:
         except source.SourceError as exc:
             raise ImportFailed(str(exc)) from None
         self.sqlite = source.open_snapshot(self.snapshot)
+        if mapping is not None:
+            self.mapping = mapping
+            try:
+                self.plans, self.skipped = mapped_plans(
+                    mapping, self.source_schema(), self.options.source_timezone
+                )
+            except MappingError as exc:
+                raise ImportFailed(str(exc)) from None
+
+    def source_schema(self) -> dict[str, list[str]]:
+        """Each source table (SQLite's own excepted) with its column names."""
+        return {
+            table: source.table_columns(self.sqlite, table)
+            for table in sorted(source.table_names(self.sqlite))
+            if not table.startswith("sqlite_")
+        }
 
     # -- preflight: read-only on both sides, every problem collected
 
@@ -200,8 +236,16 @@ class SqliteImport:
         integrity.start()
         try:
             problems = self.check_target()
-            problems += self.check_migrations()
-            problems += self.check_tables_and_columns()
+            if self.mapping is None and source.applied_migrations(self.sqlite) is None:
+                # Not a database of this project: the list of missing tables would be noise.
+                raise ImportFailed("the source is not a database of this project", [
+                    f"{self.options.source_path} has no django_migrations table, so it is not "
+                    f"a database of this project; a database of another schema needs "
+                    f"--mapping{self.suggested_mapping()}"
+                ])  # fmt: skip
+            if self.mapping is None:
+                problems += self.check_migrations()
+                problems += self.check_tables_and_columns()
             if not problems:
                 self.progress.phase("Checking foreign keys")
                 problems += self.check_foreign_keys()
@@ -263,11 +307,6 @@ class SqliteImport:
 
     def check_migrations(self) -> list[str]:
         source_applied = source.applied_migrations(self.sqlite)
-        if source_applied is None:
-            return [
-                f"{self.options.source_path} has no django_migrations table, so it is not a "
-                f"database of this project; a database of another schema needs --mapping"
-            ]
         apps_imported = {plan.app_label for plan in self.plans}
         target_applied = set(MigrationRecorder(self.connection).applied_migrations())
         only_source = sorted(m for m in source_applied - target_applied if m[0] in apps_imported)
@@ -288,6 +327,16 @@ class SqliteImport:
                 "DATABASE_URL=sqlite:////path/to/it), then import again"
             )
         return problems
+
+    def suggested_mapping(self) -> str:
+        schema = self.source_schema()
+        for name in sorted(builtin_mappings()):
+            try:
+                if looks_like(load_mapping(name), schema):
+                    return f" (it looks like the legacy schema: try --mapping {name})"
+            except MappingError:
+                continue
+        return ""
 
     def check_tables_and_columns(self) -> list[str]:
         tables = source.table_names(self.sqlite)
@@ -312,23 +361,25 @@ class SqliteImport:
                         f"{plan.table}.{column} refers to {target_table}, which is excluded; "
                         f"exclude {plan.label} too, or import both"
                     )
-            rows = self.sqlite.execute(f'PRAGMA foreign_key_check("{plan.table}")').fetchall()
+            rows = self.sqlite.execute(
+                f'PRAGMA foreign_key_check("{plan.source_table}")'
+            ).fetchall()
             if not rows:
                 continue
             dangling = ValueProblems()
             for _, rowid, parent, fk_index in rows:
                 pk, column, value = self.describe_dangling(plan, rowid, _text(parent), fk_index)
-                dangling.add(
-                    plan.table, pk, column, value, f"point at missing rows of {_text(parent)}"
-                )
+                reason = f"point at missing rows of {_text(parent)}"
+                dangling.add(plan.source_table, pk, column, value, reason)
             problems += dangling.lines()
         return problems
 
     def describe_dangling(self, plan, rowid, parent, fk_index):
-        fk_rows = self.sqlite.execute(f'PRAGMA foreign_key_list("{plan.table}")').fetchall()
+        fk_rows = self.sqlite.execute(f'PRAGMA foreign_key_list("{plan.source_table}")').fetchall()
         column = next((_text(r[3]) for r in fk_rows if r[0] == fk_index), "?")
         row = self.sqlite.execute(
-            f'SELECT "{plan.pk}", "{column}" FROM "{plan.table}" WHERE rowid = ?', (rowid,)
+            f'SELECT {plan.source_pk}, "{column}" FROM "{plan.source_table}" WHERE rowid = ?',
+            (rowid,),
         ).fetchone()
         return (row[0], column, row[1]) if row else (rowid, column, None)
 
@@ -336,17 +387,18 @@ class SqliteImport:
         problems = []
         for plan in self.plans:
             for columns in unique_column_sets(plan.model):
-                names = ", ".join(f'"{name}"' for name in columns)
-                not_null = " AND ".join(f'"{name}" IS NOT NULL' for name in columns)
+                expressions = [plan.column(name).quoted for name in columns]
+                names = ", ".join(expressions)
+                not_null = " AND ".join(f"{expression} IS NOT NULL" for expression in expressions)
                 duplicates = self.sqlite.execute(
-                    f'SELECT {names}, count(*), min("{plan.pk}") FROM "{plan.table}" '
+                    f'SELECT {names}, count(*), min({plan.source_pk}) FROM "{plan.source_table}" '
                     f"WHERE {not_null} GROUP BY {names} HAVING count(*) > 1"
                 ).fetchall()
                 if duplicates:
                     found = ValueProblems()
                     for row in duplicates:
                         value = row[0] if len(columns) == 1 else tuple(row[: len(columns)])
-                        found.add(plan.table, row[-1], "+".join(columns), value,
+                        found.add(plan.where, row[-1], "+".join(columns), value,
                                   "duplicated, breaking a unique constraint")  # fmt: skip
                     problems += found.lines()
         return problems
@@ -362,7 +414,7 @@ class SqliteImport:
                 for check, condition in column.problem_conditions()
             ]
             sums = ", ".join(f"sum({condition})" for _, _, condition in checks)
-            counts = self.sqlite.execute(f'SELECT {sums} FROM "{plan.table}"').fetchone()
+            counts = self.sqlite.execute(f'SELECT {sums} FROM "{plan.source_table}"').fetchone()
             for (column, check, condition), count in zip(checks, counts, strict=True):
                 if count:
                     self.record_bad_values(found, plan, column, check, condition)
@@ -373,21 +425,22 @@ class SqliteImport:
 
     def record_bad_values(self, found, plan, column, check, condition) -> None:
         rows = self.sqlite.execute(
-            f'SELECT "{plan.pk}", {column.quoted} FROM "{plan.table}" WHERE {condition} '
-            f'ORDER BY "{plan.pk}"' + ("" if check.recheck else f" LIMIT {SAMPLES_PER_COLUMN}")
+            f'SELECT {plan.source_pk}, {column.quoted} FROM "{plan.source_table}" '
+            f"WHERE {condition} ORDER BY {plan.source_pk}"
+            + ("" if check.recheck else f" LIMIT {SAMPLES_PER_COLUMN}")
         )
         if check.recheck is None:
             count = self.sqlite.execute(
-                f'SELECT count(*) FROM "{plan.table}" WHERE {condition}'
+                f'SELECT count(*) FROM "{plan.source_table}" WHERE {condition}'
             ).fetchone()[0]
             for pk, value in rows:
-                found.add(plan.table, pk, column.name, value, check.reason)
-            found.add_uncounted(plan.table, column.name, check.reason, count)
+                found.add(plan.where, pk, column.name, value, check.reason)
+            found.add_uncounted(plan.where, column.name, check.reason, count)
             return
         for pk, value in rows:
             reason = check.recheck(value)
             if reason is not None:
-                found.add(plan.table, pk, column.name, value, reason)
+                found.add(plan.where, pk, column.name, value, reason)
 
     def check_utf8(self, found: ValueProblems, plan: TablePlan) -> None:
         """Text that is not valid UTF-8 (SQLite stores whatever bytes it was given).
@@ -400,7 +453,8 @@ class SqliteImport:
                 continue
             c = column.quoted
             suspects = self.sqlite.execute(
-                f'SELECT "{plan.pk}", {c} FROM "{plan.table}" WHERE typeof({c}) = \'text\' '
+                f'SELECT {plan.source_pk}, {c} FROM "{plan.source_table}" '
+                f"WHERE typeof({c}) = 'text' "
                 f"AND {c} GLOB '*[^ -~]*'"
             )
             for pk, value in suspects:
@@ -408,11 +462,11 @@ class SqliteImport:
                     value.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     found.add(
-                        plan.table, pk, column.name, value, f"invalid UTF-8 (byte {exc.start})"
+                        plan.where, pk, column.name, value, f"invalid UTF-8 (byte {exc.start})"
                     )
 
     def count_source_rows(self, plan: TablePlan) -> int:
-        return self.sqlite.execute(f'SELECT count(*) FROM "{plan.table}"').fetchone()[0]
+        return self.sqlite.execute(f'SELECT count(*) FROM "{plan.source_table}"').fetchone()[0]
 
     # -- the copy: one transaction, verified before commit
 
@@ -490,7 +544,7 @@ class SqliteImport:
         total = self.count_source_rows(plan)
         self.progress.start("copying", plan.table, total)
         copy_line = " || char(9) || ".join(column.copy_sql() for column in plan.columns)
-        source_lines = self.sqlite.execute(f'SELECT {copy_line} FROM "{plan.table}"')
+        source_lines = self.sqlite.execute(f'SELECT {copy_line} FROM "{plan.source_table}"')
         stream = CopyStream(source_lines, self.progress.advance)
         columns = ", ".join(self.qn(name) for name in plan.column_names)
         try:

@@ -35,10 +35,30 @@ class TablePlan:
     has_sequence: bool
     replaced: bool = False
     foreign_keys: list[tuple[str, str, str]] = field(default_factory=list)
+    # The SQLite table read; differs from `table` only for a mapped import.
+    source_table: str = ""
+
+    def __post_init__(self):
+        self.source_table = self.source_table or self.table
 
     @property
     def app_label(self) -> str:
         return self.model._meta.app_label
+
+    def column(self, name: str) -> Column:
+        return next(column for column in self.columns if column.name == name)
+
+    @property
+    def where(self) -> str:
+        """How problems name this table: the source table, and the target when mapped."""
+        if self.source_table == self.table:
+            return self.table
+        return f"{self.source_table} (into {self.table})"
+
+    @property
+    def source_pk(self) -> str:
+        """SQL for the primary key in the source (a column, or a mapped expression)."""
+        return self.column(self.pk).quoted
 
     @property
     def column_names(self) -> list[str]:
@@ -46,7 +66,7 @@ class TablePlan:
 
     @property
     def layout(self) -> RowLayout:
-        return RowLayout.of(self.table, self.columns, self.pk)
+        return RowLayout.of(self.table, self.columns, self.pk, self.source_table)
 
 
 def importable_models() -> list[type[models.Model]]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
@@ -61,6 +62,18 @@ class Command(BaseCommand):
             metavar="APP_LABEL[.Model]",
             help="Leave out an app or a model (repeatable), e.g. --exclude sessions.",
         )
+        parser.add_argument(
+            "--mapping",
+            metavar="NAME_OR_FILE",
+            help="Import a database of another schema through a mapping: a built-in name "
+            "(e.g. flask-caloria) or a TOML file.",
+        )
+        parser.add_argument(
+            "--source-timezone",
+            default="UTC",
+            metavar="ZONE",
+            help="Time zone of naive datetimes in a mapped source (default: UTC).",
+        )
         parser.add_argument("--json", type=Path, metavar="FILE", help="Write a JSON report.")
         parser.add_argument(
             "--noinput",
@@ -71,7 +84,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, path, database, dry_run, truncate, exclude, json, interactive,
-               verbosity, **options):  # fmt: skip
+               verbosity, mapping, source_timezone, **options):  # fmt: skip
         import_options = ImportOptions(
             source_path=path.expanduser().resolve(),
             database=database,
@@ -79,6 +92,8 @@ class Command(BaseCommand):
             truncate=truncate,
             excludes=exclude,
             snapshot_dir=Path(settings.DBOPS_BACKUP_DIR) / "imports",
+            mapping=mapping,
+            source_timezone=source_timezone,
         )
         if truncate and not dry_run:
             self.confirm_truncate(database, interactive)
@@ -103,7 +118,8 @@ class Command(BaseCommand):
             for line in summary_lines(results, seconds):
                 self.stdout.write(line)
             if importer.skipped:
-                self.stdout.write(f"Skipped (excluded): {', '.join(importer.skipped)}")
+                why = "not in the mapping" if mapping else "excluded"
+                self.stdout.write(f"Skipped ({why}): {', '.join(importer.skipped)}")
         if dry_run:
             message = f"Dry run: preflight passed for {len(results)} tables; nothing was written."
         else:
@@ -114,6 +130,8 @@ class Command(BaseCommand):
         if verbosity >= 1:
             self.stdout.write(self.style.SUCCESS(message))
         self.finish_record(record, importer, ImportRun.Status.SUCCEEDED, seconds, "")
+        # Content type ids may have changed under Django's cache.
+        ContentType.objects.clear_cache()
         self.write_json(json, importer, "dry-run passed" if dry_run else "succeeded", seconds, [])
 
     # -- confirmation
@@ -158,7 +176,12 @@ class Command(BaseCommand):
                 started_at=timezone.now(),
                 database=options.database,
                 source_path=str(options.source_path),
-                options={"truncate": options.truncate, "exclude": options.excludes},
+                mapping=options.mapping or "",
+                options={
+                    "truncate": options.truncate,
+                    "exclude": options.excludes,
+                    "source_timezone": options.source_timezone,
+                },
             )
         except DatabaseError:
             # Unreachable or unmigrated target: preflight reports it; there is nowhere to record.
@@ -195,6 +218,7 @@ class Command(BaseCommand):
             "database": importer.options.database,
             "seconds": round(seconds, 3),
             "tables": [result.as_dict() for result in importer.results.values()],
+            "mapping": importer.options.mapping,
             "skipped_tables": importer.skipped,
             "total_rows": sum(result.source_rows for result in importer.results.values()),
             "problems": problems,

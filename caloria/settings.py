@@ -73,7 +73,14 @@ if _database is not None and IS_PRODUCTION and "postgresql" not in _database["EN
 if _database is None:
     _database = {"ENGINE": "django.db.backends.dummy"}
 elif "postgresql" in _database["ENGINE"]:
-    _database.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
+    _database.setdefault("OPTIONS", {}).update(
+        connect_timeout=DATABASE_CONNECT_TIMEOUT,
+        # Notice a dead peer within seconds instead of the kernel's default of minutes.
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
 elif "sqlite3" in _database["ENGINE"]:
     _database.setdefault("OPTIONS", {}).setdefault("timeout", DATABASE_CONNECT_TIMEOUT)
 _database["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
@@ -89,6 +96,15 @@ if IS_PRODUCTION and not DBOPS_BACKUP_DIR.is_absolute():
     )
 elif not DBOPS_BACKUP_DIR.is_absolute():
     DBOPS_BACKUP_DIR = (BASE_DIR / DBOPS_BACKUP_DIR).resolve()
+
+# Health: backups must be fresh in production (off elsewhere unless asked for).
+DBOPS_BACKUP_CHECK = env.bool("DBOPS_BACKUP_CHECK", IS_PRODUCTION)
+DBOPS_BACKUP_MAX_AGE_HOURS = env.int("DBOPS_BACKUP_MAX_AGE_HOURS", 26, minimum=1)
+DBOPS_BACKUP_MIN_FREE_MB = env.int("DBOPS_BACKUP_MIN_FREE_MB", 1024, minimum=0)
+DBOPS_HEALTH_EXACT_COUNT_BELOW = 100_000
+HEALTH_TOKEN = env.str("HEALTH_TOKEN", "")
+if HEALTH_TOKEN and len(HEALTH_TOKEN) < 20:
+    env.problem("HEALTH_TOKEN", "must be at least 20 characters (or unset)")
 
 # Mappings import_sqlite --mapping knows by name.
 DBOPS_IMPORT_MAPPINGS = {"flask-caloria": BASE_DIR / "caloria/import_mappings/flask-caloria.toml"}
@@ -118,6 +134,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "health_check",
 ]
 if CALORIA_ENV == "test":
     # Every field type import_sqlite converts, so its tests cover more than Caloria's models.
@@ -185,6 +202,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"one_line": {"()": "dbops.logging.HealthFailureWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"health_check": {"filters": ["one_line"]}},
 }

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from caloria.views import home
 
@@ -9,6 +9,7 @@ admin.site.site_title = "Caloria admin"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("health/", include("dbops.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", home, name="home"),

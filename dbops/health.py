@@ -1,0 +1,150 @@
+"""Health checks that monitors can rely on (django-health-check 4.x check classes).
+
+Every failure message is fixed text: a check never passes on exception text, which under
+psycopg2 names the host and port. Database work runs in one long-lived thread per process
+(see views.py), so a probe reuses its persistent connection instead of opening a new one,
+and the cost of a probe does not grow with the data: no probe counts a big table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import shutil
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.loader import MigrationLoader
+from health_check import HealthCheck
+from health_check.exceptions import ServiceUnavailable, ServiceWarning
+
+DATABASE_TIMEOUT = datetime.timedelta(seconds=3)
+
+_expected_migrations: set[tuple[str, str]] | None = None
+
+
+def prepare_connection(alias: str):
+    """The alias's connection, dropped first if it broke or outlived CONN_MAX_AGE.
+
+    Django does this for the request thread at each request's start and end; the health
+    thread is not a request thread, so it does it itself.
+    """
+    connection = connections[alias]
+    connection.close_if_unusable_or_obsolete()
+    return connection
+
+
+def expected_migrations() -> set[tuple[str, str]]:
+    """Every migration this code base has (read from disk once per process)."""
+    global _expected_migrations
+    if _expected_migrations is None:
+        loader = MigrationLoader(None, ignore_no_migrations=True)
+        _expected_migrations = set(loader.disk_migrations)
+    return _expected_migrations
+
+
+@dataclasses.dataclass
+class DatabaseReachable(HealthCheck):
+    """`SELECT 1` on the normal (persistent) connection."""
+
+    alias: str = DEFAULT_DB_ALIAS
+    timeout = DATABASE_TIMEOUT
+
+    def run(self):
+        try:
+            connection = prepare_connection(self.alias)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        except DatabaseError:
+            raise ServiceUnavailable("database unreachable") from None
+
+
+@dataclasses.dataclass
+class DatabaseEngine(HealthCheck):
+    """Production runs on PostgreSQL, and nothing else."""
+
+    alias: str = DEFAULT_DB_ALIAS
+
+    def run(self):
+        problem = engine_problem(connections[self.alias].vendor, settings.CALORIA_ENV)
+        if problem:
+            raise ServiceUnavailable(problem)
+
+
+def engine_problem(vendor: str, environment: str) -> str | None:
+    if environment == "production" and vendor != "postgresql":
+        return "production is not running on PostgreSQL"
+    return None
+
+
+@dataclasses.dataclass
+class MigrationsApplied(HealthCheck):
+    """No migration of this code base is missing from the database."""
+
+    alias: str = DEFAULT_DB_ALIAS
+    timeout = DATABASE_TIMEOUT
+
+    def run(self):
+        try:
+            connection = prepare_connection(self.alias)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT app, name FROM django_migrations")
+                applied = set(cursor.fetchall())
+        except DatabaseError:
+            raise ServiceUnavailable("migration state unknown") from None
+        missing = expected_migrations() - applied
+        if missing:
+            raise ServiceUnavailable(f"{len(missing)} migration(s) not applied")
+
+
+@dataclasses.dataclass
+class BackupFresh(HealthCheck):
+    """The newest successful backup is younger than DBOPS_BACKUP_MAX_AGE_HOURS."""
+
+    def run(self):
+        if not settings.DBOPS_BACKUP_CHECK:
+            return
+        age = newest_backup_age()
+        if age is None:
+            raise ServiceUnavailable("no backup found")
+        limit = settings.DBOPS_BACKUP_MAX_AGE_HOURS * 3600
+        if age > limit:
+            raise ServiceUnavailable(
+                f"newest backup is older than {settings.DBOPS_BACKUP_MAX_AGE_HOURS} hours"
+            )
+
+
+@dataclasses.dataclass
+class BackupDiskSpace(HealthCheck):
+    """Room left where backups are written."""
+
+    def run(self):
+        directory = existing_ancestor(Path(settings.DBOPS_BACKUP_DIR))
+        free_mib = shutil.disk_usage(directory).free // (1024 * 1024)
+        if free_mib < settings.DBOPS_BACKUP_MIN_FREE_MB:
+            raise ServiceWarning(
+                f"less than {settings.DBOPS_BACKUP_MIN_FREE_MB} MiB free for backups"
+            )
+
+
+def existing_ancestor(path: Path) -> Path:
+    return next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+
+
+def newest_backup_age() -> float | None:
+    """Seconds since the newest backup file in the backup directory was written."""
+    directory = Path(settings.DBOPS_BACKUP_DIR)
+    if not directory.is_dir():
+        return None
+    newest = max(
+        (entry.stat().st_mtime for entry in directory.iterdir() if entry.is_file()),
+        default=None,
+    )
+    return None if newest is None else max(0.0, time.time() - newest)
+
+
+DATABASE_CHECKS = [DatabaseReachable]
+ALL_CHECKS = [DatabaseReachable, DatabaseEngine, MigrationsApplied, BackupFresh, BackupDiskSpace]

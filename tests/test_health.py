@@ -1,0 +1,279 @@
+"""Health endpoints against the real PostgreSQL server.
+
+The checks run in the endpoint's own long-lived thread with its own connection, so these
+tests commit their data (`transaction=True`) and close that connection after each test.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection, connections
+
+from caloria.models import User
+from dbops.health import engine_problem
+from dbops.views import CHECK_EXECUTOR
+from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "health-token-" + "t0k3n" * 5
+DATABASE_KEY = "DatabaseReachable(alias='default')"
+DETAIL_KEYS = {
+    "timestamp",
+    "database_vendor",
+    "database_name",
+    "server_version",
+    "user_count",
+    "user_count_is_estimate",
+    "newest_backup_age_seconds",
+}
+
+
+@pytest.fixture(autouse=True)
+def close_the_health_threads_connection():
+    yield
+    CHECK_EXECUTOR.submit(connections.close_all).result()
+
+
+@pytest.fixture
+def health_settings(settings, tmp_path):
+    settings.HEALTH_TOKEN = TOKEN
+    settings.DBOPS_BACKUP_DIR = tmp_path / "backups"
+    settings.DBOPS_BACKUP_DIR.mkdir()
+    settings.DBOPS_BACKUP_CHECK = False
+    return settings
+
+
+def get_json(client, url, **headers):
+    response = client.get(url, HTTP_ACCEPT="application/json", **headers)
+    return response.status_code, response.json(), response.content.decode()
+
+
+def test_the_database_probe_is_healthy_and_speaks_json_or_html(client, health_settings):
+    status, body, _ = get_json(client, "/health/database/")
+    html = client.get("/health/database/")
+    by_query = client.get("/health/database/?format=json")
+
+    assert status == 200
+    assert body == {DATABASE_KEY: "OK"}
+    assert html.status_code == 200
+    assert html["Content-Type"].startswith("text/html")
+    assert by_query.json() == body
+
+
+def test_every_check_runs_on_the_full_endpoint(client, health_settings):
+    status, body, _ = get_json(client, "/health/")
+
+    assert status == 200
+    assert set(body) == {
+        DATABASE_KEY,
+        "DatabaseEngine(alias='default')",
+        "MigrationsApplied(alias='default')",
+        "BackupFresh()",
+        "BackupDiskSpace()",
+    }
+
+
+def test_anonymous_callers_see_no_details_and_no_connection_data(client, health_settings):
+    _, body, text = get_json(client, "/health/")
+
+    assert "details" not in body
+    settings_dict = connection.settings_dict
+    for secret in (str(settings_dict["PORT"] or 5432), settings_dict["NAME"], TOKEN):
+        assert secret not in text
+
+
+def test_staff_see_the_details(client, health_settings):
+    client.force_login(User.objects.create_user("oncall", password="x", is_staff=True))
+    User.objects.create_user("someone")
+
+    _, body, _ = get_json(client, "/health/database/")
+
+    details = body["details"]
+    assert set(details) == DETAIL_KEYS
+    assert details["database_vendor"] == "postgresql"
+    assert details["database_name"] == connection.settings_dict["NAME"]
+    assert details["server_version"].split(".")[0].isdigit()
+    assert (details["user_count"], details["user_count_is_estimate"]) == (2, False)
+    assert datetime.fromisoformat(details["timestamp"]).tzinfo == UTC
+
+
+def test_a_logged_in_user_who_is_not_staff_sees_no_details(client, health_settings):
+    client.force_login(User.objects.create_user("member"))
+
+    _, body, _ = get_json(client, "/health/database/")
+
+    assert "details" not in body
+
+
+def test_the_bearer_token_shows_details_and_a_wrong_one_does_not(client, health_settings):
+    _, with_token, _ = get_json(client, "/health/", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    _, wrong, _ = get_json(client, "/health/", HTTP_AUTHORIZATION=f"Bearer {TOKEN}x")
+
+    assert set(with_token["details"]) == DETAIL_KEYS
+    assert "details" not in wrong
+
+
+def test_user_count_is_the_planner_estimate_above_the_threshold(client, health_settings):
+    User.objects.bulk_create(User(username=f"user{n}") for n in range(50))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE caloria_user")
+    health_settings.DBOPS_HEALTH_EXACT_COUNT_BELOW = 10
+
+    _, body, _ = get_json(client, "/health/", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert body["details"]["user_count_is_estimate"] is True
+    assert body["details"]["user_count"] == 50
+
+
+def test_unapplied_migrations_make_the_full_check_unhealthy(client, health_settings):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM django_migrations WHERE app = 'caloria' RETURNING app, name, applied"
+        )
+        removed = cursor.fetchall()
+    try:
+        status, body, _ = get_json(client, "/health/")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO django_migrations (app, name, applied) VALUES (%s, %s, %s)", removed
+            )
+
+    assert status == 500
+    assert body["MigrationsApplied(alias='default')"] == (
+        f"Unavailable: {len(removed)} migration(s) not applied"
+    )
+
+
+def test_production_must_be_on_postgresql():
+    assert engine_problem("sqlite", "production") == "production is not running on PostgreSQL"
+    assert engine_problem("postgresql", "production") is None
+    assert engine_problem("sqlite", "development") is None
+
+
+@pytest.mark.parametrize(
+    "hours_old, expected",
+    [
+        (None, "Unavailable: no backup found"),
+        (30, "Unavailable: newest backup is older than 26 hours"),
+        (1, "OK"),
+    ],
+)
+def test_backup_freshness(client, health_settings, hours_old, expected):
+    health_settings.DBOPS_BACKUP_CHECK = True
+    health_settings.DBOPS_BACKUP_MAX_AGE_HOURS = 26
+    if hours_old is not None:
+        backup = health_settings.DBOPS_BACKUP_DIR / "default-2026-01-01-000000.psql.bin.gz"
+        backup.write_bytes(b"backup")
+        stamp = time.time() - hours_old * 3600
+        os.utime(backup, (stamp, stamp))
+
+    status, body, _ = get_json(client, "/health/")
+    _, probe, _ = get_json(client, "/health/database/")
+
+    assert body["BackupFresh()"] == expected
+    assert status == (200 if expected == "OK" else 500)
+    assert probe == {DATABASE_KEY: "OK"}
+
+
+def test_backup_freshness_is_not_checked_when_off(client, health_settings):
+    status, body, _ = get_json(client, "/health/")
+
+    assert body["BackupFresh()"] == "OK"
+    assert status == 200
+
+
+def test_little_free_space_for_backups_is_a_warning(client, health_settings):
+    health_settings.DBOPS_BACKUP_MIN_FREE_MB = 10**12
+
+    status, body, _ = get_json(client, "/health/")
+
+    assert body["BackupDiskSpace()"].startswith("Warning: less than")
+    assert status == 500
+
+
+def test_liveness_touches_no_database(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/health/live/")
+
+    assert response.status_code == 200
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def fetch(url: str, timeout: float = 15) -> tuple[int, str, float]:
+    started = time.monotonic()
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, body = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read().decode()
+    return status, body, time.monotonic() - started
+
+
+def wait_for_server(url: str, process, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(process.communicate()[1])
+        try:
+            fetch(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the server did not start")
+
+
+def test_the_probe_goes_unhealthy_when_the_database_goes_away_and_recovers_without_restart(
+    tmp_path,
+):
+    settings_dict = connection.settings_dict
+    proxy = TcpProxy(settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))
+    env_file = tmp_path / "proxy.env"
+    env_file.write_text("")
+    port = closed_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=PROJECT_ROOT,
+        env=clean_environment(
+            CALORIA_ENV="test",
+            CALORIA_ENV_FILE=str(env_file),
+            DATABASE_URL=database_url(settings_dict, HOST="127.0.0.1", PORT=proxy.port),
+            DATABASE_CONNECT_TIMEOUT="2",
+            DBOPS_BACKUP_DIR=str(tmp_path),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/health/database/"
+    try:
+        wait_for_server(url, server)
+        healthy = fetch(url)
+        proxy.cut()
+        down = [fetch(url) for _ in range(3)]
+        proxy.restore()
+        back = fetch(url)
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=10)
+        proxy.close()
+
+    assert healthy[0] == 200
+    for status, body, seconds in down:
+        assert status == 500
+        assert "Unavailable: database unreachable" in body
+        assert seconds < 5
+        assert str(proxy.port) not in body
+    assert back[0] == 200, back
+    assert "Traceback" not in stderr

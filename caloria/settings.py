@@ -97,6 +97,24 @@ if IS_PRODUCTION and not DBOPS_BACKUP_DIR.is_absolute():
 elif not DBOPS_BACKUP_DIR.is_absolute():
     DBOPS_BACKUP_DIR = (BASE_DIR / DBOPS_BACKUP_DIR).resolve()
 
+# Backups (django-dbbackup): only the default database, gzip, private files, no e-mail.
+DBOPS_BACKUP_KEEP_DAYS = env.int("DBOPS_BACKUP_KEEP_DAYS", 7, minimum=0)
+DBOPS_BACKUP_KEEP_MIN = env.int("DBOPS_BACKUP_KEEP_MIN", 3, minimum=1)
+DBBACKUP_DATABASES = ["default"]
+DBBACKUP_SEND_EMAIL = False
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "dbbackup": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": str(DBOPS_BACKUP_DIR),
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
+    },
+}
+
 # Health: backups must be fresh in production (off elsewhere unless asked for).
 DBOPS_BACKUP_CHECK = env.bool("DBOPS_BACKUP_CHECK", IS_PRODUCTION)
 DBOPS_BACKUP_MAX_AGE_HOURS = env.int("DBOPS_BACKUP_MAX_AGE_HOURS", 26, minimum=1)
@@ -126,7 +144,8 @@ if DATABASE_IS_DEFAULT_SQLITE:
 # --- Django
 
 INSTALLED_APPS = [
-    "dbops",
+    "dbops",  # before dbbackup: its dbbackup command records every run
+    "dbbackup",
     "caloria",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -205,5 +224,9 @@ LOGGING = {
     "filters": {"one_line": {"()": "dbops.logging.HealthFailureWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {"health_check": {"filters": ["one_line"]}},
+    "loggers": {
+        "health_check": {"filters": ["one_line"]},
+        # dbbackup prints through a handler of its own (its --quiet and -v work on that).
+        "dbbackup": {"propagate": False},
+    },
 }

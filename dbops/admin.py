@@ -1,8 +1,10 @@
 """Read-only history of database operations: staff look, nobody edits."""
 
 from django.contrib import admin
+from django.utils import timezone
+from django.utils.timesince import timesince
 
-from dbops.models import ImportRun
+from dbops.models import BackupRecord, ImportRun
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -27,3 +29,36 @@ class ImportRunAdmin(ReadOnlyAdmin):
     @admin.display(description="duration", ordering="duration_seconds")
     def duration(self, run):
         return "" if run.duration_seconds is None else f"{run.duration_seconds:.1f} s"
+
+
+@admin.register(BackupRecord)
+class BackupRecordAdmin(ReadOnlyAdmin):
+    list_display = (
+        "started_at",
+        "status",
+        "filename",
+        "size_display",
+        "age",
+        "verification",
+        "verified_at",
+        "deleted_at",
+    )
+    list_filter = ("status", "verification", ("deleted_at", admin.EmptyFieldListFilter))
+    search_fields = ("filename", "sha256", "error")
+    date_hierarchy = "started_at"
+    ordering = ("-started_at", "-id")
+
+    @admin.display(description="size", ordering="size")
+    def size_display(self, record):
+        if record.size is None:
+            return ""
+        size = float(record.size)
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if size < 1024 or unit == "GiB":
+                return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+            size /= 1024
+        return ""
+
+    @admin.display(description="age", ordering="-started_at")
+    def age(self, record):
+        return timesince(record.started_at, timezone.now())

@@ -104,10 +104,16 @@ class MigrationsApplied(HealthCheck):
 class BackupFresh(HealthCheck):
     """The newest successful backup is younger than DBOPS_BACKUP_MAX_AGE_HOURS."""
 
+    timeout = DATABASE_TIMEOUT
+
     def run(self):
         if not settings.DBOPS_BACKUP_CHECK:
             return
-        age = newest_backup_age()
+        try:
+            prepare_connection(DEFAULT_DB_ALIAS)
+            age = newest_backup_age()
+        except DatabaseError:
+            raise ServiceUnavailable("backup history unavailable") from None
         if age is None:
             raise ServiceUnavailable("no backup found")
         limit = settings.DBOPS_BACKUP_MAX_AGE_HOURS * 3600
@@ -135,15 +141,18 @@ def existing_ancestor(path: Path) -> Path:
 
 
 def newest_backup_age() -> float | None:
-    """Seconds since the newest backup file in the backup directory was written."""
-    directory = Path(settings.DBOPS_BACKUP_DIR)
-    if not directory.is_dir():
-        return None
-    newest = max(
-        (entry.stat().st_mtime for entry in directory.iterdir() if entry.is_file()),
-        default=None,
+    """Seconds since the newest successful backup still on disk finished (None: no backup)."""
+    from dbops.models import BackupRecord
+
+    newest = (
+        BackupRecord.objects.filter(status=BackupRecord.Status.SUCCEEDED, deleted_at__isnull=True)
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
     )
-    return None if newest is None else max(0.0, time.time() - newest)
+    if newest is None:
+        return None
+    return max(0.0, time.time() - newest.timestamp())
 
 
 DATABASE_CHECKS = [DatabaseReachable]

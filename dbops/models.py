@@ -33,3 +33,47 @@ class ImportRun(models.Model):
 
     def __str__(self):
         return f"import of {self.source_path} at {self.started_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class BackupRecord(models.Model):
+    """One run of `dbbackup`: the file it wrote, what it held, and whether it restores."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    class Verification(models.TextChoices):
+        NOT_VERIFIED = "", "not verified"
+        PASSED = "passed"
+        FAILED = "failed"
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    database = models.CharField(max_length=100, default="default")
+    engine = models.CharField(max_length=100, blank=True)
+    filename = models.CharField(max_length=255, blank=True)
+    size = models.BigIntegerField(null=True, blank=True, help_text="Bytes.")
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    migrations = models.JSONField(
+        default=dict, blank=True, help_text="Newest applied migration of each app."
+    )
+    table_counts = models.JSONField(default=dict, blank=True, help_text="Rows per table.")
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention removed the file."
+    )
+    verification = models.CharField(
+        max_length=10, choices=Verification.choices, default="", blank=True
+    )
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verification_detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["status", "-started_at"], name="backup_status_started")]
+
+    def __str__(self):
+        return self.filename or f"backup started {self.started_at:%Y-%m-%d %H:%M:%S} UTC"

@@ -4,19 +4,20 @@ The checks run in the endpoint's own long-lived thread with its own connection, 
 tests commit their data (`transaction=True`) and close that connection after each test.
 """
 
-import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, connections
+from django.utils import timezone
 
 from caloria.models import User
 from dbops.health import engine_problem
+from dbops.models import BackupRecord
 from dbops.views import CHECK_EXECUTOR
 from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
 from tests.tcp_proxy import TcpProxy
@@ -171,10 +172,11 @@ def test_backup_freshness(client, health_settings, hours_old, expected):
     health_settings.DBOPS_BACKUP_CHECK = True
     health_settings.DBOPS_BACKUP_MAX_AGE_HOURS = 26
     if hours_old is not None:
-        backup = health_settings.DBOPS_BACKUP_DIR / "default-2026-01-01-000000.psql.bin.gz"
-        backup.write_bytes(b"backup")
-        stamp = time.time() - hours_old * 3600
-        os.utime(backup, (stamp, stamp))
+        finished = timezone.now() - timedelta(hours=hours_old)
+        BackupRecord.objects.create(
+            started_at=finished, finished_at=finished, status="succeeded", filename="b.gz"
+        )
+        BackupRecord.objects.create(started_at=timezone.now(), status="failed")
 
     status, body, _ = get_json(client, "/health/")
     _, probe, _ = get_json(client, "/health/database/")

@@ -20,6 +20,7 @@ import ipaddress
 import json
 import sqlite3
 import struct
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -263,10 +264,26 @@ def first_difference(
         cursor.execute(layout.postgresql_query(pg_connection.ops.quote_name, with_pk=True))
         while target_rows := cursor.fetchmany(FETCH_SIZE):
             for target_pk, target_digest in target_rows:
+                target_pk = comparable_key(target_pk)
                 source_row = next(source, None)
                 if source_row is None:
                     return str(target_pk)
-                if source_row[0] != target_pk or source_row[1] != target_digest:
-                    return str(min(source_row[0], target_pk))
+                source_pk = comparable_key(source_row[0])
+                if source_pk != target_pk or source_row[1] != target_digest:
+                    return str(min(source_pk, target_pk))
     leftover = next(source, None)
-    return None if leftover is None else str(leftover[0])
+    return None if leftover is None else str(comparable_key(leftover[0]))
+
+
+def comparable_key(value):
+    """A primary key as both sides can compare and order it.
+
+    SQLite gives text as bytes (text_factory=bytes) and UUIDs as 32 hex digits; psycopg2 gives
+    str and uuid.UUID. Code-point order of str is the byte order of its UTF-8, which is how
+    both sides sort text keys.
+    """
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    return value

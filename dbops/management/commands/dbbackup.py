@@ -1,0 +1,120 @@
+"""`dbbackup`, as django-dbbackup does it, with every run recorded (run it from cron).
+
+Overrides django-dbbackup's command (dbops comes before dbbackup in INSTALLED_APPS) because
+dbbackup has no failure signal: a failed run must leave a failed BackupRecord, one line on
+stderr for cron's mail, exit code 1, and older backups untouched. Backups are always gzipped;
+`--clean` applies Caloria's retention (DBOPS_BACKUP_KEEP_DAYS, never fewer than
+DBOPS_BACKUP_KEEP_MIN good backups) instead of dbbackup's count; `--verify` restores the new
+backup into a scratch database and compares row counts.
+"""
+
+import time
+
+from dbbackup.management.commands.dbbackup import Command as DbbackupCommand
+from dbbackup.signals import post_backup
+from django.core.management.base import CommandError
+from django.db import DatabaseError, connections
+from django.utils import timezone
+
+from dbops import backups
+from dbops.models import BackupRecord
+
+
+class Command(DbbackupCommand):
+    help = (
+        "Back up the database (gzipped) and record the run as a BackupRecord. --clean keeps "
+        "every backup younger than DBOPS_BACKUP_KEEP_DAYS and never fewer than "
+        "DBOPS_BACKUP_KEEP_MIN good ones; --verify restores the new backup into a scratch "
+        "database and compares row counts. Exit 1 on any failure."
+    )
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--verify",
+            action="store_true",
+            help="Restore the new backup into a scratch database and compare row counts.",
+        )
+
+    def handle(self, **options):
+        alias = (options.get("database") or "default").split(",")[0].strip()
+        verify, clean = options.pop("verify", False), options.get("clean")
+        options.update(compress=True, clean=False, database=alias)
+        self.record = self.start_record(alias)
+        self.written_filename = None
+        self.snapshot_counts, self.snapshot_migrations = {}, {}
+        started = time.monotonic()
+        post_backup.connect(self.remember_filename, dispatch_uid="dbops-backup-filename")
+        try:
+            super().handle(**options)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
+            reason = backups.safe_error(exc, alias)
+            self.finish_record(alias, started, BackupRecord.Status.FAILED, reason)
+            raise CommandError(f"dbbackup failed: {reason}", returncode=1) from None
+        finally:
+            post_backup.disconnect(dispatch_uid="dbops-backup-filename")
+        self.finish_record(alias, started, BackupRecord.Status.SUCCEEDED, "")
+        if self.verbosity >= 1:
+            self.stdout.write(
+                f"Backed up to {self.record.filename} ({self.record.size:,} bytes, "
+                f"sha256 {self.record.sha256[:12]}…)"
+            )
+        if verify:
+            self.verify_new_backup()
+        if clean:
+            for record in backups.apply_retention():
+                if self.verbosity >= 1:
+                    self.stdout.write(f"Deleted old backup {record.filename} (retention)")
+
+    def start_record(self, alias: str) -> BackupRecord:
+        try:
+            return BackupRecord.objects.using(alias).create(
+                started_at=timezone.now(),
+                database=alias,
+                engine=connections[alias].settings_dict["ENGINE"].rsplit(".", 1)[-1],
+            )
+        except DatabaseError as exc:
+            connections[alias].close()
+            raise CommandError(
+                f"dbbackup failed: database '{alias}' is unreachable ({type(exc).__name__}); "
+                f"no backup taken, nothing recorded",
+                returncode=1,
+            ) from None
+
+    def _save_new_backup(self, database):
+        alias = self.record.database
+        with backups.consistent_snapshot(alias) as (snapshot, counts, migrations):
+            if snapshot is not None:
+                self.connector.dump_suffix = f"{self.connector.dump_suffix} --snapshot={snapshot}"
+            self.snapshot_counts, self.snapshot_migrations = counts, migrations
+            super()._save_new_backup(database)
+
+    def remember_filename(self, sender, filename=None, **kwargs):
+        self.written_filename = filename
+
+    def finish_record(self, alias, started, status, error) -> None:
+        record = self.record
+        record.status = status
+        record.error = error
+        record.finished_at = timezone.now()
+        record.duration_seconds = time.monotonic() - started
+        record.table_counts = self.snapshot_counts
+        record.migrations = self.snapshot_migrations
+        if status == BackupRecord.Status.SUCCEEDED:
+            path = backups.backup_path(self.written_filename)
+            record.filename = self.written_filename
+            record.size = path.stat().st_size
+            record.sha256 = backups.file_sha256(path)
+        try:
+            connections[alias].close_if_unusable_or_obsolete()
+            record.save()
+        except DatabaseError as exc:
+            self.stderr.write(f"could not record the backup run: {type(exc).__name__}")
+
+    def verify_new_backup(self) -> None:
+        try:
+            detail = backups.verify(self.record)
+        except backups.VerificationFailed as exc:
+            raise CommandError(f"backup verification failed: {exc}", returncode=1) from None
+        if self.verbosity >= 1:
+            self.stdout.write(f"Verified {self.record.filename}: {detail}")

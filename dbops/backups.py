@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import tempfile
 import uuid
+import zlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def _restored_sqlite_counts(path: Path) -> dict[str, int]:
                 }
             finally:
                 connection.close()
-        except (OSError, EOFError, sqlite3.DatabaseError) as exc:
+        except (OSError, EOFError, zlib.error, sqlite3.DatabaseError) as exc:
             raise VerificationFailed(f"the backup does not restore: {exc}") from None
 
 
@@ -253,7 +254,7 @@ def _restored_postgresql_counts(path: Path, alias: str) -> dict[str, int]:
         try:
             with _gunzipped(path) as source:
                 shutil.copyfileobj(source, process.stdin, 1 << 20)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             feed_error = exc
         finally:
             with contextlib.suppress(BrokenPipeError):

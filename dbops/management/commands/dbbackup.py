@@ -42,6 +42,7 @@ class Command(DbbackupCommand):
         options.update(compress=True, clean=False, database=alias)
         self.record = self.start_record(alias)
         self.written_filename = None
+        self.stored_names: dict[str, str] = {}
         self.snapshot_counts, self.snapshot_migrations = {}, {}
         started = time.monotonic()
         post_backup.connect(self.remember_filename, dispatch_uid="dbops-backup-filename")
@@ -90,7 +91,13 @@ class Command(DbbackupCommand):
             super()._save_new_backup(database)
 
     def remember_filename(self, sender, filename=None, **kwargs):
-        self.written_filename = filename
+        self.written_filename = self.stored_names.get(filename, filename)
+
+    def write_to_storage(self, file, path):
+        # The storage picks another name when `path` exists (two backups in one second);
+        # remember the name it really used, so the record points at this backup's file.
+        self.logger.info("Writing file to %s", path)
+        self.stored_names[path] = self.storage.storage.save(name=path, content=file)
 
     def finish_record(self, alias, started, status, error) -> None:
         record = self.record

@@ -233,7 +233,7 @@ class Command(BaseCommand):
             findings += sequence_findings
             findings += self.check_postgresql_foreign_keys()
         elif self.connection.vendor == "sqlite":
-            self.detail("sequences: not applicable (SQLite's AUTOINCREMENT follows the largest)")
+            self.detail("sequences: not applicable (SQLite's AUTOINCREMENT follows the keys)")
             findings += self.check_sqlite_foreign_keys()
         if sqlite is not None:
             findings += self.check_against(sqlite, {model._meta.db_table for model in complete})
@@ -249,8 +249,9 @@ class Command(BaseCommand):
         names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:5])
         more = f" and {len(plan) - 5} more" if len(plan) > 5 else ""
         self.detail(
-            "tables and columns of apps with unapplied migrations are not checked: "
-            + ", ".join(sorted(self.lagging_apps))
+            "tables and columns of apps with unapplied migrations: "
+            + ", ".join(sorted(self.lagging_apps)),
+            label="skipped",
         )
         return [
             Finding(
@@ -403,7 +404,8 @@ class Command(BaseCommand):
                     self.detail(
                         f"foreign keys: {child}.{name} is NOT VALID but every row matches; "
                         f"ALTER TABLE {child_sql} VALIDATE CONSTRAINT {self.qn(name)} makes "
-                        f"PostgreSQL enforce it for old rows too"
+                        f"PostgreSQL enforce it for old rows too",
+                        label="note",
                     )
                     continue
                 examples = [(row[1], dict(zip(columns, row[2:], strict=True))) for row in rows]
@@ -524,9 +526,10 @@ class Command(BaseCommand):
 
     # ------------------------------------------------------------------ output
 
-    def detail(self, message: str) -> None:
+    def detail(self, message: str, label: str = "checked") -> None:
+        """A line for -v 2: what was looked at, so a clean result can be trusted."""
         if self.verbosity >= 2:
-            self.stdout.write(f"  checked  {message}")
+            self.stdout.write(f"  {label:<8} {message}")
 
     def write_lines(self, findings: list[Finding], fixed: list[Fixed]) -> None:
         for finding in findings:

@@ -51,6 +51,19 @@ else:
     if CALORIA_ENV == "test":
         ALLOWED_HOSTS.append("testserver")
 
+# Security for deployments: on in production, each switchable for a TLS-terminating proxy.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", IS_PRODUCTION)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", IS_PRODUCTION)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", IS_PRODUCTION)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 31_536_000 if IS_PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", IS_PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", IS_PRODUCTION)
+if env.bool("SECURE_PROXY_SSL_HEADER", False):
+    # Only behind a proxy that sets X-Forwarded-Proto itself and strips it from clients.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The health probe must answer over plain HTTP on the private network.
+SECURE_REDIRECT_EXEMPT = [r"^health/"]
+
 # --- the database
 
 DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
@@ -104,7 +117,13 @@ DBBACKUP_DATABASES = ["default"]
 DBBACKUP_SEND_EMAIL = False
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # WhiteNoise serves the admin's static files from gunicorn; hashed names in production
+    # (run collectstatic on release), plain names elsewhere so tests need no collectstatic.
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if IS_PRODUCTION
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
     "dbbackup": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {
@@ -120,6 +139,7 @@ DBOPS_BACKUP_CHECK = env.bool("DBOPS_BACKUP_CHECK", IS_PRODUCTION)
 DBOPS_BACKUP_MAX_AGE_HOURS = env.int("DBOPS_BACKUP_MAX_AGE_HOURS", 26, minimum=1)
 DBOPS_BACKUP_MIN_FREE_MB = env.int("DBOPS_BACKUP_MIN_FREE_MB", 1024, minimum=0)
 DBOPS_HEALTH_EXACT_COUNT_BELOW = 100_000
+DBOPS_HEALTH_CACHE_SECONDS = env.int("DBOPS_HEALTH_CACHE_SECONDS", 1, minimum=0)
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", "")
 if HEALTH_TOKEN and len(HEALTH_TOKEN) < 20:
     env.problem("HEALTH_TOKEN", "must be at least 20 characters (or unset)")
@@ -161,6 +181,7 @@ if CALORIA_ENV == "test":
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -215,7 +236,10 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Production serves collected files (`collectstatic` on release) through WhiteNoise; elsewhere
+# WhiteNoise and runserver find them in the apps, so there is nothing to collect.
+STATIC_ROOT = Path(env.str("STATIC_ROOT", str(BASE_DIR / "staticfiles"))) if IS_PRODUCTION else None
+WHITENOISE_USE_FINDERS = not IS_PRODUCTION
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGGING = {

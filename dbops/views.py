@@ -10,44 +10,85 @@ or a caller with `Authorization: Bearer <HEALTH_TOKEN>` also get details; never 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hmac
+import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http import HttpResponse, JsonResponse
-from health_check.views import HealthCheckView
+from django.utils.cache import add_never_cache_headers, patch_vary_headers
+from health_check.base import HealthCheckResult
+from health_check.exceptions import HealthCheckException, ServiceUnavailable
+from health_check.views import HealthCheckView, MediaType
 
 from dbops.database import server_version
 from dbops.health import ALL_CHECKS, DATABASE_CHECKS, newest_backup_age, prepare_connection
 
+logger = logging.getLogger("health_check")
+
 # One long-lived thread per process runs every check, so its database connection persists
 # from probe to probe (CONN_MAX_AGE) instead of being opened per request.
 CHECK_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbops-health")
+# Newest result of each check in this process: (monotonic time, error or None).
+RECENT_RESULTS: dict[str, tuple[float, HealthCheckException | None]] = {}
 
 
 class DbopsHealthView(HealthCheckView):
+    """django-health-check's view, run synchronously.
+
+    The library's view is async: under WSGI every probe would build an event loop and hop
+    threads, several times the cost of the probe itself. This keeps its checks, output
+    formats and template, and runs each check in the process's health thread with the
+    check's own timeout, so a hung database still answers "unavailable" in time.
+    """
+
     template_name = "dbops/health.html"
 
-    def get_executor(self):
-        return contextlib.nullcontext(CHECK_EXECUTOR)
-
-    async def get(self, request, *args, **kwargs):
-        self.details = None
-        if await self.may_see_details(request):
-            future = CHECK_EXECUTOR.submit(database_details)
-            self.details = future
-        response = await super().get(request, *args, **kwargs)
+    def dispatch(self, request, *args, **kwargs):
+        handler = getattr(self, request.method.lower(), self.http_method_not_allowed)
+        response = handler(request, *args, **kwargs)
+        patch_vary_headers(response, ["Accept"])
+        add_never_cache_headers(response)
         return response
 
-    async def may_see_details(self, request) -> bool:
+    def get(self, request, *args, **kwargs):
+        self.details = (
+            CHECK_EXECUTOR.submit(database_details) if self.may_see_details(request) else None
+        )
+        self.results = [run_check(check) for check in self.get_checks()]
+        status = 500 if any(result.error for result in self.results) else 200
+        return self.negotiated_response(request, status, **kwargs)
+
+    def negotiated_response(self, request, status, **kwargs):
+        if request.GET.get("format") == "json":
+            return self.render_to_response_json(status)
+        if request.GET.get("format") == "text":
+            return self.render_to_response_text(status)
+        for media in MediaType.parse_header(request.headers.get("accept", "*/*")):
+            if media.mime_type in ("application/json", "application/*"):
+                return self.render_to_response_json(status)
+            if media.mime_type == "text/plain":
+                return self.render_to_response_text(status)
+            if media.mime_type in ("text/html", "application/xhtml+xml", "text/*", "*/*"):
+                return self.render_to_response(self.get_context_data(**kwargs), status=status)
+        return HttpResponse(
+            "Not Acceptable: use text/html, text/plain or application/json",
+            status=406,
+            content_type="text/plain",
+        )
+
+    def may_see_details(self, request) -> bool:
         token = settings.HEALTH_TOKEN
         header = request.headers.get("Authorization", "")
         if token and header.startswith("Bearer "):
             return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
-        user = await request.auser()
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return False  # no session: no need to load one to learn it is anonymous
+        user = request.user
         return bool(user.is_active and user.is_staff)
 
     def resolved_details(self) -> dict | None:
@@ -69,7 +110,48 @@ class DbopsHealthView(HealthCheckView):
         return JsonResponse(body, status=status)
 
     def get_context_data(self, **kwargs):
-        return {**super().get_context_data(**kwargs), "details": self.resolved_details()}
+        return {
+            "view": self,
+            "results": self.results,
+            "errors": any(result.error for result in self.results),
+            "details": self.resolved_details(),
+        }
+
+
+def run_check(check) -> HealthCheckResult:
+    """Run one check in the health thread, within its timeout, as the library would.
+
+    A result is reused for DBOPS_HEALTH_CACHE_SECONDS (default 1 s) within a process, so a
+    storm of probes (many load balancers, a monitor gone wild) costs the database at most
+    one query per check per second per process; an outage still shows within a second.
+    """
+    ttl = settings.DBOPS_HEALTH_CACHE_SECONDS
+    key = repr(check)
+    cached = RECENT_RESULTS.get(key)
+    now = time.monotonic()
+    if ttl and cached is not None and now - cached[0] < ttl:
+        return HealthCheckResult(check=check, error=cached[1], time_taken=0.0)
+    result = _run_check(check)
+    RECENT_RESULTS[key] = (now, result.error)
+    return result
+
+
+def _run_check(check) -> HealthCheckResult:
+    started = time.perf_counter()
+    future = CHECK_EXECUTOR.submit(check.run)
+    try:
+        future.result(timeout=check.timeout.total_seconds())
+        error = None
+    except HealthCheckException as exc:
+        error = exc
+        logger.warning("Health check %r failed: %s", check, exc)
+    except FutureTimeout:
+        error = ServiceUnavailable(f"Timed out after {check.timeout.total_seconds():g} seconds")
+        logger.warning("Health check %r timed out", check)
+    except Exception:
+        logger.exception("Unexpected exception during health check")
+        error = HealthCheckException("unknown error")
+    return HealthCheckResult(check=check, error=error, time_taken=time.perf_counter() - started)
 
 
 def database_details() -> dict:

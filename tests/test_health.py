@@ -18,7 +18,7 @@ from django.utils import timezone
 from caloria.models import User
 from dbops.health import engine_problem
 from dbops.models import BackupRecord
-from dbops.views import CHECK_EXECUTOR
+from dbops.views import CHECK_EXECUTOR, RECENT_RESULTS
 from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
 from tests.tcp_proxy import TcpProxy
 
@@ -43,8 +43,14 @@ def close_the_health_threads_connection():
     CHECK_EXECUTOR.submit(connections.close_all).result()
 
 
+@pytest.fixture(autouse=True)
+def no_cached_results():
+    RECENT_RESULTS.clear()
+
+
 @pytest.fixture
 def health_settings(settings, tmp_path):
+    settings.DBOPS_HEALTH_CACHE_SECONDS = 0
     settings.HEALTH_TOKEN = TOKEN
     settings.DBOPS_BACKUP_DIR = tmp_path / "backups"
     settings.DBOPS_BACKUP_DIR.mkdir()
@@ -223,6 +229,16 @@ def fetch(url: str, timeout: float = 15) -> tuple[int, str, float]:
     return status, body, time.monotonic() - started
 
 
+def fetch_until(url: str, status: int, within: float = 5) -> tuple[int, str, float]:
+    """Probe until the status appears; the time reported is since the first probe."""
+    started = time.monotonic()
+    while True:
+        result = fetch(url)
+        if result[0] == status or time.monotonic() - started > within:
+            return result[0], result[1], time.monotonic() - started
+        time.sleep(0.1)
+
+
 def wait_for_server(url: str, process, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -263,15 +279,19 @@ def test_the_probe_goes_unhealthy_when_the_database_goes_away_and_recovers_witho
         wait_for_server(url, server)
         healthy = fetch(url)
         proxy.cut()
+        first_down = fetch_until(url, 500)
         down = [fetch(url) for _ in range(3)]
         proxy.restore()
-        back = fetch(url)
+        back = fetch_until(url, 200)
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=10)
         proxy.close()
 
     assert healthy[0] == 200
+    # Results are reused for up to a second (DBOPS_HEALTH_CACHE_SECONDS), then the outage
+    # shows, each probe answering within the check's timeout.
+    assert first_down[0] == 500 and first_down[2] < 5
     for status, body, seconds in down:
         assert status == 500
         assert "Unavailable: database unreachable" in body
@@ -279,3 +299,22 @@ def test_the_probe_goes_unhealthy_when_the_database_goes_away_and_recovers_witho
         assert str(proxy.port) not in body
     assert back[0] == 200, back
     assert "Traceback" not in stderr
+
+
+def test_a_result_is_reused_for_a_second_so_probe_storms_spare_the_database(
+    client, health_settings
+):
+    health_settings.DBOPS_HEALTH_CACHE_SECONDS = 1
+    health_settings.DBOPS_BACKUP_CHECK = True
+    get_json(client, "/health/")  # no backup yet: BackupFresh fails, and is remembered
+    finished = timezone.now()
+    BackupRecord.objects.create(
+        started_at=finished, finished_at=finished, status="succeeded", filename="b.gz"
+    )
+
+    _, cached, _ = get_json(client, "/health/")
+    time.sleep(1.1)
+    _, fresh, _ = get_json(client, "/health/")
+
+    assert cached["BackupFresh()"] == "Unavailable: no backup found"
+    assert fresh["BackupFresh()"] == "OK"

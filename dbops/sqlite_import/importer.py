@@ -480,9 +480,16 @@ class SqliteImport:
                 deferred = self.drop_indexes_and_foreign_keys(cursor)
                 for plan in self.plans:
                     self.copy_table(cursor, plan)
-                self.restore_indexes_and_foreign_keys(cursor, deferred)
-                self.reset_sequences(cursor)
-            self.verify()
+                # From here on the server works and this process waits: the snapshot's own
+                # checksums run meanwhile, in a thread, ready when verification starts.
+                source_side = SourceChecksums(self.snapshot, [p.layout for p in self.plans])
+                source_side.start()
+                try:
+                    self.restore_indexes_and_foreign_keys(cursor, deferred)
+                    self.reset_sequences(cursor)
+                    self.verify(source_side)
+                finally:
+                    source_side.join()
             self.progress.phase("Committing")
 
     def drop_indexes_and_foreign_keys(self, cursor) -> list[str]:
@@ -590,11 +597,9 @@ class SqliteImport:
                     f"the sequence of {plan.table} would give {next_value}, not past {largest}"
                 )
 
-    def verify(self) -> None:
+    def verify(self, source_side: SourceChecksums) -> None:
         """Compare each table's count and checksum, computed independently on both sides."""
         self.progress.phase("Verifying row counts and checksums")
-        source_side = SourceChecksums(self.snapshot, [plan.layout for plan in self.plans])
-        source_side.start()
         try:
             targets = {
                 plan.table: checksums.postgresql_table_checksum(self.connection, plan.layout)

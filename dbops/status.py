@@ -1,0 +1,122 @@
+"""The database status page: everything staff need to answer "which database, how healthy".
+
+Staff-only (wrapped by the admin site), read-only, never a password: engine and version,
+where the database is, the connection settings in force, which .env was read, migrations,
+each table's rows and size, the newest backups and import runs, and the health checks.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.template.response import TemplateResponse
+
+from dbops.database import probe_connection
+from dbops.envinfo import describe_location
+from dbops.health import ALL_CHECKS
+from dbops.models import BackupRecord, ImportRun
+
+
+def database_status(request, admin_site):
+    context = {
+        **admin_site.each_context(request),
+        "title": "Database status",
+        **collect_status(),
+    }
+    return TemplateResponse(request, "admin/dbops/database_status.html", context)
+
+
+def headline() -> dict:
+    """The short version for the admin index: database, last backup, health."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    probe = probe_connection(connection)
+    failing = [result for result in health_results() if result.error]
+    return {
+        "database": probe.headline if probe.reachable else f"{probe.description}: unreachable",
+        "reachable": probe.reachable,
+        "last_backup": _newest(BackupRecord, status=BackupRecord.Status.SUCCEEDED),
+        "failing": failing,
+    }
+
+
+def collect_status() -> dict:
+    connection = connections[DEFAULT_DB_ALIAS]
+    probe = probe_connection(connection)
+    status = {
+        "probe": probe,
+        "location": describe_location(connection.settings_dict),
+        "settings_in_force": [
+            ("CALORIA_ENV", settings.CALORIA_ENV),
+            (".env file", _env_file()),
+            ("CONN_MAX_AGE", connection.settings_dict.get("CONN_MAX_AGE")),
+            ("CONN_HEALTH_CHECKS", connection.settings_dict.get("CONN_HEALTH_CHECKS")),
+            ("connect timeout (s)", settings.DATABASE_CONNECT_TIMEOUT),
+            ("backup directory", settings.DBOPS_BACKUP_DIR),
+        ],
+        "sources": sorted(settings.CALORIA_SETTING_SOURCES.items()),
+        "health": health_results(),
+        "backups": _recent(BackupRecord),
+        "imports": _recent(ImportRun),
+        "migrations": None,
+        "tables": [],
+    }
+    if probe.reachable:
+        try:
+            status["migrations"] = _migrations(connection)
+            status["tables"] = _tables(connection)
+        except DatabaseError:
+            status["probe_error"] = "the database stopped answering while this page was built"
+    return status
+
+
+def health_results():
+    from dbops.views import run_check
+
+    return [run_check(check()) for check in ALL_CHECKS]
+
+
+def _env_file() -> str:
+    path = settings.CALORIA_ENV_FILE
+    return f"{path}" if settings.CALORIA_ENV_FILE_EXISTS else f"{path} (not found)"
+
+
+def _migrations(connection) -> dict:
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return {
+        "applied": len(executor.loader.applied_migrations),
+        "unapplied": [f"{migration.app_label}.{migration.name}" for migration, _ in plan],
+    }
+
+
+def _tables(connection) -> list[dict]:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT relname, n_live_tup, pg_total_relation_size(relid) "
+                "FROM pg_stat_user_tables ORDER BY pg_total_relation_size(relid) DESC"
+            )
+            return [
+                {"name": name, "rows": rows, "size": size, "estimated": True}
+                for name, rows, size in cursor.fetchall()
+            ]
+        tables = []
+        for name in connection.introspection.table_names(cursor):
+            cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(name)}")
+            tables.append({"name": name, "rows": cursor.fetchone()[0], "size": None})
+        return tables
+
+
+def _recent(model, limit: int = 5):
+    try:
+        return list(model.objects.order_by("-started_at", "-id")[:limit])
+    except DatabaseError:
+        return []
+
+
+def _newest(model, **filters):
+    try:
+        return model.objects.filter(**filters).order_by("-started_at").first()
+    except DatabaseError:
+        return None

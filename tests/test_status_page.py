@@ -1,0 +1,68 @@
+"""The admin's database status page and the panel on the admin index."""
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+from django.utils import timezone
+
+from caloria.models import User
+from dbops.models import BackupRecord, ImportRun
+from dbops.views import CHECK_EXECUTOR, RECENT_RESULTS
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_health_results():
+    RECENT_RESULTS.clear()
+    yield
+    CHECK_EXECUTOR.submit(connections.close_all).result()
+
+
+@pytest.fixture
+def staff_client(client):
+    client.force_login(User.objects.create_user("oncall", password="x", is_staff=True))
+    return client
+
+
+def test_anonymous_and_non_staff_visitors_are_sent_to_the_login_page(client):
+    anonymous = client.get("/admin/database/")
+    client.force_login(User.objects.create_user("member"))
+    member = client.get("/admin/database/")
+
+    for response in (anonymous, member):
+        assert response.status_code == 302
+        assert response.url.startswith("/admin/login/")
+
+
+def test_staff_see_the_database_its_tables_backups_imports_and_health(staff_client):
+    now = timezone.now()
+    BackupRecord.objects.create(
+        started_at=now, finished_at=now, status="succeeded", filename="nightly.psql.bin.gz",
+        verification="passed", verified_at=now,
+    )  # fmt: skip
+    ImportRun.objects.create(started_at=now, source_path="/srv/old/db.sqlite3", status="failed")
+
+    response = staff_client.get("/admin/database/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "postgresql 1" in page
+    assert connection.settings_dict["NAME"] in page
+    assert "caloria_foodentry" in page
+    assert "nightly.psql.bin.gz" in page and "Passed" in page
+    assert "/srv/old/db.sqlite3" in page
+    assert "DatabaseReachable(alias=&#x27;default&#x27;)" in page
+    assert str(settings.CALORIA_ENV_FILE) in page
+    assert settings.SECRET_KEY not in page
+
+
+def test_the_admin_index_shows_the_database_panel(staff_client, settings):
+    settings.DBOPS_BACKUP_CHECK = True
+
+    page = staff_client.get("/admin/").content.decode()
+
+    assert 'id="database-panel"' in page
+    assert "none recorded" in page
+    assert "BackupFresh(): Unavailable: no backup found" in page
+    assert 'href="/admin/database/"' in page

@@ -15,6 +15,11 @@ next to a baseline measured on the same machine in the same run, so this script:
      then the issue's targets: at least 70% of the baseline's throughput, and the 1M-user
      figures within 20% of the 1k-user ones.
 
+On a 2-core machine any other busy process (a test run, another benchmark) halves the figures
+of whichever measurement it overlaps and makes every ratio meaningless, so each measurement
+also records the CPU that processes other than its own gunicorn, PostgreSQL backends and wrk
+used meanwhile (from /proc), and the report flags a run where that exceeded 10%.
+
 Without wrk (Debian package `wrk`, installed when missing and running as root) a bounded
 Python client (threads, http.client keep-alive) stands in; it is much weaker than wrk on a
 small machine, and the report says so.
@@ -67,6 +72,8 @@ PRIVATE_ENV_NAMES = ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MO
 
 TARGET_VS_BASELINE = 0.70
 TARGET_SCALE_DRIFT = 0.20
+QUIET_MACHINE_SHARE = 0.10
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
@@ -264,6 +271,7 @@ class Load:
     p99_ms: float
     not_200: int
     socket_errors: int
+    other_cpu: float = 0.0  # share of all CPUs used by processes not in this measurement
 
 
 def ensure_wrk() -> str | None:
@@ -407,12 +415,51 @@ class LoadGenerator:
         if status != 200:
             raise BenchError(f"{path} answered {status} before the load:\n{body[:500]!r}")
         warm_up = min(WARM_UP_SECONDS, self.seconds)
+        url = f"http://{HOST}:{port}{path}"
         if self.wrk:
-            url = f"http://{HOST}:{port}{path}"
             run_wrk(self.wrk, self.script, url, self.connections, warm_up)
-            return run_wrk(self.wrk, self.script, url, self.connections, self.seconds)
-        run_python_client(port, path, self.connections, warm_up)
-        return run_python_client(port, path, self.connections, self.seconds)
+        else:
+            run_python_client(port, path, self.connections, warm_up)
+        before, started = cpu_ticks_by_process(), time.monotonic()
+        if self.wrk:
+            load = run_wrk(self.wrk, self.script, url, self.connections, self.seconds)
+        else:
+            load = run_python_client(port, path, self.connections, self.seconds)
+        ours = (f"{HOST}:{port}", f"{DATABASE_PREFIX}{os.getpid()}_")
+        seconds = time.monotonic() - started
+        load.other_cpu = other_cpu_share(before, cpu_ticks_by_process(), seconds, ours)
+        return load
+
+
+def cpu_ticks_by_process() -> dict[int, tuple[str, int]]:
+    """Each process's command line and CPU time so far (utime + stime, in clock ticks)."""
+    processes = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        processes[int(entry.name)] = (cmdline, int(fields[11]) + int(fields[12]))
+    return processes
+
+
+def other_cpu_share(before: dict, after: dict, seconds: float, ours: tuple[str, ...]) -> float:
+    """Share of all CPUs used by processes other than this measurement's own.
+
+    Ours: this script, the gunicorn whose command line names the port, and the PostgreSQL
+    backends whose process title names a bench database. wrk starts and ends between the two
+    snapshots, so it is never seen; neither is another process that short-lived.
+    """
+    used = sum(
+        ticks - before[pid][1]
+        for pid, (cmdline, ticks) in after.items()
+        if pid in before and pid != os.getpid() and not any(mark in cmdline for mark in ours)
+    )
+    return used / CLOCK_TICKS / max(seconds, 0.001) / (os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -450,7 +497,17 @@ def measure_all(workspace: Workspace, generator: LoadGenerator) -> list[Row]:
 
 # --------------------------------------------------------------------------- reporting
 
-HEADERS = ["endpoint", "users", "req/s", "p50 ms", "p99 ms", "vs live", "not 200", "sock err"]
+HEADERS = [
+    "endpoint",
+    "users",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "vs live",
+    "not 200",
+    "sock err",
+    "other CPU",
+]
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
@@ -465,6 +522,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
             f"{row.load.requests_per_second / baseline:.0%}",
             f"{row.load.not_200:,}",
             f"{row.load.socket_errors:,}",
+            f"{row.load.other_cpu:.0%}",
         ]
         for row in rows
     ]
@@ -515,6 +573,13 @@ def targets(rows: list[Row]) -> list[str]:
     ]
     failures = sum(row.load.not_200 + row.load.socket_errors for row in rows)
     lines.append(f"{verdict(failures == 0)} every response 200, no socket errors: {failures:,}")
+    busiest = max(rows, key=lambda row: row.load.other_cpu)
+    lines.append(
+        f"{verdict(busiest.load.other_cpu <= QUIET_MACHINE_SHARE)} a quiet machine: other "
+        f"processes used at most {QUIET_MACHINE_SHARE:.0%} of the CPUs during each measurement "
+        f"(most: {busiest.load.other_cpu:.0%}, {busiest.path} {busiest.users:,} users); "
+        f"otherwise rerun, the figures above are not comparable"
+    )
     return lines
 
 

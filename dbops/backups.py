@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -29,6 +28,7 @@ from django.utils import timezone
 
 from dbops.envinfo import mask_text
 from dbops.models import BackupRecord
+from dbops.sqlite_import.source import file_sha256
 
 
 class VerificationFailed(Exception):
@@ -37,14 +37,6 @@ class VerificationFailed(Exception):
 
 def backup_path(filename: str) -> Path:
     return Path(settings.DBOPS_BACKUP_DIR) / filename
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def migration_state(connection) -> dict[str, str]:

@@ -33,6 +33,11 @@ def prepare_connection(alias: str):
     """
     connection = connections[alias]
     connection.close_if_unusable_or_obsolete()
+    # The check's own query tests the connection; CONN_HEALTH_CHECKS' extra ping (Django
+    # resets its flag above) would only double every probe's round trips. A failure marks
+    # the connection, and the next probe's call above replaces it.
+    if connection.connection is not None:
+        connection.health_check_done = True
     return connection
 
 

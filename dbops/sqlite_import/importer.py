@@ -69,7 +69,7 @@ class ValueProblems:
         group = self.groups.setdefault((table, column, reason), [0, []])
         group[0] += 1
         if len(group[1]) < SAMPLES_PER_COLUMN:
-            group[1].append((_pk_text(pk), shorten(value)))
+            group[1].append((source.as_text(pk, "backslashreplace"), shorten(value)))
 
     def add_uncounted(self, table: str, column: str, reason: str, count: int) -> None:
         """Set a group's total when only a sample of its rows was added one by one."""
@@ -86,10 +86,6 @@ class ValueProblems:
             more = f" (and {count - len(samples)} more)" if count > len(samples) else ""
             lines.append(f"{table}.{column}: {count} value(s) {reason}: {examples}{more}")
         return lines
-
-
-def _pk_text(pk: Any) -> str:
-    return pk.decode("utf-8", "backslashreplace") if isinstance(pk, bytes) else str(pk)
 
 
 # --------------------------------------------------------------------------- results
@@ -368,15 +364,17 @@ class SqliteImport:
                 continue
             dangling = ValueProblems()
             for _, rowid, parent, fk_index in rows:
-                pk, column, value = self.describe_dangling(plan, rowid, _text(parent), fk_index)
-                reason = f"point at missing rows of {_text(parent)}"
+                pk, column, value = self.describe_dangling(
+                    plan, rowid, source.as_text(parent), fk_index
+                )
+                reason = f"point at missing rows of {source.as_text(parent)}"
                 dangling.add(plan.source_table, pk, column, value, reason)
             problems += dangling.lines()
         return problems
 
     def describe_dangling(self, plan, rowid, parent, fk_index):
         fk_rows = self.sqlite.execute(f'PRAGMA foreign_key_list("{plan.source_table}")').fetchall()
-        column = next((_text(r[3]) for r in fk_rows if r[0] == fk_index), "?")
+        column = next((source.as_text(r[3]) for r in fk_rows if r[0] == fk_index), "?")
         row = self.sqlite.execute(
             f'SELECT {plan.source_pk}, "{column}" FROM "{plan.source_table}" WHERE rowid = ?',
             (rowid,),
@@ -626,10 +624,6 @@ class SqliteImport:
 
     def qn(self, name: str) -> str:
         return self.connection.ops.quote_name(name)
-
-
-def _text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class IntegrityCheck(threading.Thread):

@@ -129,17 +129,17 @@ def integrity_problems(connection: sqlite3.Connection, limit: int = 20) -> list[
         rows = connection.execute(f"PRAGMA integrity_check({limit})").fetchall()
     except sqlite3.DatabaseError as exc:
         return [str(exc)]
-    messages = [_text(row[0]) for row in rows]
+    messages = [as_text(row[0]) for row in rows]
     return [] if messages == ["ok"] else messages
 
 
 def table_names(connection: sqlite3.Connection) -> set[str]:
     rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    return {_text(row[0]) for row in rows}
+    return {as_text(row[0]) for row in rows}
 
 
 def table_columns(connection: sqlite3.Connection, table: str) -> list[str]:
-    return [_text(row[1]) for row in connection.execute(f'PRAGMA table_info("{table}")')]
+    return [as_text(row[1]) for row in connection.execute(f'PRAGMA table_info("{table}")')]
 
 
 def applied_migrations(connection: sqlite3.Connection) -> set[tuple[str, str]] | None:
@@ -147,8 +147,9 @@ def applied_migrations(connection: sqlite3.Connection) -> set[tuple[str, str]] |
     if "django_migrations" not in table_names(connection):
         return None
     rows = connection.execute("SELECT app, name FROM django_migrations").fetchall()
-    return {(_text(app), _text(name)) for app, name in rows}
+    return {(as_text(app), as_text(name)) for app, name in rows}
 
 
-def _text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+def as_text(value, errors: str = "replace") -> str:
+    """Text for a message from what SQLite returned (bytes under text_factory=bytes)."""
+    return value.decode("utf-8", errors) if isinstance(value, bytes) else str(value)

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
-from dbops.envinfo import mask_text
+from dbops.database import safe_error
 from dbops.models import BackupRecord
 from dbops.sqlite_import.source import file_sha256
 
@@ -72,13 +72,6 @@ def consistent_snapshot(alias: str):
                 cursor.execute("SELECT pg_export_snapshot()")
                 snapshot = cursor.fetchone()[0]
         yield snapshot, table_counts(connection), migration_state(connection)
-
-
-def safe_error(exc: BaseException, alias: str = "default") -> str:
-    """One line describing a failure, with every secret masked."""
-    settings_dict = connections[alias].settings_dict
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return mask_text(text, [settings_dict.get("PASSWORD", ""), settings.SECRET_KEY])[:500]
 
 
 # --------------------------------------------------------------------------- retention

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from dbops.envinfo import describe_database, describe_location
+from dbops.envinfo import describe_database, describe_location, mask_text
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,22 @@ class DatabaseProbe:
     def headline(self) -> str:
         version = f" {self.server_version}" if self.server_version else ""
         return f"{self.vendor}{version} {self.location}"
+
+
+def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> str:
+    """A failure's text on one line with every secret masked: the database password (which
+    libpq and pg_dump may echo in a URL), SECRET_KEY and HEALTH_TOKEN. The one way dbops turns
+    an exception into words for a terminal, a log or a record."""
+    from django.conf import settings
+    from django.db import connections
+
+    secrets = [
+        connections[alias].settings_dict.get("PASSWORD", ""),
+        settings.SECRET_KEY,
+        getattr(settings, "HEALTH_TOKEN", ""),
+    ]
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return mask_text(text, secrets)[:limit]
 
 
 def server_version(connection: BaseDatabaseWrapper) -> str:

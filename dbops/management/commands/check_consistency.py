@@ -26,7 +26,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections, models, router
 from django.db.migrations.executor import MigrationExecutor
 
-from dbops.envinfo import describe_database, mask_text
+from dbops.database import safe_error
+from dbops.envinfo import describe_database
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import UnsupportedField, shorten
 from dbops.sqlite_import.plan import build_plan
@@ -140,7 +141,7 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             raise CommandError(
                 f"check_consistency stopped on a database error ({type(exc).__name__}: "
-                f"{self.safe(exc)})",
+                f"{safe_error(exc, self.alias, 300)})",
                 returncode=1,
             ) from None
         except sqlite3.Error as exc:
@@ -205,14 +206,10 @@ class Command(BaseCommand):
             self.connection.ensure_connection()
         except Exception as exc:  # noqa: BLE001 - every failure means "unreachable"
             raise CommandError(
-                f"database '{self.alias}' is unreachable ({type(exc).__name__}: {self.safe(exc)})",
+                f"database '{self.alias}' is unreachable "
+                f"({type(exc).__name__}: {safe_error(exc, self.alias, 300)})",
                 returncode=1,
             ) from None
-
-    def safe(self, exc: Exception) -> str:
-        """The first line of a driver's message, without the password."""
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        return mask_text(first_line, [self.connection.settings_dict.get("PASSWORD", "")])[:300]
 
     # ------------------------------------------------------------------ the checks
 

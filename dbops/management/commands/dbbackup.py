@@ -17,6 +17,7 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from dbops import backups
+from dbops.database import safe_error
 from dbops.models import BackupRecord
 
 
@@ -49,7 +50,7 @@ class Command(DbbackupCommand):
         try:
             super().handle(**options)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
-            reason = backups.safe_error(exc, alias)
+            reason = safe_error(exc, alias)
             self.finish_record(alias, started, BackupRecord.Status.FAILED, reason)
             raise CommandError(f"dbbackup failed: {reason}", returncode=1) from None
         finally:

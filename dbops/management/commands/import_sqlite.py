@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from dbops.envinfo import mask_text
+from dbops.database import safe_error
 from dbops.models import ImportRun
 from dbops.sqlite_import.importer import (
     ImportFailed,
@@ -109,9 +109,8 @@ class Command(BaseCommand):
             reason = f"interrupted ({exc or 'Ctrl-C'}); nothing was committed"
             self.fail(importer, record, json, started, reason, [])
         except DatabaseError as exc:
-            reason = (
-                f"database error ({type(exc).__name__}: {self.safe(exc)}); nothing was committed"
-            )
+            detail = safe_error(exc, database, 300)
+            reason = f"database error ({type(exc).__name__}: {detail}); nothing was committed"
             self.fail(importer, record, json, started, reason, [])
         seconds = time.monotonic() - started
         if verbosity >= 1:
@@ -162,11 +161,6 @@ class Command(BaseCommand):
         self.finish_record(record, importer, ImportRun.Status.FAILED, seconds, error_text)
         self.write_json(json_path, importer, "failed", seconds, [reason, *problems])
         raise CommandError(f"import_sqlite failed: {reason}", returncode=1)
-
-    def safe(self, exc: Exception) -> str:
-        connection = connections["default"]
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        return mask_text(first_line, [connection.settings_dict.get("PASSWORD", "")])[:300]
 
     # -- the ImportRun record, kept outside the import's transaction
 

@@ -21,13 +21,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
-from dbops.database import DatabaseProbe, probe_connection
+from dbops.database import DatabaseProbe, probe_connection, safe_error
 from dbops.envinfo import (
     SOURCE_DEFAULT,
     SOURCE_ENVIRONMENT,
     describe_database,
     env_file_pitfalls,
-    mask_text,
 )
 
 PASSED, FAILED, WARNING, SKIPPED = "passed", "failed", "warning", "skipped"
@@ -203,9 +202,7 @@ class Command(BaseCommand):
         try:
             connection.ensure_connection()
         except Exception as exc:  # noqa: BLE001
-            first_line = (str(exc).strip().splitlines() or [""])[0]
-            secrets = [connection.settings_dict.get("PASSWORD", ""), settings.SECRET_KEY]
-            return f": {mask_text(first_line, secrets)[:200]}" if first_line else ""
+            return f": {safe_error(exc, connection.alias, 200)}"
         return ""
 
     def check_server_version(self, probe: DatabaseProbe | None) -> Result:

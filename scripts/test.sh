@@ -56,6 +56,8 @@ else
   start_throwaway_cluster
 fi
 
+scripts/install-chromium.sh
+
 BACKUP_DIR=$(mktemp -d /tmp/caloria-test-backups.XXXXXX)
 export CALORIA_ENV=test CALORIA_ENV_FILE="$PWD/tests/test.env" DATABASE_URL DBOPS_BACKUP_DIR="$BACKUP_DIR"
 status=0

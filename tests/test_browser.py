@@ -1,0 +1,194 @@
+"""The admin in a real browser: Playwright driving Debian's Chromium against a live server.
+
+Each test logs in through the real login form (no forced session) and leaves a full-page
+screenshot in `screenshots/` (the folder the README names), so a failing run shows what the
+browser saw. `scripts/install-chromium.sh` (run by `make test`) installs the browser.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, connections
+from playwright.sync_api import Page, expect, sync_playwright
+
+from caloria.management.commands.seed_demo import DEV_SUPERUSER, DEV_SUPERUSER_PASSWORD
+from caloria.models import User
+from dbops.models import BackupRecord
+from dbops.views import CHECK_EXECUTOR, RECENT_RESULTS
+
+from .conftest import PROJECT_ROOT
+
+CHROMIUM = Path(os.environ.get("CALORIA_CHROMIUM", "/usr/bin/chromium"))
+SCREENSHOTS = PROJECT_ROOT / "screenshots"
+# What the machine's probe found necessary for headless Chromium as root on a closed network:
+# without the background-networking flags it keeps trying to reach Google's hosts.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-chromium.sh (make test does)")
+    # Playwright's sync API keeps an asyncio loop registered on this thread, so Django's
+    # async-safety guard would refuse every ORM call the tests make between browser steps.
+    # No async code of ours runs here; the guard is lifted for this module only.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            yield chromium
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh browser context (no cookies) whose relative URLs go to the live server."""
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_health_results():
+    RECENT_RESULTS.clear()
+    yield
+    CHECK_EXECUTOR.submit(connections.close_all).result()
+
+
+@pytest.fixture
+def seeded():
+    """The demo data `make run` shows, with its development superuser."""
+    call_command("seed_demo", users=12, entries=120, weight_days=3, verbosity=0)
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def log_in(page: Page, username: str, password: str) -> None:
+    page.goto("/admin/")
+    expect(page).to_have_url(re.compile(r"/admin/login/\?next=/admin/$"))
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    expect(page.locator("#site-name")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/admin/$"))
+
+
+def contrast_ratio(foreground: str, background: str) -> float:
+    """WCAG contrast ratio of two computed CSS colours ("rgb(r, g, b)")."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(value) / 255 for value in re.findall(r"\d+", colour)[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    lighter, darker = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def unreadable_headings(page: Page) -> list[str]:
+    """Section headings whose text (or link) is hard to tell from the heading bar.
+
+    3:1 is WCAG's minimum for large text; a plain link in an admin heading bar scores 1.0.
+    """
+    colours = page.evaluate(
+        """() => [...document.querySelectorAll('#content-main .module h2')].map(h2 => [
+            h2.textContent.trim(),
+            getComputedStyle(h2.querySelector('a') || h2).color,
+            getComputedStyle(h2).backgroundColor,
+        ])"""
+    )
+    return [text for text, fg, bg in colours if contrast_ratio(fg, bg) < 3]
+
+
+def test_an_anonymous_visitor_is_sent_to_the_login_page(page):
+    for path in ("/admin/", "/admin/database/", "/admin/caloria/user/"):
+        page.goto(path)
+        expect(page).to_have_url(re.compile(r"/admin/login/\?next="))
+        expect(page.locator("#id_username")).to_be_visible()
+    screenshot(page, "admin-login")
+
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
+
+
+def test_a_wrong_password_keeps_the_visitor_on_the_login_page(page, seeded):
+    page.goto("/admin/login/")
+    page.fill("#id_username", DEV_SUPERUSER)
+    page.fill("#id_password", "not-the-password")
+    page.click("input[type=submit]")
+
+    expect(page.locator(".errornote")).to_contain_text("correct username and password")
+    expect(page).to_have_url(re.compile(r"/admin/login/"))
+
+
+def test_staff_log_in_and_see_the_seeded_users(page, seeded):
+    log_in(page, DEV_SUPERUSER, DEV_SUPERUSER_PASSWORD)
+    expect(page.locator("#database-panel")).to_contain_text("all checks OK")
+    screenshot(page, "admin-index")
+
+    page.click("#content-main a[href='/admin/caloria/user/']")
+
+    expect(page.locator("#result_list")).to_be_visible()
+    for number in (1, 12):
+        expect(page.locator("#result_list")).to_contain_text(f"demo-{number:06d}")
+    user_count = User.objects.count()
+    expect(page.locator(".paginator")).to_contain_text(f"{user_count} users")
+    screenshot(page, "admin-users")
+
+
+def test_backup_history_lists_a_real_verified_backup(page, seeded):
+    call_command("dbbackup", "--verify", verbosity=0)
+    backup = BackupRecord.objects.get()
+    log_in(page, DEV_SUPERUSER, DEV_SUPERUSER_PASSWORD)
+
+    page.click("#content-main a[href='/admin/dbops/backuprecord/']")
+
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(backup.filename)
+    expect(rows.first).to_contain_text("Succeeded")
+    expect(rows.first).to_contain_text("Passed")
+    screenshot(page, "backup-history")
+
+
+def test_the_database_status_page_shows_the_database_and_never_its_password(page, seeded):
+    call_command("dbbackup", "--verify", verbosity=0)
+    log_in(page, DEV_SUPERUSER, DEV_SUPERUSER_PASSWORD)
+
+    page.click("#database-panel h2 a")
+
+    expect(page).to_have_url(re.compile(r"/admin/database/$"))
+    content = page.locator("#content-main")
+    expect(content).to_contain_text("postgresql 1")
+    expect(content).to_contain_text(connection.settings_dict["NAME"])
+    expect(content).to_contain_text("caloria_foodentry")
+    expect(content).to_contain_text("DatabaseReachable(alias='default')")
+    expect(content).to_contain_text(str(settings.CALORIA_ENV_FILE))
+    expect(content.locator("tr", has_text="Passed")).to_have_count(1)
+    expect(content.locator(".module h2")).to_have_count(7)
+    assert unreadable_headings(page) == []
+    text = page.content()
+    assert settings.SECRET_KEY not in text
+    if connection.settings_dict.get("PASSWORD"):
+        assert connection.settings_dict["PASSWORD"] not in text
+    screenshot(page, "database-status")

@@ -256,6 +256,40 @@ def test_a_corrupt_source_is_refused(filled_source):
     assert imported_tables_are_empty()
 
 
+def break_an_index(path: Path) -> None:
+    """Make an index disagree with its table: every page is sound, the entries are wrong."""
+    execute(
+        path,
+        "PRAGMA writable_schema = ON",
+        "UPDATE sqlite_master SET sql = "
+        '\'CREATE INDEX "food_eaten_at" ON "caloria_foodentry" ("name")\' '
+        "WHERE name = 'food_eaten_at'",
+    )
+
+
+def test_the_full_integrity_check_refuses_an_index_that_disagrees_with_its_table(filled_source):
+    break_an_index(filled_source)
+
+    output = failed_import(filled_source, "--integrity-check", "full")
+
+    assert "the source database is damaged" in output
+    assert "food_eaten_at" in output
+    assert imported_tables_are_empty()
+
+
+def test_the_quick_check_imports_exactly_despite_a_wrong_source_index(filled_source):
+    # The import scans tables and never reads a source index, so the default check is enough.
+    break_an_index(filled_source)
+
+    stdout, _ = import_sqlite(filled_source)
+
+    assert "every table verified" in stdout
+    with sqlite3.connect(filled_source) as source:
+        rows = source.execute("SELECT id, name FROM caloria_foodentry ORDER BY id").fetchall()
+    source.close()
+    assert rows and list(FoodEntry.objects.order_by("id").values_list("id", "name")) == rows
+
+
 def test_a_locked_source_is_refused_with_a_clear_message(filled_source):
     locker = sqlite3.connect(filled_source, isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")

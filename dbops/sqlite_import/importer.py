@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,7 @@ class ImportOptions:
     snapshot_dir: Path | None = None
     mapping: str | None = None
     source_timezone: str = "UTC"
+    integrity_check: str = source.QUICK_CHECK
 
 
 class NullProgress:
@@ -168,6 +169,8 @@ class SqliteImport:
         self.skipped: list[str] = []
         self.results: dict[str, TableResult] = {}
         self.mapping: Mapping | None = None
+        self.reader: SnapshotReader | None = None
+        self.source_checksums: Future | None = None
 
     # -- the whole run
 
@@ -175,11 +178,14 @@ class SqliteImport:
         """Preflight, then (unless a dry run) copy, verify and commit. Raises ImportFailed."""
         try:
             self.prepare()
+            self.reader = SnapshotReader(self.snapshot)
             self.preflight()
             if not self.options.dry_run:
                 with sigterm_raises_interrupted():
                     self.copy_verify_commit()
         finally:
+            if self.reader is not None:
+                self.reader.close()
             if self.sqlite is not None:
                 self.sqlite.close()
         return list(self.results.values())
@@ -225,11 +231,15 @@ class SqliteImport:
     # -- preflight: read-only on both sides, every problem collected
 
     def preflight(self) -> None:
-        # integrity_check is the slowest read of all; it runs on its own connection (SQLite
-        # releases the GIL) while the other checks run, so preflight uses both cores.
-        self.progress.phase("Checking the snapshot's integrity (in the background)")
-        integrity = IntegrityCheck(self.snapshot)
-        integrity.start()
+        # The background reader checks integrity, keys and text encoding while this thread
+        # checks every value; then, unless this is a dry run, it goes on to the source side's
+        # checksums, which only need the snapshot, so they are ready when verification starts.
+        mode = self.options.integrity_check
+        self.progress.phase(
+            f"Checking the snapshot's integrity ({source.INTEGRITY_PRAGMAS[mode]}, "
+            f"in the background)"
+        )
+        integrity = self.reader.submit(lambda sqlite: source.integrity_problems(sqlite, mode))
         try:
             problems = self.check_target()
             if self.mapping is None and source.applied_migrations(self.sqlite) is None:
@@ -243,19 +253,22 @@ class SqliteImport:
                 problems += self.check_migrations()
                 problems += self.check_tables_and_columns()
             if not problems:
-                self.progress.phase("Checking foreign keys")
-                problems += self.check_foreign_keys()
-                self.progress.phase("Checking unique values")
-                problems += self.check_unique_values()
+                self.progress.phase(
+                    "Checking foreign keys, unique values and text encoding (in the background)"
+                )
+                key_checks = self.reader.submit(self.check_keys_and_encoding)
                 self.progress.phase("Checking every value against its target column")
-                problems += self.check_values().lines()
+                value_problems = self.check_values().lines()
+                problems += key_checks.result() + value_problems
         except sqlite3.DatabaseError:
             problems = ["the source could not be read while checking it"]
-        finally:
-            integrity.join()
-        if integrity.problems:
+        damage = integrity.result()
+        if damage:
             # A damaged file makes every other finding doubtful: report the damage alone.
-            raise ImportFailed("the source database is damaged", integrity.problems)
+            raise ImportFailed(
+                "the source database is damaged",
+                [f"source integrity check: {message}" for message in damage],
+            )
         if problems:
             raise ImportFailed(
                 f"preflight found {len(problems)} problem(s); nothing was written", problems
@@ -347,7 +360,14 @@ class SqliteImport:
                 problems.append(f"source table {plan.table} lacks column(s) {', '.join(missing)}")
         return problems
 
-    def check_foreign_keys(self) -> list[str]:
+    def check_keys_and_encoding(self, connection: sqlite3.Connection) -> list[str]:
+        return (
+            self.check_foreign_keys(connection)
+            + self.check_unique_values(connection)
+            + self.check_text_encoding(connection)
+        )
+
+    def check_foreign_keys(self, connection: sqlite3.Connection) -> list[str]:
         problems = []
         imported = {plan.table for plan in self.plans}
         for plan in self.plans:
@@ -357,38 +377,34 @@ class SqliteImport:
                         f"{plan.table}.{column} refers to {target_table}, which is excluded; "
                         f"exclude {plan.label} too, or import both"
                     )
-            rows = self.sqlite.execute(
-                f'PRAGMA foreign_key_check("{plan.source_table}")'
-            ).fetchall()
+            rows = connection.execute(f'PRAGMA foreign_key_check("{plan.source_table}")').fetchall()
             if not rows:
                 continue
             dangling = ValueProblems()
             for _, rowid, parent, fk_index in rows:
-                pk, column, value = self.describe_dangling(
-                    plan, rowid, source.as_text(parent), fk_index
-                )
+                pk, column, value = self.describe_dangling(connection, plan, rowid, fk_index)
                 reason = f"point at missing rows of {source.as_text(parent)}"
                 dangling.add(plan.source_table, pk, column, value, reason)
             problems += dangling.lines()
         return problems
 
-    def describe_dangling(self, plan, rowid, parent, fk_index):
-        fk_rows = self.sqlite.execute(f'PRAGMA foreign_key_list("{plan.source_table}")').fetchall()
+    def describe_dangling(self, connection, plan, rowid, fk_index):
+        fk_rows = connection.execute(f'PRAGMA foreign_key_list("{plan.source_table}")').fetchall()
         column = next((source.as_text(r[3]) for r in fk_rows if r[0] == fk_index), "?")
-        row = self.sqlite.execute(
+        row = connection.execute(
             f'SELECT {plan.source_pk}, "{column}" FROM "{plan.source_table}" WHERE rowid = ?',
             (rowid,),
         ).fetchone()
         return (row[0], column, row[1]) if row else (rowid, column, None)
 
-    def check_unique_values(self) -> list[str]:
+    def check_unique_values(self, connection: sqlite3.Connection) -> list[str]:
         problems = []
         for plan in self.plans:
             for columns in unique_column_sets(plan.model):
                 expressions = [plan.column(name).quoted for name in columns]
                 names = ", ".join(expressions)
                 not_null = " AND ".join(f"{expression} IS NOT NULL" for expression in expressions)
-                duplicates = self.sqlite.execute(
+                duplicates = connection.execute(
                     f'SELECT {names}, count(*), min({plan.source_pk}) FROM "{plan.source_table}" '
                     f"WHERE {not_null} GROUP BY {names} HAVING count(*) > 1"
                 ).fetchall()
@@ -411,15 +427,21 @@ class SqliteImport:
                 for column in plan.columns
                 for check, condition in column.problem_conditions()
             ]
-            sums = ", ".join(f"sum({condition})" for _, _, condition in checks)
-            counts = self.sqlite.execute(f'SELECT {sums} FROM "{plan.source_table}"').fetchone()
-            for (column, check, condition), count in zip(checks, counts, strict=True):
-                if count:
-                    self.record_bad_values(found, plan, column, check, condition)
-            self.check_utf8(found, plan)
+            if checks and self.has_bad_values(plan, [condition for _, _, condition in checks]):
+                sums = ", ".join(f"sum({condition})" for _, _, condition in checks)
+                counts = self.sqlite.execute(f'SELECT {sums} FROM "{plan.source_table}"').fetchone()
+                for (column, check, condition), count in zip(checks, counts, strict=True):
+                    if count:
+                        self.record_bad_values(found, plan, column, check, condition)
             self.progress.advance(self.progress.total)
             self.progress.finish()
         return found
+
+    def has_bad_values(self, plan: TablePlan, conditions: list[str]) -> bool:
+        """One scan that stops at the first bad row; a clean table needs no other."""
+        any_bad = " OR ".join(f"({condition})" for condition in conditions)
+        query = f'SELECT EXISTS (SELECT 1 FROM "{plan.source_table}" WHERE {any_bad})'
+        return bool(self.sqlite.execute(query).fetchone()[0])
 
     def record_bad_values(self, found, plan, column, check, condition) -> None:
         rows = self.sqlite.execute(
@@ -440,28 +462,31 @@ class SqliteImport:
             if reason is not None:
                 found.add(plan.where, pk, column.name, value, reason)
 
-    def check_utf8(self, found: ValueProblems, plan: TablePlan) -> None:
+    def check_text_encoding(self, connection: sqlite3.Connection) -> list[str]:
         """Text that is not valid UTF-8 (SQLite stores whatever bytes it was given).
 
         Only values with a character outside printable ASCII can be invalid; SQL finds those
         and Python decodes just them.
         """
-        for column in plan.columns:
-            if column.kind not in TEXT_KINDS:
-                continue
-            c = column.quoted
-            suspects = self.sqlite.execute(
-                f'SELECT {plan.source_pk}, {c} FROM "{plan.source_table}" '
-                f"WHERE typeof({c}) = 'text' "
-                f"AND {c} GLOB '*[^ -~]*'"
-            )
-            for pk, value in suspects:
-                try:
-                    value.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    found.add(
-                        plan.where, pk, column.name, value, f"invalid UTF-8 (byte {exc.start})"
-                    )
+        found = ValueProblems()
+        for plan in self.plans:
+            for column in plan.columns:
+                if column.kind not in TEXT_KINDS:
+                    continue
+                c = column.quoted
+                suspects = connection.execute(
+                    f'SELECT {plan.source_pk}, {c} FROM "{plan.source_table}" '
+                    f"WHERE typeof({c}) = 'text' "
+                    f"AND {c} GLOB '*[^ -~]*'"
+                )
+                for pk, value in suspects:
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        found.add(
+                            plan.where, pk, column.name, value, f"invalid UTF-8 (byte {exc.start})"
+                        )
+        return found.lines()
 
     def count_source_rows(self, plan: TablePlan) -> int:
         return self.sqlite.execute(f'SELECT count(*) FROM "{plan.source_table}"').fetchone()[0]
@@ -479,15 +504,11 @@ class SqliteImport:
                 for plan in self.plans:
                     self.copy_table(cursor, plan)
                 # From here on the server works and this process waits: the snapshot's own
-                # checksums run meanwhile, in a thread, ready when verification starts.
-                source_side = SourceChecksums(self.snapshot, [p.layout for p in self.plans])
-                source_side.start()
-                try:
-                    self.restore_indexes_and_foreign_keys(cursor, deferred)
-                    self.reset_sequences(cursor)
-                    self.verify(source_side)
-                finally:
-                    source_side.join()
+                # checksums are computed meanwhile, ready when verification starts.
+                self.source_checksums = self.reader.submit(self.compute_source_checksums)
+                self.restore_indexes_and_foreign_keys(cursor, deferred)
+                self.reset_sequences(cursor)
+                self.verify()
             self.progress.phase("Committing")
 
     def drop_indexes_and_foreign_keys(self, cursor) -> list[str]:
@@ -595,21 +616,25 @@ class SqliteImport:
                     f"the sequence of {plan.table} would give {next_value}, not past {largest}"
                 )
 
-    def verify(self, source_side: SourceChecksums) -> None:
+    def compute_source_checksums(
+        self, connection: sqlite3.Connection
+    ) -> dict[str, checksums.TableChecksum]:
+        return {
+            plan.table: checksums.sqlite_table_checksum(connection, plan.layout)
+            for plan in self.plans
+        }
+
+    def verify(self) -> None:
         """Compare each table's count and checksum, computed independently on both sides."""
         self.progress.phase("Verifying row counts and checksums")
-        try:
-            targets = {
-                plan.table: checksums.postgresql_table_checksum(self.connection, plan.layout)
-                for plan in self.plans
-            }
-        finally:
-            source_side.join()
-        if source_side.error is not None:
-            raise source_side.error
+        targets = {
+            plan.table: checksums.postgresql_table_checksum(self.connection, plan.layout)
+            for plan in self.plans
+        }
+        source_checksums = self.source_checksums.result()
         for plan in self.plans:
             result, target = self.results[plan.table], targets[plan.table]
-            source_checksum = source_side.checksums[plan.table]
+            source_checksum = source_checksums[plan.table]
             result.source_checksum = source_checksum.digest
             result.target_rows = target.rows
             result.target_checksum = target.digest
@@ -626,49 +651,44 @@ class SqliteImport:
         return self.connection.ops.quote_name(name)
 
 
-class IntegrityCheck(threading.Thread):
-    """`PRAGMA integrity_check` of the snapshot, in a thread with its own connection."""
+class SnapshotReader:
+    """A second connection to the snapshot, in one background thread, running reads in order.
 
-    def __init__(self, snapshot: source.Snapshot):
-        super().__init__(name="sqlite-integrity-check", daemon=True)
-        self.snapshot = snapshot
-        self.problems: list[str] = []
-
-    def run(self) -> None:
-        connection = source.open_snapshot(self.snapshot)
-        try:
-            found = source.integrity_problems(connection)
-        finally:
-            connection.close()
-        self.problems = [f"source integrity check: {message}" for message in found]
-
-
-class SourceChecksums(threading.Thread):
-    """The snapshot's table checksums, computed in a thread with its own connection.
-
-    It runs while the server computes its own checksums: the main thread only waits on
-    PostgreSQL then, so the two sides overlap instead of adding up.
+    SQLite releases the GIL while it works, so these reads use the second core while the main
+    thread checks values, feeds COPY or waits on PostgreSQL. `submit` returns a Future whose
+    `result()` raises what the read raised; `close` cancels what has not started, interrupts
+    what is running (at SQLite's next step) and closes the connection in its own thread.
     """
 
-    def __init__(self, snapshot: source.Snapshot, layouts: list[checksums.RowLayout]):
-        super().__init__(name="sqlite-checksums", daemon=True)
+    def __init__(self, snapshot: source.Snapshot):
         self.snapshot = snapshot
-        self.layouts = layouts
-        self.checksums: dict[str, checksums.TableChecksum] = {}
-        self.error: Exception | None = None
+        self.connection: sqlite3.Connection | None = None
+        self.futures: list[Future] = []
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sqlite-reader", initializer=self.connect
+        )
 
-    def run(self) -> None:
-        try:
-            connection = source.open_snapshot(self.snapshot)
-            try:
-                for layout in self.layouts:
-                    self.checksums[layout.table] = checksums.sqlite_table_checksum(
-                        connection, layout
-                    )
-            finally:
-                connection.close()
-        except Exception as exc:  # noqa: BLE001 - handed to the main thread, which raises it
-            self.error = exc
+    def connect(self) -> None:
+        self.connection = source.open_snapshot(self.snapshot)
+
+    def submit(self, read: Callable[[sqlite3.Connection], Any]) -> Future:
+        future = self.executor.submit(lambda: read(self.connection))
+        self.futures.append(future)
+        return future
+
+    def close(self) -> None:
+        for future in self.futures:
+            future.cancel()
+        if self.connection is not None:
+            with suppress(sqlite3.ProgrammingError):  # already closed: nothing to stop
+                self.connection.interrupt()
+        with suppress(BrokenExecutor):  # the connection never opened: nothing to close
+            self.executor.submit(self.close_connection)
+        self.executor.shutdown(wait=True)
+
+    def close_connection(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
 
 
 class CopyStream:

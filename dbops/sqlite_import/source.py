@@ -123,10 +123,28 @@ def open_snapshot(snapshot: Snapshot) -> sqlite3.Connection:
     return connection
 
 
-def integrity_problems(connection: sqlite3.Connection, limit: int = 20) -> list[str]:
-    """`PRAGMA integrity_check`: corruption, and rows breaking NOT NULL or CHECK constraints."""
+# How thoroughly the snapshot is checked for damage before anything is read from it.
+QUICK_CHECK = "quick"
+FULL_CHECK = "full"
+INTEGRITY_PRAGMAS = {QUICK_CHECK: "quick_check", FULL_CHECK: "integrity_check"}
+
+
+def integrity_problems(
+    connection: sqlite3.Connection, mode: str = QUICK_CHECK, limit: int = 20
+) -> list[str]:
+    """Damage in the file, and rows breaking NOT NULL or CHECK constraints.
+
+    `quick_check` reads every page of every table and index once and checks each record; what
+    it leaves out, and `integrity_check` adds, is matching every index entry against its row,
+    which costs a lookup per row and index (14x slower on a 1M-row table). The import never
+    reads a source index: it scans tables, PostgreSQL builds its own indexes and enforces
+    uniqueness and foreign keys again, and the checksums compare table contents. So a damaged
+    index cannot reach the target (at worst a duplicate it hides from preflight makes
+    PostgreSQL refuse the copy, which rolls back), and quick_check is the default.
+    """
+    pragma = INTEGRITY_PRAGMAS[mode]
     try:
-        rows = connection.execute(f"PRAGMA integrity_check({limit})").fetchall()
+        rows = connection.execute(f"PRAGMA {pragma}({limit})").fetchall()
     except sqlite3.DatabaseError as exc:
         return [str(exc)]
     messages = [as_text(row[0]) for row in rows]

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from dbops.database import safe_error
 from dbops.models import ImportRun
+from dbops.sqlite_import import source
 from dbops.sqlite_import.importer import (
     ImportFailed,
     ImportOptions,
@@ -74,6 +75,15 @@ class Command(BaseCommand):
             metavar="ZONE",
             help="Time zone of naive datetimes in a mapped source (default: UTC).",
         )
+        parser.add_argument(
+            "--integrity-check",
+            choices=(source.QUICK_CHECK, source.FULL_CHECK),
+            default=source.QUICK_CHECK,
+            help="How the snapshot is checked for damage: 'quick' (default, PRAGMA "
+            "quick_check: every page and record, in linear time) or 'full' (PRAGMA "
+            "integrity_check: also every index entry against its row, many times slower on "
+            "big tables). The import never reads source indexes, so 'quick' protects it.",
+        )
         parser.add_argument("--json", type=Path, metavar="FILE", help="Write a JSON report.")
         parser.add_argument(
             "--noinput",
@@ -84,7 +94,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, path, database, dry_run, truncate, exclude, json, interactive,
-               verbosity, mapping, source_timezone, **options):  # fmt: skip
+               verbosity, mapping, source_timezone, integrity_check, **options):  # fmt: skip
         import_options = ImportOptions(
             source_path=path.expanduser().resolve(),
             database=database,
@@ -94,6 +104,7 @@ class Command(BaseCommand):
             snapshot_dir=Path(settings.DBOPS_BACKUP_DIR) / "imports",
             mapping=mapping,
             source_timezone=source_timezone,
+            integrity_check=integrity_check,
         )
         if truncate and not dry_run:
             self.confirm_truncate(database, interactive)

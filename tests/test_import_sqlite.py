@@ -20,6 +20,7 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.models import ImportRun
+from dbops.sqlite_import import importer
 from tests import import_data
 from tests.fieldtypes.models import EveryField, Tag
 
@@ -104,6 +105,20 @@ def test_every_field_type_survives_the_round_trip(filled_source):
         code for code, _ in import_data.TAGS
     )
     assert rows[0].tags.count() == 2
+
+
+@pytest.mark.parametrize("printf_max_values", [126, 2], ids=["printf", "concatenation"])
+def test_copy_lines_are_the_same_built_by_printf_or_by_concatenation(
+    filled_source, monkeypatch, printf_max_values
+):
+    # Tables too wide for one printf call are built by concatenation; both must give the
+    # same lines for every field type.
+    monkeypatch.setattr(importer, "PRINTF_MAX_VALUES", printf_max_values)
+
+    stdout, _ = import_sqlite(filled_source)
+
+    assert "every table verified" in stdout
+    assert EveryField.objects.count() == len(import_data.EVERY_FIELD_ROWS)
 
 
 def test_auto_now_add_values_are_kept_not_replaced_by_the_time_of_the_copy(filled_source):

@@ -43,7 +43,11 @@ def _grams(verbose_name):
 
 
 class FoodEntry(models.Model):
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="food_entries")
+    # No index of its own: food_user_eaten_at starts with user, so it serves every lookup by
+    # user (and the cascade on delete); a second index would only slow every insert.
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, related_name="food_entries", db_index=False
+    )
     eaten_at = models.DateTimeField(default=timezone.now)
     name = models.CharField(max_length=200)
     calories = models.PositiveIntegerField(help_text="Kilocalories.")
@@ -81,7 +85,10 @@ class FoodEntry(models.Model):
 
 
 class WeightEntry(models.Model):
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="weight_entries")
+    # No index of its own: the unique (user, measured_on) index serves lookups by user.
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, related_name="weight_entries", db_index=False
+    )
     measured_on = models.DateField()
     weight_kg = models.DecimalField("weight (kg)", max_digits=5, decimal_places=2)
 

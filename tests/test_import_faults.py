@@ -4,6 +4,7 @@ The import runs as a real child process against the test database; the test wait
 server is executing the COPY of the large table, then strikes.
 """
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User
 from dbops.models import ImportRun
+from dbops.sqlite_import import importer
 from dbops.sqlite_import.report import Progress
 from tests.conftest import PROJECT_ROOT, clean_environment
 
@@ -165,6 +167,19 @@ def test_a_run_logs_one_line_per_table_and_the_summary(filled_source):
     assert "copying caloria_foodentry: 3 rows in " in output
     assert "\r" not in output
     assert "total" in output and "match" in output
+
+
+def test_a_child_process_that_dies_fails_the_import_cleanly(filled_source, monkeypatch):
+    monkeypatch.setattr(importer, "read_and_send", lambda *args: os._exit(7))
+
+    with pytest.raises(CommandError) as raised:
+        call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
+
+    assert "child process reading the snapshot ended without an answer (exit code 7)" in str(
+        raised.value
+    )
+    assert not User.objects.exists()
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
 
 
 def test_plain_progress_lines_name_the_table_rate_and_time_left():

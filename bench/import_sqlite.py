@@ -19,12 +19,17 @@ counted for any method) and the ratio to the ceiling, then the issue's targets. 
 load it checks the target independently (row counts, sequences, foreign keys, a sample of
 values), because a fast copy that loses data is not a result.
 
+(a), (b) and (c) take about as long as each other, so one slow moment of the machine could
+decide which is faster: they run in `--rounds` interleaved rounds (default 3) and the median
+run of each counts. Before every measured run the server is settled: every bench database is
+vacuumed and no autovacuum worker runs, so no method pays for cleaning up after another.
+
 The source is generated through this project's migrations, then filled with the stdlib
 `sqlite3` module, deterministically. `--scale-check` also imports a database with five times
 the food entries (users and weights unchanged) to show whether peak memory stays flat.
 
     .venv/bin/python bench/import_sqlite.py [--food-entries 1000000] [--users 20000]
-        [--weights 200000] [--scale-check] [--markdown FILE]
+        [--weights 200000] [--rounds 3] [--scale-check] [--markdown FILE]
 
 Temporary files and the `bench_import_*` databases are removed at the end, also on failure.
 """
@@ -62,6 +67,7 @@ SEED = 20261124
 DUMPDATA_FRACTION = 10
 SCALE_CHECK_FACTOR = 5
 SAMPLE_ROWS_PER_TABLE = 500
+SETTLE_TIMEOUT_SECONDS = 120
 
 # Variables that would make a child process read the developer's configuration.
 PRIVATE_ENV_PREFIXES = ("CALORIA_", "DATABASE_", "DBOPS_")
@@ -182,10 +188,32 @@ class Workspace:
         with postgres(self.url("postgres")) as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
             cursor.execute(f'CREATE DATABASE "{name}"')
-        self.databases.append(name)
+        if name not in self.databases:
+            self.databases.append(name)
         url = self.url(name)
         run_checked(manage("migrate", "--noinput"), self.django_env(url), f"migrate {name}")
         return url
+
+    def settle(self) -> None:
+        """Vacuum every bench database and wait until no autovacuum worker runs.
+
+        A load of 1.2M rows makes autovacuum visit that database soon after; unchecked, it
+        would run during the next method's measurement and charge it for the one before.
+        """
+        started = time.perf_counter()
+        for name in self.databases:
+            with postgres(self.url(name)) as cursor:
+                cursor.execute("VACUUM (ANALYZE)")
+        deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+        with postgres(self.url("postgres")) as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                )
+                if cursor.fetchone()[0] == 0:
+                    break
+                time.sleep(0.5)
+        print(f"  (server settled in {time.perf_counter() - started:.1f} s)", flush=True)
 
     def close(self) -> None:
         for name in self.databases:
@@ -609,28 +637,43 @@ def ceiling_commands(source: Path, files: dict[str, Path]) -> list[str]:
     return commands
 
 
-def measure_ceiling(workspace: Workspace, source: Path, rows: int) -> list[Result]:
-    """(a) CSV export (reported apart), then one psql session and transaction of \\copy."""
+def export_ceiling_csv(source: Path, folder: Path, rows: int) -> tuple[Result, dict[str, Path]]:
+    """The CSV files the ceiling loads, made once (their export is reported, not timed in)."""
     started = time.perf_counter()
-    files = export_csv(source, workspace.dir)
-    export_seconds = time.perf_counter() - started
+    files = export_csv(source, folder)
     export = Result(
         "step: CSV export from SQLite (not in the ceiling)",
         rows,
-        export_seconds,
+        time.perf_counter() - started,
         status="python csv, in this process",
         detail=True,
     )
+    return export, files
+
+
+def measure_ceiling(
+    workspace: Workspace, source: Path, files: dict[str, Path], rows: int
+) -> Result:
+    """(a) one psql session and transaction of \\copy from the exported CSV files."""
     url = workspace.create_database("ceiling")
     keys_before = foreign_keys(url)
     psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", url]
     run = run_measured([*psql, *ceiling_commands(source, files)], os.environ.copy(), workspace.dir)
     if run.returncode != 0:
         raise BenchError(f"the ceiling load failed:\n{run.tail()}")
-    for path in files.values():
-        path.unlink()
     problems = check_target(source, url, keys_before)
-    return [measured("ceiling: psql \\copy of CSV", rows, run, problems), export]
+    return measured("ceiling: psql \\copy of CSV", rows, run, problems)
+
+
+def median_of(results: list[Result]) -> Result:
+    """The run with the median time, its status listing every run's time; a failure wins."""
+    failed = [result for result in results if not result.measured]
+    if failed or len(results) == 1:
+        return (failed or results)[0]
+    middle = sorted(results, key=lambda result: result.seconds)[len(results) // 2]
+    times = ", ".join(f"{result.seconds:.1f}" for result in results)
+    middle.status += f"; median of {len(results)} runs: {times} s"
+    return middle
 
 
 def import_sqlite_available(workspace: Workspace, source: Path) -> bool:
@@ -905,14 +948,25 @@ def parse_arguments() -> argparse.Namespace:
         action="store_true",
         help=f"also import {SCALE_CHECK_FACTOR}x the food entries and compare peak memory",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of the ceiling, import_sqlite and pgloader, interleaved; the median counts "
+        "(default 3)",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the Markdown report here")
     arguments = parser.parse_args()
+    if arguments.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if arguments.users < DUMPDATA_FRACTION or arguments.food_entries < 0 or arguments.weights < 0:
         parser.error(f"--users must be at least {DUMPDATA_FRACTION}; the other sizes at least 0")
     return arguments
 
 
-def measure_all(workspace: Workspace, sizes: Sizes, scale_check: bool) -> tuple[Measurements, str]:
+def measure_all(
+    workspace: Workspace, sizes: Sizes, scale_check: bool, rounds: int
+) -> tuple[Measurements, str]:
     source = workspace.dir / "source.sqlite3"
     tenth = workspace.dir / "tenth.sqlite3"
     tenth_sizes = sizes.divided(DUMPDATA_FRACTION)
@@ -920,15 +974,31 @@ def measure_all(workspace: Workspace, sizes: Sizes, scale_check: bool) -> tuple[
     print(f"source: {sizes.label()}, generated in {seconds:.1f} s", flush=True)
     generate_source(workspace, tenth, tenth_sizes)
 
-    print("(a) ceiling: CSV export, then psql \\copy ...", flush=True)
-    ceiling, export = measure_ceiling(workspace, source, sizes.total)
-    print("(b) import_sqlite ...", flush=True)
-    if import_sqlite_available(workspace, source):
-        imported = measure_import_sqlite(workspace, source, sizes.total)
-    else:
-        imported = not_measured("import_sqlite", sizes.total, "not available (Unknown command)")
-    print("(c) pgloader ...", flush=True)
-    pgloaded = measure_pgloader(workspace, source, sizes.total)
+    # The three fast methods run in interleaved rounds, each on a settled server, so that
+    # a slow moment of the machine does not fall on one method only; the median run counts.
+    print("(a) ceiling: CSV export ...", flush=True)
+    export, files = export_ceiling_csv(source, workspace.dir, sizes.total)
+    available = import_sqlite_available(workspace, source)
+    ceilings, imports, pgloads = [], [], []
+    for round_number in range(1, rounds + 1):
+        workspace.settle()
+        print(f"round {round_number}/{rounds}: (a) ceiling, psql \\copy ...", flush=True)
+        ceilings.append(measure_ceiling(workspace, source, files, sizes.total))
+        workspace.settle()
+        print(f"round {round_number}/{rounds}: (b) import_sqlite ...", flush=True)
+        if available:
+            imports.append(measure_import_sqlite(workspace, source, sizes.total))
+        else:
+            imports.append(
+                not_measured("import_sqlite", sizes.total, "not available (Unknown command)")
+            )
+        workspace.settle()
+        print(f"round {round_number}/{rounds}: (c) pgloader ...", flush=True)
+        pgloads.append(measure_pgloader(workspace, source, sizes.total))
+    for path in files.values():
+        path.unlink()
+    ceiling, imported, pgloaded = median_of(ceilings), median_of(imports), median_of(pgloads)
+    workspace.settle()
     print(f"(d) dumpdata + loaddata on 1/{DUMPDATA_FRACTION} ...", flush=True)
     dumped, *steps = measure_dumpdata_loaddata(workspace, tenth, tenth_sizes.total)
     measurements = Measurements(ceiling, imported, pgloaded, dumped, details=[export, *steps])
@@ -946,6 +1016,7 @@ def measure_scale_check(workspace: Workspace, sizes: Sizes, first: Result) -> Re
     print(f"scale check: {method} ...", flush=True)
     big = workspace.dir / "big.sqlite3"
     generate_source(workspace, big, big_sizes)
+    workspace.settle()
     result = measure_import_sqlite(workspace, big, big_sizes.total, method)
     result.detail = True
     return result
@@ -960,7 +1031,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workspace = Workspace(DEFAULT_SERVER)
     try:
-        measurements, generation = measure_all(workspace, sizes, arguments.scale_check)
+        measurements, generation = measure_all(
+            workspace, sizes, arguments.scale_check, arguments.rounds
+        )
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ INTEGER_RANGES = {
     "PositiveIntegerField": (0, 2**31 - 1),
     "PositiveBigIntegerField": (0, 2**63 - 1),
 }
+SQLITE_INTEGER_RANGE = (-(2**63), 2**63 - 1)
 TEXT_KINDS = {
     "CharField",
     "TextField",
@@ -212,13 +213,14 @@ def column_for(field: models.Field) -> Column:
     name, nullable = field.column, field.null
     if kind in INTEGER_RANGES:
         low, high = INTEGER_RANGES[kind]
-        checks = (
-            Check("not an integer", "typeof({c}) = 'integer'"),
-            Check(
-                f"out of range {low}..{high}",
-                f"typeof({{c}}) != 'integer' OR {{c}} BETWEEN {low} AND {high}",
-            ),
-        )
+        checks = (Check("not an integer", "typeof({c}) = 'integer'"),)
+        if (low, high) != SQLITE_INTEGER_RANGE:  # a SQLite integer always fits 64 bits
+            checks += (
+                Check(
+                    f"out of range {low}..{high}",
+                    f"typeof({{c}}) != 'integer' OR {{c}} BETWEEN {low} AND {high}",
+                ),
+            )
         return Column(name, field, kind, nullable, checks)
     if kind == "BooleanField":
         checks = (Check("not a boolean (0 or 1)", "typeof({c}) = 'integer' AND {c} IN (0, 1)"),)

@@ -55,7 +55,8 @@ class ImportFailed(Exception):
 
 
 class Interrupted(BaseException):
-    """SIGTERM arrived; raised like KeyboardInterrupt so every transaction rolls back."""
+    """SIGTERM or Ctrl-C arrived; raised like KeyboardInterrupt so every transaction rolls
+    back."""
 
 
 # --------------------------------------------------------------------------- problems
@@ -172,6 +173,7 @@ class SqliteImport:
         self.results: dict[str, TableResult] = {}
         self.mapping: Mapping | None = None
         self.children: list[ForkedRead] = []
+        self.received_signals: list[str] = []
         self.source_checksums: ForkedRead | None = None
 
     # -- the whole run
@@ -182,7 +184,7 @@ class SqliteImport:
             self.prepare()
             self.preflight()
             if not self.options.dry_run:
-                with sigterm_raises_interrupted():
+                with signals_raise_interrupted() as self.received_signals:
                     self.copy_verify_commit()
         finally:
             for child in self.children:
@@ -487,22 +489,32 @@ class SqliteImport:
         """
         found = ValueProblems()
         for plan in self.plans:
-            for column in plan.columns:
-                if column.kind not in TEXT_KINDS:
-                    continue
-                c = column.quoted
-                suspects = connection.execute(
-                    f'SELECT {plan.source_pk}, {c} FROM "{plan.source_table}" '
-                    f"WHERE typeof({c}) = 'text' "
-                    f"AND {c} GLOB '*[^ -~]*'"
-                )
-                for pk, value in suspects:
+            text_columns = [column for column in plan.columns if column.kind in TEXT_KINDS]
+            if not text_columns:
+                continue
+            # One scan per table, however many text columns it has; a column's value comes
+            # back only when it is text with a character outside printable ASCII.
+            suspects = [
+                f"CASE WHEN typeof({c.quoted}) = 'text' AND {c.quoted} GLOB '*[^ -~]*' "
+                f"THEN {c.quoted} END AS suspect_{number}"
+                for number, c in enumerate(text_columns)
+            ]
+            any_suspect = " OR ".join(
+                f"suspect_{number} IS NOT NULL" for number in range(len(text_columns))
+            )
+            rows = connection.execute(
+                f"SELECT * FROM (SELECT {plan.source_pk}, {', '.join(suspects)} "
+                f'FROM "{plan.source_table}") WHERE {any_suspect}'
+            )
+            for pk, *values in rows:
+                for column, value in zip(text_columns, values, strict=True):
+                    if value is None:
+                        continue
                     try:
                         value.decode("utf-8")
                     except UnicodeDecodeError as exc:
-                        found.add(
-                            plan.where, pk, column.name, value, f"invalid UTF-8 (byte {exc.start})"
-                        )
+                        reason = f"invalid UTF-8 (byte {exc.start})"
+                        found.add(plan.where, pk, column.name, value, reason)
         return found.lines()
 
     def count_source_rows(
@@ -601,9 +613,13 @@ class SqliteImport:
                 )
         except DatabaseError:
             # psycopg2 reports an exception raised while reading as a failed COPY; the
-            # original (SIGTERM, Ctrl-C, a SQLite error) is the one to report.
+            # original (SIGTERM, Ctrl-C, a SQLite error) is the one to report. A signal that
+            # lands while psycopg2 sends a chunk is raised as the next read() starts, before
+            # CopyStream can see it, so the signal is also looked up where it was received.
             if stream.failure is not None:
                 raise stream.failure from None
+            if self.received_signals:
+                raise Interrupted(f"signal {self.received_signals[0]}") from None
             raise
         self.progress.finish()
         self.results[plan.table] = TableResult(
@@ -785,18 +801,25 @@ class CopyStream:
 
 
 @contextmanager
-def sigterm_raises_interrupted():
-    """Turn SIGTERM into an exception so the transaction rolls back and the run is recorded."""
+def signals_raise_interrupted():
+    """Turn SIGTERM and Ctrl-C into Interrupted, so the transaction rolls back and the run is
+    recorded; yields the list of the signals received."""
+    received: list[str] = []
 
     def interrupt(signum, frame):
-        raise Interrupted(f"signal {signal.Signals(signum).name}")
+        name = signal.Signals(signum).name
+        received.append(name)
+        raise Interrupted(f"signal {name}")
 
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {
+            signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)
+        }
     except ValueError:  # not the main thread
-        yield
+        yield received
         return
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

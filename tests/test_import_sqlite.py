@@ -20,7 +20,7 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.models import ImportRun
-from dbops.sqlite_import import importer
+from dbops.sqlite_import import columns
 from tests import import_data
 from tests.fieldtypes.models import EveryField, Tag
 
@@ -108,12 +108,12 @@ def test_every_field_type_survives_the_round_trip(filled_source):
 
 
 @pytest.mark.parametrize("printf_max_values", [126, 2], ids=["printf", "concatenation"])
-def test_copy_lines_are_the_same_built_by_printf_or_by_concatenation(
+def test_rows_are_the_same_built_by_printf_or_by_concatenation(
     filled_source, monkeypatch, printf_max_values
 ):
     # Tables too wide for one printf call are built by concatenation; both must give the
-    # same lines for every field type.
-    monkeypatch.setattr(importer, "PRINTF_MAX_VALUES", printf_max_values)
+    # same COPY lines and source checksums for every field type.
+    monkeypatch.setattr(columns, "PRINTF_MAX_VALUES", printf_max_values)
 
     stdout, _ = import_sqlite(filled_source)
 
@@ -526,8 +526,6 @@ def test_a_failed_run_is_recorded_with_its_reason_after_the_rollback(filled_sour
 
 def test_a_verification_mismatch_rolls_back_and_names_the_table_and_key(filled_source, monkeypatch):
     """Simulate a conversion bug: the verifier, not the converter, must catch it."""
-    from dbops.sqlite_import import columns
-
     original = columns.Column.copy_sql
 
     def corrupt_names(column):

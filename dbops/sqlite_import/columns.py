@@ -30,6 +30,7 @@ INTEGER_RANGES = {
     "PositiveBigIntegerField": (0, 2**63 - 1),
 }
 SQLITE_INTEGER_RANGE = (-(2**63), 2**63 - 1)
+PRINTF_MAX_VALUES = 126  # SQLITE_MAX_FUNCTION_ARG (127), less printf's format
 TEXT_KINDS = {
     "CharField",
     "TextField",
@@ -206,6 +207,18 @@ def text_checks(max_length: int | None) -> list[Check]:
             Check(f"longer than max_length {max_length}", bad=f"length({{c}}) > {max_length}")
         )
     return checks
+
+
+def joined_text_sql(parts: list[str], separator: int) -> str:
+    """SQLite expression joining SQL text parts, none of them NULL, with chr(separator).
+
+    One printf builds the result in a single pass, where `a || char(9) || b ...` copies the
+    growing text at every step (20% of the copy's time on an 11-column table). printf takes at
+    most PRINTF_MAX_VALUES parts, so very wide tables concatenate.
+    """
+    if len(parts) >= PRINTF_MAX_VALUES:
+        return f" || char({separator}) || ".join(parts)
+    return f"printf('{chr(separator).join(['%s'] * len(parts))}', {', '.join(parts)})"
 
 
 def column_for(field: models.Field) -> Column:

@@ -169,6 +169,34 @@ def test_a_run_logs_one_line_per_table_and_the_summary(filled_source):
     assert "total" in output and "match" in output
 
 
+def test_sigterm_during_preflight_stops_the_child_processes_and_records_it(
+    filled_source, monkeypatch
+):
+    children = []
+    start_child = importer.ForkedRead.__init__
+
+    def remember(self, *args, **kwargs):
+        start_child(self, *args, **kwargs)
+        children.append(self)
+
+    check_values = importer.SqliteImport.check_values
+
+    def terminated(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return check_values(self)
+
+    monkeypatch.setattr(importer.ForkedRead, "__init__", remember)
+    monkeypatch.setattr(importer.SqliteImport, "check_values", terminated)
+
+    with pytest.raises(CommandError) as raised:
+        call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
+
+    assert "interrupted (signal SIGTERM)" in str(raised.value)
+    assert children and not any(child.process.is_alive() for child in children)
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+    assert not User.objects.exists()
+
+
 def test_a_child_process_that_dies_fails_the_import_cleanly(filled_source, monkeypatch):
     monkeypatch.setattr(importer, "read_and_send", lambda *args: os._exit(7))
 

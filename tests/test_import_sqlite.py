@@ -290,10 +290,11 @@ def test_the_full_integrity_check_refuses_an_index_that_disagrees_with_its_table
     assert "the source database is damaged" in output
     assert "food_eaten_at" in output
     assert imported_tables_are_empty()
+    assert ImportRun.objects.get().options["integrity_check"] == "full"
 
 
 def test_the_quick_check_imports_exactly_despite_a_wrong_source_index(filled_source):
-    # The import scans tables and never reads a source index, so the default check is enough.
+    # The copy reads the table itself, never through an index, so the default check is enough.
     break_an_index(filled_source)
 
     stdout, _ = import_sqlite(filled_source)
@@ -374,6 +375,29 @@ def recreate_without_constraints(path, table):
         (
             ["UPDATE caloria_foodentry SET name = 'a' || char(0) || 'b' WHERE id = 1"],
             "caloria_foodentry.name: 1 value(s) contains a NUL character",
+        ),
+        (
+            # A valid datetime, then a NUL and junk: length() and substr() stop at the NUL.
+            [
+                "UPDATE caloria_foodentry SET eaten_at = "
+                "'2025-01-01 00:00:00.123456' || char(0) || 'junk' WHERE id = 1"
+            ],
+            "caloria_foodentry.eaten_at: 1 value(s) contains a NUL character",
+        ),
+        (
+            ["UPDATE fieldtypes_everyfield SET clock = '12:00:00' || char(0) || 'zz' WHERE id = 1"],
+            "fieldtypes_everyfield.clock: 1 value(s) contains a NUL character",
+        ),
+        (
+            [
+                "UPDATE fieldtypes_everyfield SET token = "
+                "'12345678123456781234567812345678' || char(0) || 'zz' WHERE id = 1"
+            ],
+            "fieldtypes_everyfield.token: 1 value(s) contains a NUL character",
+        ),
+        (
+            ["UPDATE fieldtypes_everyfield SET data = '{}' || char(0) || 'zz' WHERE id = 1"],
+            "fieldtypes_everyfield.data: 1 value(s) contains a NUL character",
         ),
         (
             ["UPDATE caloria_foodentry SET name = CAST(x'41ff42' AS TEXT) WHERE id = 2"],

@@ -27,7 +27,7 @@ from decimal import Decimal
 
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from dbops.sqlite_import.columns import NULL, Column, joined_text_sql
+from dbops.sqlite_import.columns import NULL, Column
 
 SEPARATOR = "\x1f"
 SEPARATOR_BYTES = b"\x1f"
@@ -157,9 +157,9 @@ class RowLayout:
 
     def sqlite_query(self, extra: str = "") -> str:
         """Rows of (pk, canonical SQL part, raw Python-canonical values..., extra...)."""
-        joined = joined_text_sql(
-            [column.canonical_sql() for column in self.sql_columns], separator=ord(SEPARATOR)
-        )
+        # Concatenated, not built by joined_text_sql's printf as the COPY lines are: the
+        # checksum must not share a way of building text with the copy it checks.
+        joined = " || char(31) || ".join(column.canonical_sql() for column in self.sql_columns)
         raw = "".join(f", {column.quoted}" for column in self.python_columns)
         extra = f", {extra}" if extra else ""
         pk = self.pk.quoted

@@ -120,6 +120,11 @@ class Column:
         """Every check of this column with the SQL that is true for the rows it rejects."""
         c = self.quoted
         found = [(check, check.bad_sql(c)) for check in self.checks]
+        if self.kind != "BinaryField" and NUL_IN_TEXT not in self.checks:
+            # Dates, times, UUIDs, JSON and addresses arrive as text too. length(), substr()
+            # and GLOB stop at a NUL, so without this a value with a NUL and junk after a
+            # valid start would pass the checks above; PostgreSQL cannot store it.
+            found.append((NUL_IN_TEXT, f"typeof({c}) = 'text' AND {NUL_IN_TEXT.bad.format(c=c)}"))
         if not self.nullable:
             found.insert(0, (Check("NULL in a NOT NULL column"), f"{c} IS NULL"))
         return found
@@ -194,14 +199,14 @@ def _recheck_ip(value) -> str | None:
     return None
 
 
+NUL_IN_TEXT = Check(
+    "contains a NUL character, which PostgreSQL text cannot hold",
+    bad="instr(CAST({c} AS BLOB), x'00') > 0",
+)
+
+
 def text_checks(max_length: int | None) -> list[Check]:
-    checks = [
-        Check("not text", "typeof({c}) = 'text'"),
-        Check(
-            "contains a NUL character, which PostgreSQL text cannot hold",
-            bad="instr(CAST({c} AS BLOB), x'00') > 0",
-        ),
-    ]
+    checks = [Check("not text", "typeof({c}) = 'text'"), NUL_IN_TEXT]
     if max_length is not None:
         checks.append(
             Check(f"longer than max_length {max_length}", bad=f"length({{c}}) > {max_length}")

@@ -10,12 +10,14 @@ commit. Each step is a method that tests can call.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,8 @@ SAMPLES_PER_COLUMN = 5
 COPY_CHUNK_ROWS = 5000
 # Tables at least this big are loaded without their secondary indexes and foreign keys.
 BULK_LOAD_MIN_ROWS = 10_000
+SUCCEEDED, FAILED = "succeeded", "failed"  # what a child process sends back
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class ImportFailed(Exception):
@@ -186,10 +190,10 @@ class SqliteImport:
     def run(self) -> list[TableResult]:
         """Preflight, then (unless a dry run) copy, verify and commit. Raises ImportFailed."""
         try:
-            self.prepare()
-            self.preflight()
-            if not self.options.dry_run:
-                with signals_raise_interrupted() as self.received_signals:
+            with signals_raise_interrupted() as self.received_signals:
+                self.prepare()
+                self.preflight()
+                if not self.options.dry_run:
                     self.copy_verify_commit()
         finally:
             for child in self.children:
@@ -607,7 +611,7 @@ class SqliteImport:
         total = self.count_source_rows(plan)
         self.progress.start("copying", plan.table, total)
         source_lines = self.sqlite.execute(
-            f'SELECT {copy_line_sql(plan)} FROM "{plan.source_table}"'
+            f'SELECT {copy_line_sql(plan)} FROM "{plan.source_table}" NOT INDEXED'
         )
         stream = CopyStream(source_lines, self.progress.advance)
         columns = ", ".join(self.qn(name) for name in plan.column_names)
@@ -673,7 +677,12 @@ class SqliteImport:
             plan.table: checksums.postgresql_table_checksum(self.connection, plan.layout)
             for plan in self.plans
         }
-        source_checksums = self.source_checksums.result()
+        try:
+            source_checksums = self.source_checksums.result()
+        except sqlite3.DatabaseError as exc:
+            raise ImportFailed(
+                f"the snapshot could not be read for its checksums ({exc}); rolled back"
+            ) from None
         for plan in self.plans:
             result, target = self.results[plan.table], targets[plan.table]
             source_checksum = source_checksums[plan.table]
@@ -723,29 +732,35 @@ class ForkedRead:
         context = multiprocessing.get_context("fork")
         self.receiver, sender = context.Pipe(duplex=False)
         self.process = context.Process(
-            target=read_and_send, args=(snapshot, read, sender), name="sqlite-read", daemon=True
+            target=read_and_send,
+            args=(snapshot, read, sender, os.getpid()),
+            name="sqlite-read",
+            daemon=True,
         )
         self.process.start()
         sender.close()
-        self.outcome: tuple[bool, Any] | None = None
+        self.outcome: tuple | None = None
 
     def result(self) -> Any:
-        """The read's result; raises what the read raised."""
+        """The read's result. A failed read raises sqlite3.DatabaseError (the file could not
+        be read) or ImportFailed (anything else, or a child that died)."""
         if self.outcome is None:
             try:
                 self.outcome = self.receiver.recv()
             except EOFError:
                 self.process.join()
-                self.outcome = (False, ImportFailed(
-                    f"a child process reading the snapshot ended without an answer (exit code "
-                    f"{self.process.exitcode}); nothing was committed"
-                ))  # fmt: skip
+                self.outcome = (FAILED, "died", f"exit code {self.process.exitcode}")
             self.process.join()
             self.receiver.close()
-        succeeded, value = self.outcome
-        if not succeeded:
-            raise value
-        return value
+        if self.outcome[0] == SUCCEEDED:
+            return self.outcome[1]
+        _, kind, text = self.outcome
+        if kind == "sqlite":
+            raise sqlite3.DatabaseError(text)
+        reason = "ended without an answer" if kind == "died" else "failed"
+        raise ImportFailed(
+            f"a child process reading the snapshot {reason} ({text}); nothing was committed"
+        )
 
     def stop(self) -> None:
         """Kill the child if it still runs (the run failed or was interrupted)."""
@@ -755,20 +770,33 @@ class ForkedRead:
         self.receiver.close()
 
 
-def read_and_send(snapshot: source.Snapshot, read, sender) -> None:
-    """The child's side of ForkedRead."""
+def read_and_send(snapshot: source.Snapshot, read, sender, parent_pid: int) -> None:
+    """The child's side of ForkedRead: read, then send (SUCCEEDED, result) or (FAILED, kind,
+    text), plain data that always pickles."""
+    # Ctrl-C reaches the whole process group: the parent handles it and stops its children.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent_pid)
     try:
         connection = source.open_snapshot(snapshot)
         try:
-            outcome = (True, read(connection))
+            outcome = (SUCCEEDED, read(connection))
         finally:
             connection.close()
-    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-        outcome = (False, exc)
-    try:
+    except sqlite3.DatabaseError as exc:
+        outcome = (FAILED, "sqlite", str(exc))
+    except Exception as exc:  # noqa: BLE001 - handed to the parent, which reports it
+        outcome = (FAILED, "error", f"{type(exc).__name__}: {exc}")
+    with suppress(OSError):  # the parent is gone: nobody to tell
         sender.send(outcome)
-    except Exception:  # noqa: BLE001 - an exception that cannot be pickled: send its text
-        sender.send((False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have Linux kill this child when its parent dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
+    with suppress(OSError, AttributeError):  # not Linux: the child ends after its read
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 class CopyStream:

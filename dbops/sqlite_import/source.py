@@ -136,11 +136,12 @@ def integrity_problems(
 
     `quick_check` reads every page of every table and index once and checks each record; what
     it leaves out, and `integrity_check` adds, is matching every index entry against its row,
-    which costs a lookup per row and index (14x slower on a 1M-row table). The import never
-    reads a source index: it scans tables, PostgreSQL builds its own indexes and enforces
+    which costs a lookup per row and index (14x slower on a 1M-row table). The copy reads
+    every table itself (NOT INDEXED), PostgreSQL builds its own indexes and enforces
     uniqueness and foreign keys again, and the checksums compare table contents. So a damaged
-    index cannot reach the target (at worst a duplicate it hides from preflight makes
-    PostgreSQL refuse the copy, which rolls back), and quick_check is the default.
+    index cannot reach the target: at worst it hides a duplicate from preflight (PostgreSQL
+    then refuses the copy, which rolls back) or makes verification fail. quick_check is the
+    default.
     """
     pragma = INTEGRITY_PRAGMAS[mode]
     try:

@@ -157,7 +157,7 @@ class RowLayout:
 
     def sqlite_query(self, extra: str = "") -> str:
         """Rows of (pk, canonical SQL part, raw Python-canonical values..., extra...)."""
-        # Concatenated, not built by joined_text_sql's printf as the COPY lines are: the
+        # Concatenated, not built by printf as the COPY lines are (copy_line_sql): the
         # checksum must not share a way of building text with the copy it checks.
         joined = " || char(31) || ".join(column.canonical_sql() for column in self.sql_columns)
         raw = "".join(f", {column.quoted}" for column in self.python_columns)

@@ -32,7 +32,6 @@ from dbops.sqlite_import.columns import (
     Check,
     Column,
     UnsupportedField,
-    joined_text_sql,
     shorten,
 )
 from dbops.sqlite_import.mapping import (
@@ -50,6 +49,7 @@ SAMPLES_PER_COLUMN = 5
 COPY_CHUNK_ROWS = 5000
 # Tables at least this big are loaded without their secondary indexes and foreign keys.
 BULK_LOAD_MIN_ROWS = 10_000
+PRINTF_MAX_VALUES = 126  # SQLITE_MAX_FUNCTION_ARG (127), less printf's format
 SUCCEEDED, FAILED = "succeeded", "failed"  # what a child process sends back
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
@@ -703,8 +703,18 @@ class SqliteImport:
 
 
 def copy_line_sql(plan: TablePlan) -> str:
-    """SQLite expression of a row's COPY text line: tab-separated, NULL written as \\N."""
-    return joined_text_sql([column.copy_sql() for column in plan.columns], separator=9)
+    """SQLite expression of a row's COPY text line: tab-separated, NULL written as \\N.
+
+    One printf builds the line in a single pass, where `a || char(9) || b ...` copies the
+    growing line at every step (20% of the copy's time on an 11-column table). Every part is
+    text and never NULL (preflight rejects NUL characters, where printf would stop), so both
+    give the same line; printf takes at most PRINTF_MAX_VALUES parts, so very wide tables
+    concatenate.
+    """
+    parts = [column.copy_sql() for column in plan.columns]
+    if len(parts) >= PRINTF_MAX_VALUES:
+        return " || char(9) || ".join(parts)
+    return f"printf('{chr(9).join(['%s'] * len(parts))}', {', '.join(parts)})"
 
 
 def value_checks(plan: TablePlan) -> list[tuple[Column, Check, str]]:

@@ -122,6 +122,19 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def fresh_health_results():
+    """No health result reused from an earlier test; afterwards, the health checks' thread
+    closes its database connection, so the test database can be flushed and dropped."""
+    from django.db import connections
+
+    from dbops.views import CHECK_EXECUTOR, RECENT_RESULTS
+
+    RECENT_RESULTS.clear()
+    yield
+    CHECK_EXECUTOR.submit(connections.close_all).result()
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hasher(settings):
     """Hashing speed is not under test here; tests of real hashers override this."""

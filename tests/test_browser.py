@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connection
 from playwright.sync_api import Page, expect, sync_playwright
 
 from caloria.management.commands.seed_demo import DEV_SUPERUSER, DEV_SUPERUSER_PASSWORD
 from caloria.models import User
 from dbops.models import BackupRecord
-from dbops.views import CHECK_EXECUTOR, RECENT_RESULTS
 
 from .conftest import PROJECT_ROOT
 
@@ -36,7 +35,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fresh_health_results"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +65,6 @@ def page(browser, live_server):
     context.set_default_timeout(15_000)
     yield context.new_page()
     context.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_health_results():
-    RECENT_RESULTS.clear()
-    yield
-    CHECK_EXECUTOR.submit(connections.close_all).result()
 
 
 @pytest.fixture

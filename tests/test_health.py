@@ -12,17 +12,19 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from caloria.models import User
 from dbops.health import engine_problem
 from dbops.models import BackupRecord
-from dbops.views import CHECK_EXECUTOR, RECENT_RESULTS
 from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
 from tests.tcp_proxy import TcpProxy
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fresh_health_results"),
+]
 
 TOKEN = "health-token-" + "t0k3n" * 5
 DATABASE_KEY = "DatabaseReachable(alias='default')"
@@ -35,17 +37,6 @@ DETAIL_KEYS = {
     "user_count_is_estimate",
     "newest_backup_age_seconds",
 }
-
-
-@pytest.fixture(autouse=True)
-def close_the_health_threads_connection():
-    yield
-    CHECK_EXECUTOR.submit(connections.close_all).result()
-
-
-@pytest.fixture(autouse=True)
-def no_cached_results():
-    RECENT_RESULTS.clear()
 
 
 @pytest.fixture

@@ -9,21 +9,12 @@ from caloria.models import FoodEntry, WeightEntry
 pytestmark = pytest.mark.django_db
 
 
-def non_unique_indexes(table: str) -> dict[str, tuple[str, ...]]:
+def indexes(table: str) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """Each index (unique constraints included) of a table: its columns, and whether unique."""
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, table)
     return {
-        name: tuple(info["columns"])
-        for name, info in constraints.items()
-        if info["index"] and not info["unique"]
-    }
-
-
-def all_indexes(table: str) -> dict[str, tuple[str, ...]]:
-    with connection.cursor() as cursor:
-        constraints = connection.introspection.get_constraints(cursor, table)
-    return {
-        name: tuple(info["columns"])
+        name: (tuple(info["columns"]), info["unique"])
         for name, info in constraints.items()
         if info["index"] or info["unique"]
     }
@@ -33,14 +24,15 @@ def all_indexes(table: str) -> dict[str, tuple[str, ...]]:
 def test_no_plain_index_is_the_leading_part_of_another(model):
     # A plain index on (a) is redundant next to one on (a, b): it only slows every insert.
     # (A unique one is not: it enforces something.)
-    table = model._meta.db_table
-    others = all_indexes(table)
+    found = indexes(model._meta.db_table)
 
     redundant = [
         f"{name} {columns} starts {other} {other_columns}"
-        for name, columns in non_unique_indexes(table).items()
-        for other, other_columns in others.items()
-        if len(columns) < len(other_columns) and other_columns[: len(columns)] == columns
+        for name, (columns, unique) in found.items()
+        for other, (other_columns, _) in found.items()
+        if not unique
+        and len(columns) < len(other_columns)
+        and other_columns[: len(columns)] == columns
     ]
 
     assert redundant == []

@@ -4,21 +4,16 @@ import re
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from caloria.models import User
 from dbops.models import BackupRecord, ImportRun
-from dbops.views import CHECK_EXECUTOR, RECENT_RESULTS
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_health_results():
-    RECENT_RESULTS.clear()
-    yield
-    CHECK_EXECUTOR.submit(connections.close_all).result()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fresh_health_results"),
+]
 
 
 @pytest.fixture

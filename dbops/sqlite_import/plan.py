@@ -69,15 +69,18 @@ class TablePlan:
         return RowLayout.of(self.table, self.columns, self.pk, self.source_table)
 
 
-def importable_models() -> list[type[models.Model]]:
+def table_models() -> list[type[models.Model]]:
+    """Every model with a table of its own: managed, concrete, not swapped out; auto-created
+    many-to-many tables included."""
     return [
         model
         for model in apps.get_models(include_auto_created=True)
-        if model._meta.managed
-        and not model._meta.proxy
-        and not model._meta.swapped
-        and model._meta.app_label not in ALWAYS_EXCLUDED_APPS
+        if model._meta.managed and not model._meta.proxy and not model._meta.swapped
     ]
+
+
+def importable_models() -> list[type[models.Model]]:
+    return [model for model in table_models() if model._meta.app_label not in ALWAYS_EXCLUDED_APPS]
 
 
 def parse_excludes(excludes: list[str]) -> tuple[set[str], set[str]]:

@@ -21,7 +21,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections, models, router
 from django.db.migrations.executor import MigrationExecutor
@@ -30,7 +29,7 @@ from dbops.database import safe_error
 from dbops.envinfo import describe_database
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import UnsupportedField, shorten
-from dbops.sqlite_import.plan import build_plan
+from dbops.sqlite_import.plan import build_plan, table_models
 
 EXAMPLES = 5
 
@@ -560,14 +559,7 @@ def expected_models(alias: str) -> list[type[models.Model]]:
     Auto-created many-to-many tables are included; dbops' own tables too (unlike import_sqlite,
     which leaves them out of what it copies).
     """
-    return [
-        model
-        for model in apps.get_models(include_auto_created=True)
-        if model._meta.managed
-        and not model._meta.proxy
-        and not model._meta.swapped
-        and router.allow_migrate_model(alias, model)
-    ]
+    return [model for model in table_models() if router.allow_migrate_model(alias, model)]
 
 
 def dangling_detail(table, columns, parent, count, examples) -> str:

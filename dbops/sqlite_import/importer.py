@@ -183,6 +183,7 @@ class SqliteImport:
         self.mapping: Mapping | None = None
         self.children: list[ForkedRead] = []
         self.received_signals: list[str] = []
+        self.source_row_counts: dict[str, int] = {}
         self.source_checksums: ForkedRead | None = None
 
     # -- the whole run
@@ -455,20 +456,21 @@ class SqliteImport:
     def tables_with_bad_values(
         self, connection: sqlite3.Connection, half: int, progress: NullProgress | None = None
     ) -> set[str]:
-        """Tables where one half (0 or 1: every other check) of their checks finds a value."""
-        progress = progress or NullProgress()
+        """Tables where one half (0 or 1: every other check) of their checks finds a value.
+        Only the parent process passes `progress` (and counts rows for it)."""
         flagged = set()
         for plan in self.plans:
-            rows = self.count_source_rows(plan, connection)
-            progress.start("checking", plan.table, rows)
+            if progress is not None:
+                progress.start("checking", plan.table, self.count_source_rows(plan))
             conditions = [condition for _, _, condition in value_checks(plan)][half::2]
             if conditions:
                 any_bad = " OR ".join(f"({condition})" for condition in conditions)
                 query = f'SELECT EXISTS (SELECT 1 FROM "{plan.source_table}" WHERE {any_bad})'
                 if connection.execute(query).fetchone()[0]:
                     flagged.add(plan.table)
-            progress.advance(rows)
-            progress.finish()
+            if progress is not None:
+                progress.advance(self.count_source_rows(plan))
+                progress.finish()
         return flagged
 
     def record_bad_values(self, found, plan, column, check, condition) -> None:
@@ -526,11 +528,12 @@ class SqliteImport:
                         found.add(plan.where, pk, column.name, value, reason)
         return found.lines()
 
-    def count_source_rows(
-        self, plan: TablePlan, connection: sqlite3.Connection | None = None
-    ) -> int:
-        connection = connection or self.sqlite
-        return connection.execute(f'SELECT count(*) FROM "{plan.source_table}"').fetchone()[0]
+    def count_source_rows(self, plan: TablePlan) -> int:
+        """Rows of a source table, counted once: the snapshot does not change."""
+        if plan.source_table not in self.source_row_counts:
+            query = f'SELECT count(*) FROM "{plan.source_table}"'
+            self.source_row_counts[plan.source_table] = self.sqlite.execute(query).fetchone()[0]
+        return self.source_row_counts[plan.source_table]
 
     # -- the copy: one transaction, verified before commit
 

@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections, models, router
 from django.db.migrations.executor import MigrationExecutor
 
+from dbops.commands import UsageErrorExitsOne
 from dbops.database import safe_error
 from dbops.envinfo import describe_database
 from dbops.sqlite_import import checksums, source
@@ -85,7 +86,7 @@ class Fixed:
     detail: str
 
 
-class Command(BaseCommand):
+class Command(UsageErrorExitsOne, BaseCommand):
     help = (
         "Report where the database disagrees with this code base: unapplied migrations, "
         "tables or columns the models expect but the database lacks, sequences behind the "

@@ -17,11 +17,12 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from dbops import backups
+from dbops.commands import UsageErrorExitsOne
 from dbops.database import safe_error
 from dbops.models import BackupRecord
 
 
-class Command(DbbackupCommand):
+class Command(UsageErrorExitsOne, DbbackupCommand):
     help = (
         "Back up the database (gzipped) and record the run as a BackupRecord. --clean keeps "
         "every backup younger than DBOPS_BACKUP_KEEP_DAYS and never fewer than "

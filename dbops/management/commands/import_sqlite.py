@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
+from dbops.commands import UsageErrorExitsOne
 from dbops.database import safe_error
 from dbops.models import ImportRun
 from dbops.sqlite_import import source
@@ -30,7 +31,7 @@ from dbops.sqlite_import.importer import (
 from dbops.sqlite_import.report import Progress, summary_lines
 
 
-class Command(BaseCommand):
+class Command(UsageErrorExitsOne, BaseCommand):
     help = (
         "Copy a SQLite database of this project into the configured PostgreSQL database in "
         "one transaction: snapshot, preflight (every problem listed, nothing written), COPY, "

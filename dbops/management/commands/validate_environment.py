@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
+from dbops.commands import UsageErrorExitsOne
 from dbops.database import DatabaseProbe, probe_connection, safe_error
 from dbops.envinfo import (
     SOURCE_DEFAULT,
@@ -43,7 +44,7 @@ class Result:
     hint: str = ""
 
 
-class Command(BaseCommand):
+class Command(UsageErrorExitsOne, BaseCommand):
     help = (
         "Check the configuration and the database one step at a time: .env file, variables, "
         "DATABASE_URL, connection, server version, engine, migrations, pg_dump, backup "

@@ -9,10 +9,11 @@ record. Exit 1 on any mismatch or restore error.
 from django.core.management.base import BaseCommand, CommandError
 
 from dbops import backups
+from dbops.commands import UsageErrorExitsOne
 from dbops.models import BackupRecord
 
 
-class Command(BaseCommand):
+class Command(UsageErrorExitsOne, BaseCommand):
     help = (
         "Restore a recorded backup into a scratch database and compare its sha256 and row "
         "counts with the record. Exit 1 on any mismatch or restore error."

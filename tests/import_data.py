@@ -23,11 +23,16 @@ EVERY_FIELD_ROWS = [
         "clock": time(7, 8, 9, 123456),
         "span": timedelta(days=3, seconds=7, microseconds=11),
         "token": uuid.UUID("12345678-1234-5678-1234-567812345678"),
-        "data": {"b": [1, 2.5, None, True], "a": "ünïcode ☕", "nested": {"k": "v"}},
+        "data": {
+            "b": [1, 2.5, None, True],
+            "a": "ünïcode ☕",
+            "nested": {"k": "v"},
+            "control": '\b\x01\x7f \\ "',
+        },
         "blob": b"\x00\x01binary\xff",
         "address": "2001:db8::1",
         "label": "tab\there",
-        "body": "line one\nline two\r\nback\\slash \\N",
+        "body": "line one\nline two\r\nback\\slash \\N \b\f\v \x01\x1e\x7f end",
     },
     {
         "flag": False,

@@ -1,13 +1,18 @@
 """Table checksums computed independently on each side, to prove a copy lost nothing.
 
 Each row becomes a canonical text (one form per Django field type, NULL as `\\N`, columns
-joined by U+001F), hashed with md5 per row; the per-row digests of a table, in primary-key
-order, are hashed again with sha256. The SQLite side builds the canonical text from the raw
-snapshot values (in SQLite's SQL, or in Python for decimals, floats, JSON and IP addresses);
-the PostgreSQL side builds it in SQL from what the server stores. The COPY conversion is a
-third, separate piece of code, so a wrong conversion shows up as a mismatch instead of being
-repeated on both sides. Floats are compared by their exact bits, datetimes in UTC to the
-microsecond, decimals at their scale.
+joined by U+001F). A table's checksum is the sha256 of its canonical rows in primary-key order,
+written the way PostgreSQL's `COPY ... TO STDOUT` writes a text column: each row escaped as
+COPY escapes it and ended by a newline. PostgreSQL builds the canonical text in SQL from what
+the server stores and streams it with COPY; the SQLite side builds it from the raw snapshot
+values (in SQLite's SQL, or in Python for floats, JSON and IP addresses) and escapes it as COPY
+would, a chunk of rows at a time. No hash is computed per row on either side: an md5 per row
+was a third of PostgreSQL's checksum time, which the import waits for.
+
+The COPY conversion is a third, separate piece of code (and the escaping COPY *into*
+PostgreSQL needs is not the one emulated here), so a wrong conversion shows up as a mismatch
+instead of being repeated on both sides. Floats are compared by their exact bits, datetimes in
+UTC to the microsecond, decimals at their scale.
 
 This verifier is shared by `import_sqlite` and `check_consistency --against`.
 """
@@ -32,6 +37,21 @@ from dbops.sqlite_import.columns import NULL, Column
 SEPARATOR = "\x1f"
 SEPARATOR_BYTES = b"\x1f"
 NULL_BYTES = NULL.encode()
+# What PostgreSQL's COPY TO writes for a character of a text value (CopyAttributeOutText):
+# the backslash and six control characters become escapes, everything else stays as it is.
+# The backslash comes first, so that the escapes' own backslashes are not doubled.
+COPY_OUT_ESCAPES = (
+    (b"\\", b"\\\\"),
+    (b"\b", b"\\b"),
+    (b"\f", b"\\f"),
+    (b"\n", b"\\n"),
+    (b"\r", b"\\r"),
+    (b"\t", b"\\t"),
+    (b"\v", b"\\v"),
+)
+# Joins the rows of a chunk while they are escaped; never part of a canonical text (PostgreSQL
+# text cannot hold it, preflight refuses it, JSON and binary values are written without it).
+ROW_JOINER = b"\x00"
 TEXT_PK_KINDS = {"CharField", "TextField", "EmailField", "SlugField", "URLField", "FilePathField"}
 FETCH_SIZE = 10000
 NORMALIZER_CACHE_LIMIT = 100_000
@@ -166,48 +186,78 @@ class RowLayout:
         return f'SELECT {pk}, {joined}{raw}{extra} FROM "{self.source_table}" ORDER BY {pk}'
 
     def postgresql_query(self, qn, with_pk: bool = False) -> str:
+        """The canonical rows in key order; with `with_pk`, (key, md5 of the canonical row)."""
         parts = [
             f"COALESCE({postgresql_expression(c.kind, qn(c.name))}, '{NULL}')"
             for c in [*self.sql_columns, *self.python_columns]
         ]
+        canonical = " || chr(31) || ".join(parts)
         # SQLite orders text by its bytes; so does PostgreSQL's "C" collation, and only it.
         collate = ' COLLATE "C"' if self.pk.kind in TEXT_PK_KINDS else ""
-        pk = f"{qn(self.pk.name)}, " if with_pk else ""
-        return (
-            f"SELECT {pk}md5({' || chr(31) || '.join(parts)}) "
-            f"FROM {qn(self.table)} ORDER BY {qn(self.pk.name)}{collate}"
-        )
+        selected = f"{qn(self.pk.name)}, md5({canonical})" if with_pk else canonical
+        return f"SELECT {selected} FROM {qn(self.table)} ORDER BY {qn(self.pk.name)}{collate}"
 
-    def digester(self) -> RowDigester:
-        return RowDigester([column.python_canonical() for column in self.python_columns])
+    def canonical_rows(self) -> CanonicalRows:
+        return CanonicalRows([column.python_canonical() for column in self.python_columns])
 
 
-class RowDigester:
-    """Hashes rows of `RowLayout.sqlite_query()` (text as bytes) into a table checksum."""
+class CanonicalRows:
+    """The canonical texts (as bytes) of rows of `RowLayout.sqlite_query()`."""
 
     def __init__(self, normalizers: list[Callable[[object], str]]):
         self.normalizers = [_as_bytes(normalize) for normalize in normalizers]
+
+    def text(self, row) -> bytes:
+        if not self.normalizers:
+            return row[1]
+        parts = [row[1]]
+        for normalize, value in zip(self.normalizers, row[2:], strict=False):
+            parts.append(NULL_BYTES if value is None else normalize(value))
+        return SEPARATOR_BYTES.join(parts)
+
+    def texts(self, rows) -> list[bytes]:
+        if not self.normalizers:
+            return [row[1] for row in rows]
+        text = self.text
+        return [text(row) for row in rows]
+
+
+class TableDigest:
+    """sha256 of a table's canonical rows as COPY TO writes them, and the number of rows."""
+
+    def __init__(self):
         self.outer = hashlib.sha256()
         self.rows = 0
 
-    def row_digest(self, row) -> str:
-        canonical = row[1]
-        if self.normalizers:
-            parts = [canonical]
-            for normalize, value in zip(self.normalizers, row[2:], strict=False):
-                parts.append(NULL_BYTES if value is None else normalize(value))
-            canonical = SEPARATOR_BYTES.join(parts)
-        return hashlib.md5(canonical, usedforsecurity=False).hexdigest()
+    def add_copy_output(self, data: bytes) -> None:
+        """Rows exactly as PostgreSQL's COPY TO sent them (a newline cannot be unescaped)."""
+        self.outer.update(data)
+        self.rows += data.count(b"\n")
 
-    def add_rows(self, rows) -> None:
-        digest = self.row_digest
-        digests = [digest(row) for row in rows]
-        if digests:
-            self.outer.update(("\n".join(digests) + "\n").encode())
-        self.rows += len(digests)
+    def add_canonical_texts(self, texts: list[bytes]) -> None:
+        """Rows as SQLite gave them, escaped here as COPY TO would have written them."""
+        if not texts:
+            return
+        chunk = ROW_JOINER.join(texts) + ROW_JOINER
+        if chunk.count(ROW_JOINER) != len(texts):
+            # A value holds the joiner itself: escape row by row and keep it, so it can only
+            # mismatch, as the row could not have been stored in PostgreSQL either.
+            chunk = b"".join(copy_out_escaped(text) + b"\n" for text in texts)
+        else:
+            chunk = copy_out_escaped(chunk).replace(ROW_JOINER, b"\n")
+        self.outer.update(chunk)
+        self.rows += len(texts)
 
     def checksum(self, table: str) -> TableChecksum:
         return TableChecksum(table, self.rows, self.outer.hexdigest())
+
+
+def copy_out_escaped(text: bytes) -> bytes:
+    """`text` as PostgreSQL's COPY TO writes a text value."""
+    for character, escape in COPY_OUT_ESCAPES:
+        if character in text:
+            text = text.replace(character, escape)
+    return text
 
 
 def _as_bytes(normalize: Callable[[object], str]) -> Callable[[object], bytes]:
@@ -216,19 +266,20 @@ def _as_bytes(normalize: Callable[[object], str]) -> Callable[[object], bytes]:
 
 def sqlite_row_digests(connection: sqlite3.Connection, layout: RowLayout) -> Iterator[tuple]:
     """(primary key, md5 hex of the canonical row) for each row of a SQLite table, in pk order."""
-    digester = layout.digester()
+    canonical = layout.canonical_rows()
     cursor = connection.execute(layout.sqlite_query())
     while rows := cursor.fetchmany(FETCH_SIZE):
         for row in rows:
-            yield row[0], digester.row_digest(row)
+            yield row[0], hashlib.md5(canonical.text(row), usedforsecurity=False).hexdigest()
 
 
 def sqlite_table_checksum(connection: sqlite3.Connection, layout: RowLayout) -> TableChecksum:
-    digester = layout.digester()
+    canonical = layout.canonical_rows()
+    digest = TableDigest()
     cursor = connection.execute(layout.sqlite_query())
     while rows := cursor.fetchmany(FETCH_SIZE):
-        digester.add_rows(rows)
-    return digester.checksum(layout.table)
+        digest.add_canonical_texts(canonical.texts(rows))
+    return digest.checksum(layout.table)
 
 
 def postgresql_table_checksum(connection: BaseDatabaseWrapper, layout: RowLayout) -> TableChecksum:
@@ -237,23 +288,21 @@ def postgresql_table_checksum(connection: BaseDatabaseWrapper, layout: RowLayout
     sink = _DigestSink()
     with connection.cursor() as cursor, connection.wrap_database_errors:
         cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT", sink)
-    return TableChecksum(layout.table, sink.rows, sink.outer.hexdigest())
+    return sink.digest.checksum(layout.table)
 
 
 class _DigestSink(io.RawIOBase):
-    """Receives `md5<LF>` lines from COPY: exactly what the SQLite side feeds its sha256."""
+    """File-like end of `COPY ... TO STDOUT` that only feeds a TableDigest."""
 
     def __init__(self):
-        self.outer = hashlib.sha256()
-        self.rows = 0
+        self.digest = TableDigest()
 
     def writable(self):
         return True
 
     def write(self, data):
         chunk = bytes(data)
-        self.outer.update(chunk)
-        self.rows += chunk.count(b"\n")
+        self.digest.add_copy_output(chunk)
         return len(chunk)
 
 

@@ -307,3 +307,21 @@ def test_a_big_import_that_fails_verification_restores_indexes_and_foreign_keys(
 
     assert catalog_of_imported_tables() == before
     assert not FoodEntry.objects.exists()
+
+
+@pytest.mark.parametrize("food_id", [1, LARGE_TABLE_ROWS], ids=["first half", "second half"])
+def test_a_bad_value_in_either_half_of_a_big_table_is_found(large_source, food_id):
+    # A big table's rows are checked in two processes, half each: both halves count.
+    with sqlite3.connect(large_source) as source:
+        source.execute("UPDATE caloria_foodentry SET eaten_at = 'soon' WHERE id = ?", [food_id])
+    source.close()
+    stderr = StringIO()
+
+    with pytest.raises(CommandError):
+        call_command("import_sqlite", str(large_source), "--noinput", verbosity=0, stderr=stderr)
+
+    assert (
+        "caloria_foodentry.eaten_at: 1 value(s) not a datetime in Django's SQLite format: "
+        f"pk {food_id}: 'soon'"
+    ) in stderr.getvalue()
+    assert not FoodEntry.objects.exists()

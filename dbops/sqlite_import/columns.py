@@ -47,22 +47,36 @@ TEXT_KINDS = {
 # because SQLite cannot print them the way PostgreSQL does (see checksums.py).
 PYTHON_CANONICAL_KINDS = {"FloatField", "JSONField", "GenericIPAddressField"}
 
+
+def fraction_ok(whole: int) -> str:
+    """SQL true when a value's first `whole` characters are all there is, or are followed by
+    a '.' and 1 to 6 digits.
+
+    Django writes six digits or none. That case is one GLOB without a '*', which SQLite matches
+    several times faster than scanning for a non-digit (that scan was a third of the cost of
+    checking a datetime).
+    """
+    six_digits = "?" * whole + "." + "[0-9]" * 6
+    return (
+        f"CASE length({{c}}) WHEN {whole} THEN 1 WHEN {whole + 7} THEN {{c}} GLOB '{six_digits}' "
+        f"ELSE length({{c}}) BETWEEN {whole + 2} AND {whole + 6} "
+        f"AND substr({{c}}, {whole + 1}, 1) = '.' "
+        f"AND substr({{c}}, {whole + 2}) NOT GLOB '*[^0-9]*' END"
+    )
+
+
 # Django's SQLite format for aware datetimes: naive UTC text, microseconds optional. The
 # '+0 days' modifier makes SQLite normalise, so 2025-02-30 no longer equals itself; only the
 # whole seconds go through datetime(), which would round microseconds.
 DATETIME_OK = (
     "typeof({c}) = 'text' AND datetime(substr({c}, 1, 19), '+0 days') IS substr({c}, 1, 19) "
-    "AND (length({c}) = 19 "
-    "OR (substr({c}, 20, 1) = '.' AND length({c}) BETWEEN 21 AND 26 "
-    "AND substr({c}, 21) NOT GLOB '*[^0-9]*'))"
+    f"AND {fraction_ok(19)}"
 )
 # The '+0 days' modifier makes SQLite normalise, so 2025-02-30 no longer equals itself.
 DATE_OK = "typeof({c}) = 'text' AND length({c}) = 10 AND date({c}, '+0 days') IS {c}"
 TIME_OK = (
     "typeof({c}) = 'text' AND {c} GLOB '[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*' "
-    "AND time(substr({c}, 1, 8), '+0 seconds') IS substr({c}, 1, 8) "
-    "AND (length({c}) = 8 OR (substr({c}, 9, 1) = '.' AND length({c}) BETWEEN 10 AND 15 "
-    "AND substr({c}, 10) NOT GLOB '*[^0-9]*'))"
+    f"AND time(substr({{c}}, 1, 8), '+0 seconds') IS substr({{c}}, 1, 8) AND {fraction_ok(8)}"
 )
 # Escape for COPY's text format, but only scan-and-replace the rare values that need it.
 COPY_ESCAPED = (

@@ -1,0 +1,100 @@
+"""The SQL that judges SQLite values and splits the work of checking them, run in SQLite."""
+
+import sqlite3
+
+import pytest
+
+from dbops.sqlite_import import columns, importer
+
+
+def accepted(condition: str, value) -> bool:
+    connection = sqlite3.connect(":memory:")
+    try:
+        sql = f"SELECT coalesce(({condition.format(c='?1')}), 0)"
+        return bool(connection.execute(sql, (value,)).fetchone()[0])
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("2024-02-29 23:59:59", True),
+        ("2024-02-29 23:59:59.999999", True),
+        ("2024-02-29 23:59:59.5", True),
+        ("2024-02-29 23:59:59.12345", True),
+        ("0001-01-01 00:00:00.000000", True),
+        ("2023-02-29 12:00:00", False),  # no 29 February in 2023
+        ("2025-04-31 12:00:00.000000", False),
+        ("2025-01-01 24:00:00", False),
+        ("2025-01-01 12:00:00.", False),
+        ("2025-01-01 12:00:00.1234567", False),
+        ("2025-01-01 12:00:00.12345a", False),
+        ("2025-01-01 12:00:00.1234a", False),
+        ("2025-01-01 12:00:00,123456", False),
+        ("2025-01-01 12:00:00.12345é", False),
+        ("2025-01-01T12:00:00.123456", False),
+        ("2025-01-01 12:00:00+00:00", False),
+        ("yesterday", False),
+        (20250101, False),
+        (b"2025-01-01 12:00:00", False),
+    ],
+)
+def test_datetimes_must_be_in_djangos_sqlite_format(value, ok):
+    assert accepted(columns.DATETIME_OK, value) is ok
+
+
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("07:08:09", True),
+        ("07:08:09.123456", True),
+        ("07:08:09.1", True),
+        ("23:59:59.99999", True),
+        ("24:00:00", False),
+        ("12:60:00", False),
+        ("07:08:09.", False),
+        ("07:08:09.1234567", False),
+        ("07:08:09.12345x", False),
+        ("07:08:09.x", False),
+        ("7:08:09", False),
+        ("07:08", False),
+    ],
+)
+def test_times_must_be_in_djangos_sqlite_format(value, ok):
+    assert accepted(columns.TIME_OK, value) is ok
+
+
+def table_with(rows: int, definition: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(":memory:")
+    connection.execute(f"CREATE TABLE t {definition}")
+    connection.executemany("INSERT INTO t VALUES (?, ?)", ((n, n) for n in range(1, rows + 1)))
+    return connection
+
+
+def test_a_big_table_is_checked_in_two_halves_of_its_rows_that_cover_every_row():
+    rows = importer.SPLIT_CHECKS_MIN_ROWS * 2
+    connection = table_with(rows, "(id INTEGER PRIMARY KEY, v)")
+
+    first, second = importer.row_halves(connection, "t", rows)
+
+    counts = [connection.execute(f"SELECT count(*) FROM t WHERE {half}").fetchone()[0]
+              for half in (first, second)]  # fmt: skip
+    assert counts == [rows // 2, rows // 2]
+
+
+@pytest.mark.parametrize(
+    "rows, definition",
+    [
+        (10, "(id INTEGER PRIMARY KEY, v)"),
+        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, v) WITHOUT ROWID"),
+        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, RowID)"),
+    ],
+    ids=["small", "without rowid", "a column called rowid"],
+)
+def test_a_table_that_cannot_be_halved_by_rowid_is_checked_whole(rows, definition):
+    connection = table_with(rows, definition)
+    if "RowID)" in definition:
+        connection.execute("UPDATE t SET RowID = NULL")
+
+    assert importer.row_halves(connection, "t", rows) == ("1", None)

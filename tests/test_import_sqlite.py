@@ -454,6 +454,22 @@ def test_each_kind_of_bad_value_is_reported_with_table_key_column_and_value(
     assert imported_tables_are_empty()
 
 
+@pytest.mark.parametrize(
+    "column, reason",
+    [("calories", "not an integer"), ("protein", "text in a decimal column")],
+)
+def test_text_with_a_nul_in_a_number_column_is_reported_once_as_not_a_number(
+    filled_source, column, reason
+):
+    execute(filled_source, f"UPDATE caloria_foodentry SET {column} = '12' || char(0) || 'x'")
+
+    output = failed_import(filled_source)
+
+    assert f"caloria_foodentry.{column}: 3 value(s) {reason}: pk 1: " in output
+    assert "NUL" not in output
+    assert imported_tables_are_empty()
+
+
 def test_null_in_a_not_null_column_is_reported(filled_source):
     recreate_without_constraints(filled_source, "caloria_weightentry")
     execute(filled_source, "UPDATE caloria_weightentry SET weight_kg = NULL WHERE id = 2")

@@ -43,6 +43,17 @@ TEXT_KINDS = {
     "JSONField",
 }
 
+# Kinds whose checks refuse every text value, or hand each one to a Python recheck that reads
+# all of its bytes: a NUL in their text needs no check of its own (it was 6% of preflight).
+TEXT_REFUSED_KINDS = {
+    *INTEGER_RANGES,
+    "BooleanField",
+    "FloatField",
+    "DurationField",
+    "DecimalField",
+    "BinaryField",
+}
+
 # Kinds whose canonical (checksum) text is computed in Python from the raw SQLite value,
 # because SQLite cannot print them the way PostgreSQL does (see checksums.py).
 PYTHON_CANONICAL_KINDS = {"FloatField", "JSONField", "GenericIPAddressField"}
@@ -133,10 +144,10 @@ class Column:
         """Every check of this column with the SQL that is true for the rows it rejects."""
         c = self.quoted
         found = [(check, check.bad_sql(c)) for check in self.checks]
-        if self.kind != "BinaryField":
-            # Any column's value may arrive as text: strings, and dates, times, UUIDs and JSON
-            # too. length(), substr() and GLOB stop at a NUL, so a NUL and junk after a valid
-            # start would pass the checks above; PostgreSQL cannot store it.
+        if self.kind not in TEXT_REFUSED_KINDS:
+            # Strings arrive as text, and dates, times, UUIDs and JSON too. length(), substr()
+            # and GLOB stop at a NUL, so a NUL and junk after a valid start would pass the
+            # checks above; PostgreSQL cannot store it.
             found.append((NUL_IN_TEXT, f"typeof({c}) = 'text' AND {NUL_IN_TEXT.bad.format(c=c)}"))
         if not self.nullable:
             found.insert(0, (Check("NULL in a NOT NULL column"), f"{c} IS NULL"))

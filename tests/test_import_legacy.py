@@ -288,12 +288,9 @@ def test_a_float_that_would_be_rounded_is_refused_by_default(legacy_source):
     assert not FoodEntry.objects.exists()
 
 
-def test_rounding_can_be_allowed_in_the_mapping(legacy_source, tmp_path):
-    with sqlite3.connect(legacy_source) as source:
-        source.execute("UPDATE food_log SET protein = 11.125 WHERE id = 1")
-    source.close()
+def rounding_mapping(tmp_path):
     builtin = (project_settings.BASE_DIR / "caloria/import_mappings/flask-caloria.toml").read_text()
-    mapping = write_mapping(
+    return write_mapping(
         tmp_path,
         builtin.replace(
             'protein = { from = "protein", transform = "decimal", on_rounding = "refuse" }',
@@ -301,8 +298,27 @@ def test_rounding_can_be_allowed_in_the_mapping(legacy_source, tmp_path):
         ),
     )
 
+
+def test_rounding_can_be_allowed_in_the_mapping(legacy_source, tmp_path):
+    with sqlite3.connect(legacy_source) as source:
+        source.execute("UPDATE food_log SET protein = 11.125 WHERE id = 1")
+    source.close()
+    mapping = rounding_mapping(tmp_path)
+
     call_command(
         "import_sqlite", str(legacy_source), "--noinput", "--mapping", str(mapping), verbosity=0
     )
 
     assert FoodEntry.objects.get(id=1).protein == Decimal("11.13")
+
+
+def test_rounding_never_turns_text_into_a_number(legacy_source, tmp_path):
+    # SQLite's round('n/a', 2) is 0.0: text must be refused, not imported as zero.
+    with sqlite3.connect(legacy_source) as source:
+        source.execute("UPDATE food_log SET protein = 'n/a' WHERE id = 1")
+    source.close()
+
+    output = failed_import(legacy_source, "--mapping", str(rounding_mapping(tmp_path)))
+
+    assert "protein: 1 value(s) text in a decimal column: pk 1: 'n/a'" in output
+    assert not FoodEntry.objects.exists()

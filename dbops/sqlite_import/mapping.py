@@ -223,7 +223,12 @@ def _decimal(column, expression, spec, where) -> Column:
         return replace(column, source_sql=expression)
     if on_rounding != "round":
         raise MappingError(f"{where}: on_rounding must be 'refuse' or 'round'")
-    rounded = f"CASE WHEN {expression} IS NULL THEN NULL ELSE round({expression}, {places}) END"
+    # Only numbers are rounded: SQLite's round() turns text into a number ('n/a' into 0.0),
+    # so text is left for the decimal checks to refuse.
+    rounded = (
+        f"CASE WHEN typeof({expression}) IN ('integer', 'real') "
+        f"THEN round({expression}, {places}) ELSE {expression} END"
+    )
     return replace(column, source_sql=rounded)
 
 

@@ -10,9 +10,10 @@ kept as text, IP addresses) are re-checked in Python, only for the rows SQL poin
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, localcontext
 
 from django.db import models
 
@@ -195,21 +196,27 @@ class UnsupportedField(Exception):
     pass
 
 
+# A number as PostgreSQL's numeric input reads it (ASCII digits, C-locale spaces around it).
+# Python's Decimal alone is laxer: it takes '1_000', other scripts' digits and more spaces.
+NUMERIC_TEXT = re.compile(
+    r"[ \t\n\r\v\f]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t\n\r\v\f]*", re.ASCII
+)
+
+
 def _recheck_decimal(max_digits: int, decimal_places: int):
     step = Decimal(1).scaleb(-decimal_places)
 
     def recheck(value) -> str | None:
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        try:
-            number = Decimal(text.strip())
-        except InvalidOperation:
+        if not NUMERIC_TEXT.fullmatch(text):
             return "text in a decimal column"
-        if not number.is_finite():
-            return "not a finite number"
-        if number.quantize(step) != number:
-            return f"more than {decimal_places} decimal places"
+        number = Decimal(text.strip(" \t\n\r\v\f"))
+        # The size first: quantize() fails on a number too long for the context.
         if number != 0 and number.adjusted() + 1 > max_digits - decimal_places:
             return f"more than {max_digits - decimal_places} digits before the decimal point"
+        with localcontext(Context(prec=max(max_digits, 28))):
+            if number.quantize(step) != number:
+                return f"more than {decimal_places} decimal places"
         return None
 
     return recheck

@@ -83,14 +83,30 @@ def test_a_big_table_is_checked_in_two_halves_of_its_rows_that_cover_every_row()
     assert counts == [rows // 2, rows // 2]
 
 
+def test_halves_cover_every_row_of_negative_and_sparse_rowids_once():
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE t (v)")
+    rowids = [-(2**62), -5, 0, 7, *range(10**9, 10**9 + importer.SPLIT_CHECKS_MIN_ROWS), 2**62]
+    connection.executemany("INSERT INTO t (rowid, v) VALUES (?, 0)", ((r,) for r in rowids))
+
+    halves = importer.row_halves(connection, "t", len(rowids))
+
+    found = [
+        row[0] for half in halves for row in connection.execute(f"SELECT rowid FROM t WHERE {half}")
+    ]
+    assert sorted(found) == sorted(rowids)
+    assert all(halves)
+
+
 @pytest.mark.parametrize(
     "rows, definition",
     [
         (10, "(id INTEGER PRIMARY KEY, v)"),
         (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, v) WITHOUT ROWID"),
         (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, RowID)"),
+        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, v, rowid AS (NULL))"),
     ],
-    ids=["small", "without rowid", "a column called rowid"],
+    ids=["small", "without rowid", "a column called rowid", "a generated column called rowid"],
 )
 def test_a_table_that_cannot_be_halved_by_rowid_is_checked_whole(rows, definition):
     connection = table_with(rows, definition)

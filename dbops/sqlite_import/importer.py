@@ -251,8 +251,9 @@ class SqliteImport:
         return child
 
     def preflight(self) -> None:
-        # Child processes check integrity, keys and text encoding, and half of every table's
-        # value checks, while this process checks the other half: preflight uses every core.
+        # Child processes check integrity, keys and text encoding, and the values of the second
+        # half of every big table's rows, while this process checks the rest: preflight uses
+        # every core.
         mode = self.options.integrity_check
         self.progress.phase(
             f"Checking the snapshot's integrity ({source.INTEGRITY_PRAGMAS[mode]}, "
@@ -438,8 +439,8 @@ class SqliteImport:
 
     def check_values(self) -> ValueProblems:
         """Every column's checks, inside SQLite: a scan per table that stops at the first bad
-        value, over half of the rows here and the other half in a child process; the full
-        count and a sample of each check only for a table where a bad value was found."""
+        value (a big table's second half of rows in a child process, see row_halves); the
+        full count and a sample of each check only for a table where a bad value was found."""
         found = ValueProblems()
         halves = {
             plan.table: row_halves(self.sqlite, plan.source_table, self.count_source_rows(plan))
@@ -744,11 +745,15 @@ def row_halves(connection: sqlite3.Connection, table: str, rows: int) -> tuple[s
     whole = ("1", None)
     if rows < SPLIT_CHECKS_MIN_ROWS:
         return whole
-    if "rowid" in {name.lower() for name in source.table_columns(connection, table)}:
+    # table_xinfo, not table_info: a generated column called rowid hides the rowid too.
+    columns = connection.execute(f'PRAGMA table_xinfo("{table}")').fetchall()
+    if "rowid" in {source.as_text(column[1]).lower() for column in columns}:
         return whole
     try:
         low, high = connection.execute(f'SELECT min(rowid), max(rowid) FROM "{table}"').fetchone()
     except sqlite3.OperationalError:  # WITHOUT ROWID: "no such column: rowid"
+        return whole
+    if low is None:
         return whole
     middle = (low + high) // 2
     return f"rowid <= {middle}", f"rowid > {middle}"

@@ -33,6 +33,8 @@ EVERY_FIELD_ROWS = [
         "address": "2001:db8::1",
         "label": "tab\there",
         "body": "line one\nline two\r\nback\\slash \\N \b\f\v \x01\x1e\x7f end",
+        # COPY's own word for NULL, as a value: it must arrive as text, not as NULL.
+        "remark": "\\N",
     },
     {
         "flag": False,
@@ -52,6 +54,7 @@ EVERY_FIELD_ROWS = [
         "address": "192.168.0.1",
         "label": "",
         "body": "",
+        "remark": "",
     },
     {
         "flag": True,
@@ -71,6 +74,7 @@ EVERY_FIELD_ROWS = [
         "address": None,
         "label": "NULLs",
         "body": "everything else is NULL",
+        "remark": None,
     },
 ]
 TAGS = [("b-tag", "Bee"), ("A-tag", "Upper"), ("a-tag", "lower"), ("ä-tag", "umlaut")]

@@ -1,5 +1,6 @@
 """The table checksum: the SQLite side must write rows exactly as PostgreSQL's COPY TO does."""
 
+import hashlib
 from io import BytesIO
 
 import pytest
@@ -50,3 +51,10 @@ def test_both_sides_digest_the_same_rows_to_the_same_checksum():
 def test_a_nul_inside_a_value_cannot_pass_for_a_row_boundary():
     # Rows are joined by NUL while they are escaped; a NUL of a value must not split it.
     assert source_digest(b"a\x00b").outer.hexdigest() != source_digest(b"a", b"b").outer.hexdigest()
+
+
+def test_a_row_holding_a_nul_is_one_row_and_leaves_the_others_as_copy_writes_them():
+    digest = source_digest(b"x\ty", b"a\x00b", b"z")
+
+    expected = hashlib.sha256(b"x\\ty\n" + b"a\x00b\n" + b"z\n").hexdigest()
+    assert (digest.rows, digest.outer.hexdigest()) == (3, expected)

@@ -583,6 +583,26 @@ def test_a_verification_mismatch_rolls_back_and_names_the_table_and_key(filled_s
     assert ImportRun.objects.get().status == ImportRun.Status.FAILED
 
 
+def test_a_copy_that_turns_the_text_backslash_n_into_null_fails_verification(
+    filled_source, monkeypatch
+):
+    # COPY reads an unescaped \\N as NULL; the checksum must not read the text '\\N' so too.
+    original = columns.Column.copy_sql
+
+    def forget_escaping_remark(column):
+        if column.name == "remark":
+            return f"CASE WHEN {column.quoted} IS NULL THEN '\\N' ELSE {column.quoted} END"
+        return original(column)
+
+    monkeypatch.setattr(columns.Column, "copy_sql", forget_escaping_remark)
+
+    output = failed_import(filled_source)
+
+    assert "verification failed for fieldtypes_everyfield" in output
+    assert "first differing key: 1" in output
+    assert imported_tables_are_empty()
+
+
 def test_a_target_that_is_not_postgresql_is_refused(filled_source, manage, tmp_path):
     target = tmp_path / "target.sqlite3"
 

@@ -1,13 +1,14 @@
 """Table checksums computed independently on each side, to prove a copy lost nothing.
 
-Each row becomes a canonical text (one form per Django field type, NULL as `\\N`, columns
-joined by U+001F). A table's checksum is the sha256 of its canonical rows in primary-key order,
-written the way PostgreSQL's `COPY ... TO STDOUT` writes a text column: each row escaped as
-COPY escapes it and ended by a newline. PostgreSQL builds the canonical text in SQL from what
-the server stores and streams it with COPY; the SQLite side builds it from the raw snapshot
-values (in SQLite's SQL, or in Python for floats, JSON and IP addresses) and escapes it as COPY
-would, a chunk of rows at a time. No hash is computed per row on either side: an md5 per row
-was a third of PostgreSQL's checksum time, which the import waits for.
+Each row becomes a canonical text (one form per Django field type, NULL as `\\N`, a value of a
+nullable text column after a '=', columns joined by U+001F). A table's checksum is the sha256 of
+its canonical rows in primary-key order, written the way PostgreSQL's `COPY ... TO STDOUT`
+writes a text column: each row escaped as COPY escapes it and ended by a newline. PostgreSQL
+builds the canonical text in SQL from what the server stores and streams it with COPY; the
+SQLite side builds it from the raw snapshot values (in SQLite's SQL, or in Python for floats,
+JSON and IP addresses) and escapes it as COPY would, a chunk of rows at a time. No hash is
+computed per row on either side: an md5 per row was a third of PostgreSQL's checksum time,
+which the import waits for.
 
 The COPY conversion is a third, separate piece of code (and the escaping COPY *into*
 PostgreSQL needs is not the one emulated here), so a wrong conversion shows up as a mismatch
@@ -49,8 +50,9 @@ COPY_OUT_ESCAPES = (
     (b"\t", b"\\t"),
     (b"\v", b"\\v"),
 )
-# Joins the rows of a chunk while they are escaped; never part of a canonical text (PostgreSQL
-# text cannot hold it, preflight refuses it, JSON and binary values are written without it).
+# Joins the rows of a chunk while they are escaped. PostgreSQL text cannot hold it, so a value
+# that does (preflight refuses them; check_consistency --against has no preflight) is digested
+# row by row and can only mismatch.
 ROW_JOINER = b"\x00"
 TEXT_PK_KINDS = {"CharField", "TextField", "EmailField", "SlugField", "URLField", "FilePathField"}
 FETCH_SIZE = 10000
@@ -187,10 +189,12 @@ class RowLayout:
 
     def postgresql_query(self, qn, with_pk: bool = False) -> str:
         """The canonical rows in key order; with `with_pk`, (key, md5 of the canonical row)."""
-        parts = [
-            f"COALESCE({postgresql_expression(c.kind, qn(c.name))}, '{NULL}')"
-            for c in [*self.sql_columns, *self.python_columns]
-        ]
+        parts = []
+        for c in [*self.sql_columns, *self.python_columns]:
+            expression = postgresql_expression(c.kind, qn(c.name))
+            if c.text_could_read_as_null:
+                expression = f"'=' || {expression}"
+            parts.append(f"COALESCE({expression}, '{NULL}')")
         canonical = " || chr(31) || ".join(parts)
         # SQLite orders text by its bytes; so does PostgreSQL's "C" collation, and only it.
         collate = ' COLLATE "C"' if self.pk.kind in TEXT_PK_KINDS else ""

@@ -55,6 +55,9 @@ TEXT_REFUSED_KINDS = {
     "BinaryField",
 }
 
+# Kinds whose canonical (checksum) text is the value itself: any text, '\N' included.
+SQL_CANONICAL_TEXT_KINDS = TEXT_KINDS - {"JSONField", "GenericIPAddressField"}
+
 # Kinds whose canonical (checksum) text is computed in Python from the raw SQLite value,
 # because SQLite cannot print them the way PostgreSQL does (see checksums.py).
 PYTHON_CANONICAL_KINDS = {"FloatField", "JSONField", "GenericIPAddressField"}
@@ -166,7 +169,18 @@ class Column:
     def copy_sql(self) -> str:
         return self._null_safe(self.copy_template)
 
+    @property
+    def text_could_read_as_null(self) -> bool:
+        """A nullable text column whose canonical text is its value: the text '\\N' would
+        read as NULL, so the canonical text marks every value with a leading '=' (on both
+        sides, see checksums.py), and a copy that turns '\\N' into NULL cannot pass."""
+        return (
+            self.nullable and self.kind in SQL_CANONICAL_TEXT_KINDS and not self.canonical_in_python
+        )
+
     def canonical_sql(self) -> str:
+        if self.text_could_read_as_null:
+            return self._null_safe(f"'=' || {self.canonical_template}")
         return self._null_safe(self.canonical_template)
 
     def _null_safe(self, template: str) -> str:

@@ -29,6 +29,8 @@ class EveryField(models.Model):
     address = models.GenericIPAddressField(null=True)
     label = models.CharField(max_length=20, blank=True)
     body = models.TextField(blank=True)
+    # Nullable text, which Django advises against and real schemas have anyway.
+    remark = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001
     tags = models.ManyToManyField(Tag, blank=True)
 
     def __str__(self):

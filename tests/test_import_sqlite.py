@@ -470,6 +470,19 @@ def test_text_with_a_nul_in_a_number_column_is_reported_once_as_not_a_number(
     assert imported_tables_are_empty()
 
 
+def test_rows_that_break_a_check_constraint_are_a_preflight_problem(filled_source):
+    # SQLite checks CHECK constraints only where the database is writable; PostgreSQL has the
+    # same constraint and would refuse the row in the middle of the COPY.
+    execute(filled_source, "UPDATE caloria_foodentry SET fat = -0.05 WHERE id = 1")
+
+    output = failed_import(filled_source)
+
+    assert "caloria_foodentry: rows break a CHECK constraint of the table" in output
+    assert "nothing was written" in output
+    assert "damaged" not in output
+    assert imported_tables_are_empty()
+
+
 def test_null_in_a_not_null_column_is_reported(filled_source):
     recreate_without_constraints(filled_source, "caloria_weightentry")
     execute(filled_source, "UPDATE caloria_weightentry SET weight_kg = NULL WHERE id = 2")

@@ -259,7 +259,9 @@ class SqliteImport:
             f"Checking the snapshot's integrity ({source.INTEGRITY_PRAGMAS[mode]}, "
             f"in the background)"
         )
-        integrity = self.read_in_child(lambda sqlite: source.integrity_problems(sqlite, mode))
+        integrity = self.read_in_child(
+            lambda _: source.snapshot_integrity_problems(self.snapshot, mode)
+        )
         try:
             problems = self.check_target()
             if self.mapping is None and source.applied_migrations(self.sqlite) is None:
@@ -282,17 +284,36 @@ class SqliteImport:
                 problems += key_checks.result() + value_problems
         except sqlite3.DatabaseError:
             problems = ["the source could not be read while checking it"]
-        damage = integrity.result()
+        found = integrity.result()
+        damage = [message for message in found if source.check_failed_table(message) is None]
         if damage:
             # A damaged file makes every other finding doubtful: report the damage alone.
             raise ImportFailed(
                 "the source database is damaged",
                 [f"source integrity check: {message}" for message in damage],
             )
+        problems += self.check_constraint_problems(found)
         if problems:
             raise ImportFailed(
                 f"preflight found {len(problems)} problem(s); nothing was written", problems
             )
+
+    def check_constraint_problems(self, integrity_messages: list[str]) -> list[str]:
+        """Imported tables whose rows break a CHECK constraint: the target table has the same
+        constraints (a mapped source's own constraints are not the target's)."""
+        if self.mapping is not None:
+            return []
+        imported = {plan.source_table for plan in self.plans}
+        problems = []
+        for message in integrity_messages:
+            table = source.check_failed_table(message)
+            if table in imported:
+                problems.append(
+                    f"{table}: rows break a CHECK constraint of the table, which PostgreSQL "
+                    f"enforces too (the source's integrity check says '{message}'); the "
+                    f"constraints are in its CREATE TABLE (sqlite3 PATH '.schema {table}')"
+                )
+        return problems
 
     def check_target(self) -> list[str]:
         self.progress.phase("Checking the target database")

@@ -152,6 +152,30 @@ def integrity_problems(
     return [] if messages == ["ok"] else messages
 
 
+def snapshot_integrity_problems(snapshot: Snapshot, mode: str = QUICK_CHECK) -> list[str]:
+    """integrity_problems() of the snapshot, through a connection that may write.
+
+    SQLite leaves the CHECK constraints out of the schema it reads from a read-only database,
+    so an integrity check there passes rows that break them (and PostgreSQL would refuse them
+    in the middle of the COPY). The snapshot is this import's own copy, and the check only
+    reads it.
+    """
+    connection = sqlite3.connect(snapshot.path, timeout=LOCK_TIMEOUT_SECONDS)
+    try:
+        return integrity_problems(connection, mode)
+    finally:
+        connection.close()
+
+
+CHECK_FAILED = "CHECK constraint failed in "
+
+
+def check_failed_table(message: str) -> str | None:
+    """The table of an integrity check message saying that rows break a CHECK constraint (bad
+    values, not damage), or None for any other message."""
+    return message.removeprefix(CHECK_FAILED) if message.startswith(CHECK_FAILED) else None
+
+
 def table_names(connection: sqlite3.Connection) -> set[str]:
     rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     return {as_text(row[0]) for row in rows}

@@ -132,7 +132,8 @@ INTEGRITY_PRAGMAS = {QUICK_CHECK: "quick_check", FULL_CHECK: "integrity_check"}
 def integrity_problems(
     connection: sqlite3.Connection, mode: str = QUICK_CHECK, limit: int = 20
 ) -> list[str]:
-    """Damage in the file, and rows breaking NOT NULL or CHECK constraints.
+    """Damage in the file, and rows breaking NOT NULL or CHECK constraints (CHECK only through
+    a connection that may write: see snapshot_integrity_problems).
 
     `quick_check` reads every page of every table and index once and checks each record; what
     it leaves out, and `integrity_check` adds, is matching every index entry against its row,

@@ -245,8 +245,10 @@ class SqliteImport:
 
     # -- preflight: read-only on both sides, every problem collected
 
-    def read_in_child(self, read: Callable[[sqlite3.Connection], Any]) -> ForkedRead:
-        child = ForkedRead(self.snapshot, read)
+    def read_in_child(
+        self, read: Callable[[sqlite3.Connection], Any], writable: bool = False
+    ) -> ForkedRead:
+        child = ForkedRead(self.snapshot, read, writable)
         self.children.append(child)
         return child
 
@@ -260,7 +262,7 @@ class SqliteImport:
             f"in the background)"
         )
         integrity = self.read_in_child(
-            lambda _: source.snapshot_integrity_problems(self.snapshot, mode)
+            lambda sqlite: source.integrity_problems(sqlite, mode), writable=True
         )
         try:
             problems = self.check_target()
@@ -311,7 +313,8 @@ class SqliteImport:
                 problems.append(
                     f"{table}: rows break a CHECK constraint of the table, which PostgreSQL "
                     f"enforces too (the source's integrity check says '{message}'); the "
-                    f"constraints are in its CREATE TABLE (sqlite3 PATH '.schema {table}')"
+                    f"constraints are in its CREATE TABLE (sqlite3 "
+                    f"{self.options.source_path} '.schema {table}')"
                 )
         return problems
 
@@ -766,9 +769,7 @@ def row_halves(connection: sqlite3.Connection, table: str, rows: int) -> tuple[s
     whole = ("1", None)
     if rows < SPLIT_CHECKS_MIN_ROWS:
         return whole
-    # table_xinfo, not table_info: a generated column called rowid hides the rowid too.
-    columns = connection.execute(f'PRAGMA table_xinfo("{table}")').fetchall()
-    if "rowid" in {source.as_text(column[1]).lower() for column in columns}:
+    if "rowid" in {name.lower() for name in source.table_columns(connection, table)}:
         return whole
     try:
         low, high = connection.execute(f'SELECT min(rowid), max(rowid) FROM "{table}"').fetchone()
@@ -801,12 +802,17 @@ class ForkedRead:
     closes the parent's PostgreSQL connection.
     """
 
-    def __init__(self, snapshot: source.Snapshot, read: Callable[[sqlite3.Connection], Any]):
+    def __init__(
+        self,
+        snapshot: source.Snapshot,
+        read: Callable[[sqlite3.Connection], Any],
+        writable: bool = False,
+    ):
         context = multiprocessing.get_context("fork")
         self.receiver, sender = context.Pipe(duplex=False)
         self.process = context.Process(
             target=read_and_send,
-            args=(snapshot, read, sender, os.getpid()),
+            args=(snapshot, read, sender, os.getpid(), writable),
             name="sqlite-read",
             daemon=True,
         )
@@ -843,7 +849,9 @@ class ForkedRead:
         self.receiver.close()
 
 
-def read_and_send(snapshot: source.Snapshot, read, sender, parent_pid: int) -> None:
+def read_and_send(
+    snapshot: source.Snapshot, read, sender, parent_pid: int, writable: bool = False
+) -> None:
     """The child's side of ForkedRead: read, then send (SUCCEEDED, result) or (FAILED, kind,
     text), plain data that always pickles."""
     # Ctrl-C reaches the whole process group: the parent handles it and stops its children.
@@ -851,7 +859,7 @@ def read_and_send(snapshot: source.Snapshot, read, sender, parent_pid: int) -> N
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(parent_pid)
     try:
-        connection = source.open_snapshot(snapshot)
+        connection = source.open_snapshot(snapshot, writable)
         try:
             outcome = (SUCCEEDED, read(connection))
         finally:

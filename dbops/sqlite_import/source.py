@@ -116,9 +116,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_snapshot(snapshot: Snapshot) -> sqlite3.Connection:
-    """A read-only connection to the snapshot that returns text as bytes (see columns.py)."""
-    connection = open_read_only(snapshot.path)
+def open_snapshot(snapshot: Snapshot, writable: bool = False) -> sqlite3.Connection:
+    """A connection to the snapshot that returns text as bytes (see columns.py).
+
+    Read-only unless `writable`: SQLite leaves the CHECK constraints out of the schema it
+    reads from a read-only database, so only a connection that may write lets an integrity
+    check find rows that break them (PostgreSQL would refuse those in the middle of the COPY).
+    The snapshot is the import's own copy, and nothing writes to it.
+    """
+    if writable:
+        connection = sqlite3.connect(snapshot.path, timeout=LOCK_TIMEOUT_SECONDS)
+    else:
+        connection = open_read_only(snapshot.path)
     connection.text_factory = bytes
     return connection
 
@@ -133,7 +142,7 @@ def integrity_problems(
     connection: sqlite3.Connection, mode: str = QUICK_CHECK, limit: int = 20
 ) -> list[str]:
     """Damage in the file, and rows breaking NOT NULL or CHECK constraints (CHECK only through
-    a connection that may write: see snapshot_integrity_problems).
+    a connection that may write: see open_snapshot).
 
     `quick_check` reads every page of every table and index once and checks each record; what
     it leaves out, and `integrity_check` adds, is matching every index entry against its row,
@@ -153,21 +162,6 @@ def integrity_problems(
     return [] if messages == ["ok"] else messages
 
 
-def snapshot_integrity_problems(snapshot: Snapshot, mode: str = QUICK_CHECK) -> list[str]:
-    """integrity_problems() of the snapshot, through a connection that may write.
-
-    SQLite leaves the CHECK constraints out of the schema it reads from a read-only database,
-    so an integrity check there passes rows that break them (and PostgreSQL would refuse them
-    in the middle of the COPY). The snapshot is this import's own copy, and the check only
-    reads it.
-    """
-    connection = sqlite3.connect(snapshot.path, timeout=LOCK_TIMEOUT_SECONDS)
-    try:
-        return integrity_problems(connection, mode)
-    finally:
-        connection.close()
-
-
 CHECK_FAILED = "CHECK constraint failed in "
 
 
@@ -183,7 +177,8 @@ def table_names(connection: sqlite3.Connection) -> set[str]:
 
 
 def table_columns(connection: sqlite3.Connection, table: str) -> list[str]:
-    return [as_text(row[1]) for row in connection.execute(f'PRAGMA table_info("{table}")')]
+    """Every column of a table, generated ones included (table_info leaves those out)."""
+    return [as_text(row[1]) for row in connection.execute(f'PRAGMA table_xinfo("{table}")')]
 
 
 def applied_migrations(connection: sqlite3.Connection) -> set[tuple[str, str]] | None:

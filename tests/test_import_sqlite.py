@@ -373,6 +373,11 @@ def recreate_without_constraints(path, table):
             "caloria_foodentry.fat: 1 value(s) more than 5 digits before the decimal point: pk 3",
         ),
         (
+            # Python's Decimal reads '1_000'; PostgreSQL's numeric does not.
+            ["UPDATE caloria_foodentry SET protein = '1_000' WHERE id = 2"],
+            "caloria_foodentry.protein: 1 value(s) text in a decimal column: pk 2: '1_000'",
+        ),
+        (
             ["UPDATE caloria_foodentry SET name = 'a' || char(0) || 'b' WHERE id = 1"],
             "caloria_foodentry.name: 1 value(s) contains a NUL character",
         ),
@@ -577,43 +582,39 @@ def test_a_failed_run_is_recorded_with_its_reason_after_the_rollback(filled_sour
     assert json.loads(report_path.read_text())["status"] == "failed"
 
 
-def test_a_verification_mismatch_rolls_back_and_names_the_table_and_key(filled_source, monkeypatch):
+def upper_food_names(column, original):
+    if column.name == "name" and column.field.model is FoodEntry:
+        return "upper(" + original + ")"
+    return original
+
+
+def unescaped_remarks(column, original):
+    # COPY reads an unescaped \\N as NULL; the checksum must not read the text '\\N' so too.
+    if column.name == "remark":
+        return f"CASE WHEN {column.quoted} IS NULL THEN '\\N' ELSE {column.quoted} END"
+    return original
+
+
+@pytest.mark.parametrize(
+    "corrupt, table",
+    [(upper_food_names, "caloria_foodentry"), (unescaped_remarks, "fieldtypes_everyfield")],
+    ids=["changed text", "text \\N read as NULL"],
+)
+def test_a_conversion_bug_fails_verification_rolls_back_and_names_the_table_and_key(
+    filled_source, monkeypatch, corrupt, table
+):
     """Simulate a conversion bug: the verifier, not the converter, must catch it."""
     original = columns.Column.copy_sql
-
-    def corrupt_names(column):
-        if column.name == "name" and column.field.model is FoodEntry:
-            return "upper(" + original(column) + ")"
-        return original(column)
-
-    monkeypatch.setattr(columns.Column, "copy_sql", corrupt_names)
+    monkeypatch.setattr(
+        columns.Column, "copy_sql", lambda column: corrupt(column, original(column))
+    )
 
     output = failed_import(filled_source)
 
-    assert "verification failed for caloria_foodentry" in output
+    assert f"verification failed for {table}" in output
     assert "first differing key: 1" in output
     assert imported_tables_are_empty()
     assert ImportRun.objects.get().status == ImportRun.Status.FAILED
-
-
-def test_a_copy_that_turns_the_text_backslash_n_into_null_fails_verification(
-    filled_source, monkeypatch
-):
-    # COPY reads an unescaped \\N as NULL; the checksum must not read the text '\\N' so too.
-    original = columns.Column.copy_sql
-
-    def forget_escaping_remark(column):
-        if column.name == "remark":
-            return f"CASE WHEN {column.quoted} IS NULL THEN '\\N' ELSE {column.quoted} END"
-        return original(column)
-
-    monkeypatch.setattr(columns.Column, "copy_sql", forget_escaping_remark)
-
-    output = failed_import(filled_source)
-
-    assert "verification failed for fieldtypes_everyfield" in output
-    assert "first differing key: 1" in output
-    assert imported_tables_are_empty()
 
 
 def test_a_target_that_is_not_postgresql_is_refused(filled_source, manage, tmp_path):

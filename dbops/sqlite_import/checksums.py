@@ -28,9 +28,11 @@ import sqlite3
 import struct
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dbops.sqlite_import.columns import NULL, Column
@@ -131,12 +133,10 @@ def postgresql_expression(kind: str, column: str) -> str:
     """SQL giving the canonical text of a PostgreSQL column of the given type."""
     if kind == "BooleanField":
         return f"CASE WHEN {column} THEN 't' WHEN NOT {column} THEN 'f' END"
+    # Dates and times as PostgreSQL prints them in the ISO DateStyle (set for the checksum):
+    # to_char() cost a third of the checksum of a table with two datetimes.
     if kind == "DateTimeField":
-        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
-    if kind == "DateField":
-        return f"to_char({column}, 'YYYY-MM-DD')"
-    if kind == "TimeField":
-        return f"to_char({column}::interval, 'HH24:MI:SS.US')"
+        return f"({column} AT TIME ZONE 'UTC')::text"
     if kind == "FloatField":
         return f"encode(float8send({column}), 'hex')"
     if kind == "DurationField":
@@ -290,9 +290,19 @@ def postgresql_table_checksum(connection: BaseDatabaseWrapper, layout: RowLayout
     """Checksum of a PostgreSQL table, streamed with COPY so no table is held in memory."""
     query = layout.postgresql_query(connection.ops.quote_name)
     sink = _DigestSink()
-    with connection.cursor() as cursor, connection.wrap_database_errors:
+    with canonical_cursor(connection) as cursor, connection.wrap_database_errors:
         cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT", sink)
     return sink.digest.checksum(layout.table)
+
+
+@contextmanager
+def canonical_cursor(connection: BaseDatabaseWrapper):
+    """A cursor whose session prints dates and times in the ISO DateStyle, which the canonical
+    texts are (a session's DateStyle could be 'SQL' or 'German'); inside a transaction, or a
+    savepoint of the caller's, so that the setting ends with it."""
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL DateStyle = ISO")
+        yield cursor
 
 
 class _DigestSink(io.RawIOBase):
@@ -315,7 +325,7 @@ def first_difference(
 ) -> str | None:
     """The first primary key (in order) whose row differs, or exists on one side only."""
     source = sqlite_row_digests(sqlite_connection, layout)
-    with pg_connection.cursor() as cursor:
+    with canonical_cursor(pg_connection) as cursor:
         cursor.execute(layout.postgresql_query(pg_connection.ops.quote_name, with_pk=True))
         while target_rows := cursor.fetchmany(FETCH_SIZE):
             for target_pk, target_digest in target_rows:

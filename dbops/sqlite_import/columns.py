@@ -80,6 +80,12 @@ def fraction_ok(whole: int) -> str:
     )
 
 
+def without_trailing_zeros(whole: int) -> str:
+    """SQL of a checked datetime or time as PostgreSQL prints it in the ISO DateStyle: the
+    fraction of a second without its trailing zeros, and without the '.' when it is zero."""
+    return f"CASE length({{c}}) WHEN {whole} THEN {{c}} ELSE rtrim(rtrim({{c}}, '0'), '.') END"
+
+
 # Django's SQLite format for aware datetimes: naive UTC text, microseconds optional. The
 # '+0 days' modifier makes SQLite normalise, so 2025-02-30 no longer equals itself; only the
 # whole seconds go through datetime(), which would round microseconds.
@@ -279,16 +285,12 @@ def column_for(field: models.Field) -> Column:
         return Column(name, field, kind, nullable, checks, template, template)
     if kind == "DateTimeField":
         checks = (Check("not a datetime in Django's SQLite format", DATETIME_OK),)
-        # Microseconds always written out, as PostgreSQL's to_char(..., 'US') does.
-        canonical = (
-            "CASE length({c}) WHEN 26 THEN {c} WHEN 19 THEN {c} || '.000000' "
-            "ELSE substr({c} || '000000', 1, 26) END"
-        )
+        canonical = without_trailing_zeros(19)
         return Column(name, field, kind, nullable, checks, "{c} || '+00'", canonical)
     if kind == "DateField":
         return Column(name, field, kind, nullable, (Check("not a date", DATE_OK),), "{c}", "{c}")
     if kind == "TimeField":
-        canonical = "substr({c}, 1, 8) || '.' || substr(substr({c}, 10) || '000000', 1, 6)"
+        canonical = without_trailing_zeros(8)
         checks = (Check("not a time", TIME_OK),)
         return Column(name, field, kind, nullable, checks, "{c}", canonical)
     if kind == "DecimalField":

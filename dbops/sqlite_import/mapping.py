@@ -207,7 +207,9 @@ def _utc_text_in(zone: ZoneInfo):
     def normalize(value) -> str:
         text = value.decode() if isinstance(value, bytes) else str(value)
         local = datetime.datetime.fromisoformat(text).replace(tzinfo=zone)
-        return local.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        utc = local.astimezone(datetime.UTC).replace(tzinfo=None).isoformat(sep=" ")
+        # As PostgreSQL prints it: the fraction of a second without its trailing zeros.
+        return utc.rstrip("0").rstrip(".") if "." in utc else utc
 
     return normalize
 

@@ -289,6 +289,38 @@ def test_a_big_import_leaves_every_index_and_foreign_key_as_migrate_made_them(la
     assert any("food_user_eaten_at" in name for name, _ in before[0])
 
 
+def test_a_big_table_is_loaded_without_any_index_or_key(large_source, monkeypatch):
+    # Maintaining the primary key's index row by row was a quarter of a big table's COPY.
+    indexes_during_copy = {}
+    original = importer.SqliteImport.copy_table
+
+    def copy_table(self, cursor, plan):
+        cursor.execute("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", [plan.table])
+        indexes_during_copy[plan.table] = cursor.fetchone()[0]
+        original(self, cursor, plan)
+
+    monkeypatch.setattr(importer.SqliteImport, "copy_table", copy_table)
+
+    call_command("import_sqlite", str(large_source), "--noinput", verbosity=0)
+
+    assert indexes_during_copy["caloria_foodentry"] == 0
+    assert indexes_during_copy["caloria_user"] > 0  # one row: loaded with its indexes
+
+
+def test_a_key_that_a_small_tables_foreign_key_needs_stays_during_the_load(
+    large_source, monkeypatch
+):
+    # Every table with a row counts as big; the empty ones (admin log, group memberships)
+    # keep their foreign keys to caloria_user, so its primary key cannot be dropped.
+    monkeypatch.setattr(importer, "BULK_LOAD_MIN_ROWS", 1)
+    before = catalog_of_imported_tables()
+
+    call_command("import_sqlite", str(large_source), "--noinput", verbosity=0)
+
+    assert catalog_of_imported_tables() == before
+    assert User.objects.get().username == "big"
+
+
 def test_a_big_import_that_fails_verification_restores_indexes_and_foreign_keys(
     large_source, monkeypatch
 ):

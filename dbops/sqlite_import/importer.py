@@ -582,6 +582,9 @@ class SqliteImport:
                 cursor.execute("SET CONSTRAINTS ALL DEFERRED")
                 cursor.execute("SET LOCAL TimeZone = 'UTC'")
                 cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+                # The snapshot's own checksums, in a child from the start of the copy: the copy
+                # is a pipeline that leaves a core part-idle, while the index builds and the
+                # server's checksums after it keep both cores busy.
                 self.source_checksums = self.read_in_child(self.compute_source_checksums)
                 self.clear_target(cursor)
                 deferred = self.drop_indexes_and_constraints(cursor)

@@ -418,6 +418,16 @@ def recreate_without_constraints(path, table):
             "caloria_weightentry.measured_on: 1 value(s) not a date: pk 1: '2025-02-30'",
         ),
         (
+            # SQLite's date functions know a year 0; PostgreSQL has none (1 BC precedes 1 AD).
+            ["UPDATE caloria_weightentry SET measured_on = '0000-02-29' WHERE id = 1"],
+            "caloria_weightentry.measured_on: 1 value(s) not a date: pk 1: '0000-02-29'",
+        ),
+        (
+            ["UPDATE caloria_foodentry SET eaten_at = '0000-12-31 23:00:00' WHERE id = 3"],
+            "caloria_foodentry.eaten_at: 1 value(s) not a datetime in Django's SQLite format: "
+            "pk 3: '0000-12-31 23:00:00'",
+        ),
+        (
             ["UPDATE fieldtypes_everyfield SET clock = '25:61:00' WHERE id = 1"],
             "fieldtypes_everyfield.clock: 1 value(s) not a time: pk 1",
         ),

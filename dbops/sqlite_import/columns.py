@@ -89,12 +89,17 @@ def without_trailing_zeros(whole: int) -> str:
 # Django's SQLite format for aware datetimes: naive UTC text, microseconds optional. The
 # '+0 days' modifier makes SQLite normalise, so 2025-02-30 no longer equals itself; only the
 # whole seconds go through datetime(), which would round microseconds.
+# SQLite's date functions know a year 0000, which PostgreSQL refuses: years start at 0001. (A
+# GLOB, not `>= '0001'`, which a column of NUMERIC affinity would compare with the number 1.)
 DATETIME_OK = (
     "typeof({c}) = 'text' AND datetime(substr({c}, 1, 19), '+0 days') IS substr({c}, 1, 19) "
-    f"AND {fraction_ok(19)}"
+    f"AND {{c}} NOT GLOB '0000*' AND {fraction_ok(19)}"
 )
 # The '+0 days' modifier makes SQLite normalise, so 2025-02-30 no longer equals itself.
-DATE_OK = "typeof({c}) = 'text' AND length({c}) = 10 AND date({c}, '+0 days') IS {c}"
+DATE_OK = (
+    "typeof({c}) = 'text' AND length({c}) = 10 AND date({c}, '+0 days') IS {c} "
+    "AND {c} NOT GLOB '0000*'"
+)
 TIME_OK = (
     "typeof({c}) = 'text' AND {c} GLOB '[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*' "
     f"AND time(substr({{c}}, 1, 8), '+0 seconds') IS substr({{c}}, 1, 8) AND {fraction_ok(8)}"

@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.db import connection, models
 
+from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.checksums import (
+    RowLayout,
     TableDigest,
     canonical_cursor,
     copy_out_escaped,
@@ -140,3 +142,46 @@ def test_a_mapped_naive_datetime_has_the_same_canonical_text_as_postgresql(local
     source = _utc_text_in(ZoneInfo("Europe/Paris"))(local)
 
     assert source == postgresql_canonical("DateTimeField", f"{local} Europe/Paris", "timestamptz")
+
+
+def snapshot_table(*names: str) -> tuple[sqlite3.Connection, RowLayout]:
+    """A SQLite table keyed by its rowid, with a row per name, and its checksum layout."""
+    fields = [models.IntegerField(primary_key=True), models.CharField(max_length=50)]
+    for field, name in zip(fields, ["id", "name"], strict=True):
+        field.set_attributes_from_name(name)
+    sqlite = sqlite3.connect(":memory:")
+    sqlite.text_factory = bytes
+    sqlite.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+    sqlite.executemany("INSERT INTO t VALUES (?, ?)", enumerate(names, start=1))
+    return sqlite, RowLayout.of("t", [column_for(field) for field in fields], "id")
+
+
+def row_by_row_checksum(sqlite, layout, monkeypatch) -> str:
+    with monkeypatch.context() as patch:
+        patch.setattr(source, "rowid_column", lambda connection, table: None)
+        return checksums.sqlite_table_checksum(sqlite, layout).digest
+
+
+NAMES = ["plain", "tab\there", "back\\slash", "line\nbreak", "unit\x1fseparator"]
+
+
+def test_rows_joined_by_sqlite_have_the_checksum_of_rows_read_one_by_one(monkeypatch):
+    monkeypatch.setattr(checksums, "FETCH_SIZE", 2)  # three chunks
+    sqlite, layout = snapshot_table(*NAMES)
+
+    joined = checksums.sqlite_table_checksum(sqlite, layout)
+
+    assert joined.rows == len(NAMES)
+    assert joined.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
+
+
+def test_a_value_holding_the_row_joiner_makes_the_table_start_over_row_by_row(monkeypatch):
+    monkeypatch.setattr(checksums, "FETCH_SIZE", 2)
+    sqlite, layout = snapshot_table(*NAMES, "nul\x00inside")
+    clean, _ = snapshot_table(*NAMES, "nulinside")
+
+    checksum = checksums.sqlite_table_checksum(sqlite, layout)
+
+    assert checksum.rows == len(NAMES) + 1
+    assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
+    assert checksum.digest != checksums.sqlite_table_checksum(clean, layout).digest

@@ -20,7 +20,7 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.models import ImportRun
-from dbops.sqlite_import import columns, importer
+from dbops.sqlite_import import columns, importer, source
 from tests import import_data
 from tests.fieldtypes.models import EveryField, Tag
 
@@ -119,6 +119,18 @@ def test_copy_lines_are_the_same_built_by_printf_or_by_concatenation(
 
     assert "every table verified" in stdout
     assert EveryField.objects.count() == len(import_data.EVERY_FIELD_ROWS)
+
+
+def test_tables_without_a_rowid_of_their_own_are_read_row_by_row(filled_source, monkeypatch):
+    # Chunks joined by SQLite follow the rowid; a table without one (WITHOUT ROWID, or a
+    # column called rowid) is copied and checksummed a row at a time, with the same result.
+    monkeypatch.setattr(source, "rowid_column", lambda connection, table: None)
+
+    stdout, _ = import_sqlite(filled_source)
+
+    assert "every table verified" in stdout
+    assert EveryField.objects.count() == len(import_data.EVERY_FIELD_ROWS)
+    assert FoodEntry.objects.count() == len(import_data.FOOD)
 
 
 def test_auto_now_add_values_are_kept_not_replaced_by_the_time_of_the_copy(filled_source):

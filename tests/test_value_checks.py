@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from dbops.sqlite_import import columns, importer
+from dbops.sqlite_import import columns, importer, source
 
 
 def accepted(condition: str, value) -> bool:
@@ -104,8 +104,9 @@ def test_halves_cover_every_row_of_negative_and_sparse_rowids_once():
     [
         (10, "(id INTEGER PRIMARY KEY, v)"),
         (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, v) WITHOUT ROWID"),
-        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, RowID)"),
-        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, v, rowid AS (NULL))"),
+        # INT, unlike INTEGER, does not make the key the rowid; the column hides rowid.
+        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INT PRIMARY KEY, RowID)"),
+        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INT PRIMARY KEY, v, rowid AS (NULL))"),
     ],
     ids=["small", "without rowid", "a column called rowid", "a generated column called rowid"],
 )
@@ -115,6 +116,38 @@ def test_a_table_that_cannot_be_halved_by_rowid_is_checked_whole(rows, definitio
         connection.execute("UPDATE t SET RowID = NULL")
 
     assert importer.row_halves(connection, "t", rows) == ("1", None)
+
+
+@pytest.mark.parametrize(
+    "definition, rowid",
+    [
+        ("(id INTEGER PRIMARY KEY, rowid)", '"id"'),
+        ("(id INTEGER PRIMARY KEY DESC, v)", "rowid"),  # SQLite's exception: not the rowid
+        ("(id INT PRIMARY KEY, v)", "rowid"),
+        ("(id INTEGER, v, PRIMARY KEY (id, v))", "rowid"),
+    ],
+)
+def test_the_rowid_is_read_through_the_integer_primary_key_that_is_it(definition, rowid):
+    connection = table_with(3, definition)
+
+    assert source.rowid_column(connection, "t") == rowid
+
+
+def test_joined_chunks_hold_every_row_once_in_rowid_order():
+    connection = sqlite3.connect(":memory:")
+    connection.text_factory = bytes
+    connection.execute("CREATE TABLE t (v)")
+    rowids = [-(2**62), -5, 0, 7, 8, 9, 2**62]
+    connection.executemany("INSERT INTO t (rowid, v) VALUES (?, ?)", ((r, str(r)) for r in rowids))
+    connection.execute("INSERT INTO t (rowid, v) VALUES (3, NULL)")  # left out, not counted
+
+    chunks = list(source.joined_chunks(connection, "t", "v", "rowid", 3, "char(10)"))
+
+    assert chunks == [
+        (b"-4611686018427387904\n-5\n0", 3),
+        (b"7\n8", 2),
+        (b"9\n4611686018427387904", 2),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -605,16 +605,14 @@ class SqliteImport:
         import's transaction, so a failure restores them with everything else. Returns the
         statements that recreate them, keys first, foreign keys last.
         """
-        # Not the tables migrate filled (content types, permissions): their rows, deleted by
-        # clear_target, leave foreign key checks pending, which forbid ALTER TABLE.
         big = [
-            plan.table
-            for plan in self.plans
-            if not plan.replaced and self.count_source_rows(plan) >= BULK_LOAD_MIN_ROWS
+            plan.table for plan in self.plans if self.count_source_rows(plan) >= BULK_LOAD_MIN_ROWS
         ]
         if not big:
             return []
         self.progress.phase(f"Dropping indexes, keys and foreign keys of {', '.join(big)}")
+        big = [self.qn(table) for table in big]
+        run_deferred_checks(cursor)
         foreign_keys = self.drop_constraints(cursor, "contype = 'f'", big)
         # Now that those are gone: keys that no remaining foreign key refers to.
         keys = self.drop_constraints(
@@ -626,7 +624,7 @@ class SqliteImport:
         # Indexes that belong to no constraint (and that no foreign key refers to).
         cursor.execute(
             "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-            "WHERE i.indrelid::regclass::text = ANY(%s) AND NOT EXISTS "
+            "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT EXISTS "
             "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
             [big],
         )
@@ -636,11 +634,11 @@ class SqliteImport:
         return keys + [definition for _, definition in indexes] + foreign_keys
 
     def drop_constraints(self, cursor, condition: str, tables: list[str]) -> list[str]:
-        """Drop the constraints of `tables` that meet `condition` (on pg_constraint c); return
-        the statements that add them back."""
+        """Drop the constraints of `tables` (quoted names) that meet `condition` (on
+        pg_constraint c); return the statements that add them back."""
         cursor.execute(
             "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
-            f"FROM pg_constraint c WHERE {condition} AND conrelid::regclass::text = ANY(%s)",
+            f"FROM pg_constraint c WHERE {condition} AND conrelid = ANY(%s::regclass[])",
             [tables],
         )
         constraints = cursor.fetchall()
@@ -652,8 +650,10 @@ class SqliteImport:
         ]
 
     def restore_indexes_and_constraints(self, cursor, statements: list[str]) -> None:
-        if statements:
-            self.progress.phase("Building indexes and keys, validating foreign keys")
+        if not statements:
+            return
+        self.progress.phase("Building indexes and keys, validating foreign keys")
+        run_deferred_checks(cursor)
         for statement in statements:
             cursor.execute(statement)
 
@@ -672,10 +672,7 @@ class SqliteImport:
         started = time.monotonic()
         total = self.count_source_rows(plan)
         self.progress.start("copying", plan.table, total)
-        source_lines = self.sqlite.execute(
-            f'SELECT {copy_line_sql(plan)} FROM "{plan.source_table}" NOT INDEXED'
-        )
-        stream = CopyStream(source_lines, self.progress.advance)
+        stream = CopyStream(copy_chunks(self.sqlite, plan), self.progress.advance)
         columns = ", ".join(self.qn(name) for name in plan.column_names)
         try:
             with self.connection.wrap_database_errors:
@@ -764,6 +761,14 @@ class SqliteImport:
         return self.connection.ops.quote_name(name)
 
 
+def run_deferred_checks(cursor) -> None:
+    """Run the foreign key checks deferred so far (the rows deleted by clear_target, or
+    copied), and defer the next ones again: ALTER TABLE refuses a table with checks pending,
+    and the checks would run at commit anyway."""
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
 def copy_line_sql(plan: TablePlan) -> str:
     """SQLite expression of a row's COPY text line: tab-separated, NULL written as \\N.
 
@@ -779,6 +784,24 @@ def copy_line_sql(plan: TablePlan) -> str:
     return f"printf('{chr(9).join(['%s'] * len(parts))}', {', '.join(parts)})"
 
 
+def copy_chunks(connection: sqlite3.Connection, plan: TablePlan) -> Iterator[tuple[bytes, int]]:
+    """A table's COPY text, COPY_CHUNK_ROWS lines at a time, each with its number of lines.
+
+    SQLite joins the lines (source.joined_chunks) unless the table has no rowid of its own; a
+    line is never NULL. Their order does not matter to COPY.
+    """
+    line, table = copy_line_sql(plan), plan.source_table
+    rowid = source.rowid_column(connection, table)
+    if rowid is None:
+        cursor = connection.execute(f'SELECT {line} FROM "{table}" NOT INDEXED')
+        while rows := cursor.fetchmany(COPY_CHUNK_ROWS):
+            yield b"\n".join([row[0] for row in rows]) + b"\n", len(rows)
+        return
+    chunks = source.joined_chunks(connection, table, line, rowid, COPY_CHUNK_ROWS, "char(10)")
+    for text, rows in chunks:
+        yield text + b"\n", rows
+
+
 def row_halves(connection: sqlite3.Connection, table: str, rows: int) -> tuple[str, str | None]:
     """SQL conditions that split a table's rows in two halves of its rowid range.
 
@@ -787,18 +810,14 @@ def row_halves(connection: sqlite3.Connection, table: str, rows: int) -> tuple[s
     rowid of its own (WITHOUT ROWID, or with a column called rowid), is one "half" and None.
     """
     whole = ("1", None)
-    if rows < SPLIT_CHECKS_MIN_ROWS:
+    rowid = source.rowid_column(connection, table) if rows >= SPLIT_CHECKS_MIN_ROWS else None
+    if rowid is None:
         return whole
-    if "rowid" in {name.lower() for name in source.table_columns(connection, table)}:
-        return whole
-    try:
-        low, high = connection.execute(f'SELECT min(rowid), max(rowid) FROM "{table}"').fetchone()
-    except sqlite3.OperationalError:  # WITHOUT ROWID: "no such column: rowid"
-        return whole
+    low, high = connection.execute(f'SELECT min({rowid}), max({rowid}) FROM "{table}"').fetchone()
     if low is None:
         return whole
     middle = (low + high) // 2
-    return f"rowid <= {middle}", f"rowid > {middle}"
+    return f"{rowid} <= {middle}", f"{rowid} > {middle}"
 
 
 def value_checks(plan: TablePlan) -> list[tuple[Column, Check, str]]:
@@ -903,8 +922,8 @@ def die_with_parent(parent_pid: int) -> None:
 class CopyStream:
     """File-like reader of the COPY text lines that SQLite builds (see Column.copy_sql)."""
 
-    def __init__(self, cursor, advance: Callable[[int], None]):
-        self.cursor = cursor
+    def __init__(self, chunks: Iterator[tuple[bytes, int]], advance: Callable[[int], None]):
+        self.chunks = chunks
         self.advance = advance
         self.done = 0
         self.failure: BaseException | None = None
@@ -917,12 +936,11 @@ class CopyStream:
             raise
 
     def next_chunk(self) -> bytes:
-        rows = self.cursor.fetchmany(COPY_CHUNK_ROWS)
-        if not rows:
-            return b""
-        self.done += len(rows)
-        self.advance(self.done)
-        return b"\n".join([row[0] for row in rows]) + b"\n"
+        chunk, rows = next(self.chunks, (b"", 0))
+        if rows:
+            self.done += rows
+            self.advance(self.done)
+        return chunk
 
 
 @contextmanager

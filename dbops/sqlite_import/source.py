@@ -11,6 +11,7 @@ import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,8 +151,8 @@ def integrity_problems(
     every table itself (NOT INDEXED), PostgreSQL builds its own indexes and enforces
     uniqueness and foreign keys again, and the checksums compare table contents. So a damaged
     index cannot reach the target: at worst it hides a duplicate from preflight (PostgreSQL
-    then refuses the copy, which rolls back) or makes verification fail. quick_check is the
-    default.
+    then refuses the copy, or the rebuild of the key after it, and all rolls back) or makes
+    verification fail. quick_check is the default.
     """
     pragma = INTEGRITY_PRAGMAS[mode]
     try:
@@ -179,6 +180,59 @@ def table_names(connection: sqlite3.Connection) -> set[str]:
 def table_columns(connection: sqlite3.Connection, table: str) -> list[str]:
     """Every column of a table, generated ones included (table_info leaves those out)."""
     return [as_text(row[1]) for row in connection.execute(f'PRAGMA table_xinfo("{table}")')]
+
+
+def rowid_column(connection: sqlite3.Connection, table: str) -> str | None:
+    """The quoted name that reads a table's own rowid, or None when nothing does (a WITHOUT
+    ROWID table, or one with a column called rowid that is not it).
+
+    A table's INTEGER PRIMARY KEY column is its rowid (SQLite's query plan says so, which
+    also sees the exceptions, such as INTEGER PRIMARY KEY DESC): reading by it is reading in
+    key order. Otherwise `rowid` itself, unless a column takes that name.
+    """
+    columns = connection.execute(f'PRAGMA table_xinfo("{table}")').fetchall()
+    keys = [as_text(row[1]) for row in columns if row[5]]
+    if len(keys) == 1:
+        key = '"' + keys[0].replace('"', '""') + '"'
+        plan = connection.execute(f'EXPLAIN QUERY PLAN SELECT 1 FROM "{table}" WHERE {key} = 1')
+        if any("INTEGER PRIMARY KEY" in as_text(row[-1]) for row in plan):
+            return key
+    if "rowid" in {as_text(row[1]).lower() for row in columns}:
+        return None
+    try:
+        connection.execute(f'SELECT rowid FROM "{table}" LIMIT 0')
+    except sqlite3.OperationalError:  # WITHOUT ROWID: "no such column: rowid"
+        return None
+    return "rowid"
+
+
+def joined_chunks(
+    connection: sqlite3.Connection,
+    table: str,
+    expression: str,
+    rowid: str,
+    rows_per_chunk: int,
+    separator: str,
+) -> Iterator[tuple[bytes, int]]:
+    """The texts of `expression` for a table's rows in the order of `rowid` (see
+    rowid_column), joined by `separator` (SQL) a chunk of rows at a time, each with the
+    number of rows it joins.
+
+    SQLite joins them (group_concat over the next rows after the last rowid): a Python object
+    per row was a fifth of the cost of reading a million rows' texts. An expression that gives
+    NULL leaves its row out of the text and the count.
+    """
+    query = (
+        f"SELECT count(text), max(key), group_concat(text, {separator}) FROM "
+        f'(SELECT {rowid} AS key, {expression} AS text FROM "{table}" NOT INDEXED '
+        f"WHERE {{after}} ORDER BY {rowid} LIMIT {rows_per_chunk})"
+    )
+    first, following = query.format(after="1"), query.format(after=f"{rowid} > ?")
+    rows, last, text = connection.execute(first).fetchone()
+    while last is not None:
+        if rows:
+            yield text, rows
+        rows, last, text = connection.execute(following, (last,)).fetchone()
 
 
 def applied_migrations(connection: sqlite3.Connection) -> set[tuple[str, str]] | None:

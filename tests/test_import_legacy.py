@@ -322,3 +322,22 @@ def test_rounding_never_turns_text_into_a_number(legacy_source, tmp_path):
 
     assert "protein: 1 value(s) text in a decimal column: pk 1: 'n/a'" in output
     assert not FoodEntry.objects.exists()
+
+
+PASSWORD = (
+    'password = { from = "password_hash", transform = "password_hash", hasher = "werkzeug" }\n'
+)
+
+
+def test_duplicates_in_the_column_a_mapping_makes_the_key_are_a_preflight_problem(
+    legacy_source, tmp_path
+):
+    # A Django source's key is unique by its schema; a mapped one can come from any column.
+    table = USER_TABLE.replace('id = "id"', 'id = "is_vip"') + PASSWORD
+    mapping = write_mapping(tmp_path, table)
+
+    output = failed_import(legacy_source, "--mapping", str(mapping))
+
+    assert "preflight found" in output
+    assert "id: 1 value(s) duplicated, breaking a unique constraint: pk 1: 1" in output
+    assert not User.objects.exists()

@@ -445,7 +445,12 @@ class SqliteImport:
     def check_unique_values(self, connection: sqlite3.Connection) -> list[str]:
         problems = []
         for plan in self.plans:
-            for columns in unique_column_sets(plan.model):
+            column_sets = unique_column_sets(plan.model)
+            if self.mapping is not None:
+                # A Django source's key is unique by its schema; a mapping can make the key
+                # of any column or expression.
+                column_sets = [(plan.pk,), *column_sets]
+            for columns in column_sets:
                 expressions = [plan.column(name).quoted for name in columns]
                 names = ", ".join(expressions)
                 not_null = " AND ".join(f"{expression} IS NOT NULL" for expression in expressions)

@@ -61,6 +61,36 @@ def test_with_a_connection_open_sqlite_is_left_as_it_was():
     assert output == ["False", "42", "True"]
 
 
+def test_with_the_statistics_already_off_and_a_connection_open_sqlite_is_left_as_it_was():
+    # With the statistics off, "no memory in use" would say nothing about open connections.
+    output = run_python(
+        "library.sqlite3_config(9, ctypes.c_int(0))\n"
+        "import sqlite3\n"
+        "from dbops.sqlite_import import source\n"
+        "connection = sqlite3.connect(':memory:')\n"
+        "print(source.stop_memory_statistics())\n"
+        "print(connection.execute('SELECT 6 * 7').fetchone()[0])\n"
+    )
+
+    assert output == ["False", "42"]
+
+
+def test_with_another_thread_running_sqlite_is_left_as_it_was():
+    output = run_python(
+        "import sqlite3, threading\n"
+        "from dbops.sqlite_import import source\n"
+        "stop = threading.Event()\n"
+        "thread = threading.Thread(target=stop.wait)\n"
+        "thread.start()\n"
+        "print(source.stop_memory_statistics())\n"
+        "stop.set()\n"
+        "connection = sqlite3.connect(':memory:')\n"
+        "print(connection.execute('SELECT 6 * 7').fetchone()[0], memory_used() > 0)\n"
+    )
+
+    assert output == ["False", "42", "True"]
+
+
 def test_an_import_turns_the_statistics_off_before_it_opens_the_source(tmp_path, monkeypatch):
     calls = []
     opened = source.take_snapshot

@@ -185,3 +185,17 @@ def test_a_value_holding_the_row_joiner_makes_the_table_start_over_row_by_row(mo
     assert checksum.rows == len(NAMES) + 1
     assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
     assert checksum.digest != checksums.sqlite_table_checksum(clean, layout).digest
+
+
+def test_a_null_where_the_table_allows_none_can_only_mismatch(monkeypatch):
+    # check_consistency --against has no preflight: a NULL name makes the canonical row NULL.
+    monkeypatch.setattr(checksums, "FETCH_SIZE", 2)
+    sqlite, layout = snapshot_table(*NAMES)
+    empty, _ = snapshot_table(*NAMES[:2], "", *NAMES[3:])
+    sqlite.execute("UPDATE t SET name = NULL WHERE id = 3")
+
+    checksum = checksums.sqlite_table_checksum(sqlite, layout)
+
+    assert checksum.rows == len(NAMES)
+    assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
+    assert checksum.digest != checksums.sqlite_table_checksum(empty, layout).digest

@@ -133,6 +133,25 @@ def test_tables_without_a_rowid_of_their_own_are_read_row_by_row(filled_source, 
     assert FoodEntry.objects.count() == len(import_data.FOOD)
 
 
+def test_rows_lost_by_both_the_copy_and_the_checksum_fail_verification(filled_source, monkeypatch):
+    # The copy and the snapshot's checksums read chunks the same way; the source's own row
+    # count is the third witness.
+    joined_chunks = source.joined_chunks
+
+    def losing_the_food_log(connection, table, *args):
+        chunks = joined_chunks(connection, table, *args)
+        if table == "caloria_foodentry":
+            next(chunks, None)
+        yield from chunks
+
+    monkeypatch.setattr(source, "joined_chunks", losing_the_food_log)
+
+    output = failed_import(filled_source)
+
+    assert "verification failed for caloria_foodentry" in output
+    assert imported_tables_are_empty()
+
+
 def test_auto_now_add_values_are_kept_not_replaced_by_the_time_of_the_copy(filled_source):
     with sqlite3.connect(filled_source) as source:
         original = source.execute("SELECT id, created_at FROM caloria_foodentry").fetchall()

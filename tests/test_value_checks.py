@@ -139,15 +139,28 @@ def test_joined_chunks_hold_every_row_once_in_rowid_order():
     connection.execute("CREATE TABLE t (v)")
     rowids = [-(2**62), -5, 0, 7, 8, 9, 2**62]
     connection.executemany("INSERT INTO t (rowid, v) VALUES (?, ?)", ((r, str(r)) for r in rowids))
-    connection.execute("INSERT INTO t (rowid, v) VALUES (3, NULL)")  # left out, not counted
+    connection.execute("INSERT INTO t (rowid, v) VALUES (3, NULL)")  # counted, not joined
 
     chunks = list(source.joined_chunks(connection, "t", "v", "rowid", 3, "char(10)"))
 
     assert chunks == [
         (b"-4611686018427387904\n-5\n0", 3),
-        (b"7\n8", 2),
+        (b"7\n8", 3),
         (b"9\n4611686018427387904", 2),
     ]
+
+
+def test_joined_chunks_follow_a_key_column_whose_name_is_an_alias_of_the_query():
+    # ORDER BY "text" would sort by the joined texts, and the chunks would skip rows.
+    connection = sqlite3.connect(":memory:")
+    connection.text_factory = bytes
+    connection.execute('CREATE TABLE t ("text" INTEGER PRIMARY KEY, v)')
+    connection.executemany("INSERT INTO t VALUES (?, ?)", [(1, "z"), (2, "a"), (3, "m")])
+    rowid = source.rowid_column(connection, "t")
+
+    chunks = list(source.joined_chunks(connection, "t", "v", rowid, 2, "char(10)"))
+
+    assert (rowid, chunks) == ('"text"', [(b"z\na", 2), (b"m", 1)])
 
 
 @pytest.mark.parametrize(

@@ -220,6 +220,10 @@ class CanonicalRows:
         self.normalizers = [_as_bytes(normalize) for normalize in normalizers]
 
     def text(self, row) -> bytes:
+        if row[1] is None:
+            # NULL in a NOT NULL column (check_consistency --against has no preflight): the
+            # joiner, which PostgreSQL text cannot hold, so the row can only mismatch.
+            return ROW_JOINER
         if not self.normalizers:
             return row[1]
         parts = [row[1]]
@@ -228,7 +232,7 @@ class CanonicalRows:
         return SEPARATOR_BYTES.join(parts)
 
     def texts(self, rows) -> list[bytes]:
-        if not self.normalizers:
+        if not self.normalizers and all(row[1] is not None for row in rows):
             return [row[1] for row in rows]
         text = self.text
         return [text(row) for row in rows]

@@ -754,7 +754,8 @@ class SqliteImport:
             result.source_checksum = source_checksum.digest
             result.target_rows = target.rows
             result.target_checksum = target.digest
-            if not result.matches or source_checksum.rows != result.source_rows:
+            source_rows = self.count_source_rows(plan)
+            if not result.matches or {source_checksum.rows, result.source_rows} != {source_rows}:
                 first = checksums.first_difference(self.sqlite, self.connection, plan.layout)
                 raise ImportFailed(
                     f"verification failed for {plan.table}: {source_checksum.rows} rows in the "

@@ -265,7 +265,7 @@ def rowid_column(connection: sqlite3.Connection, table: str) -> str | None:
     if len(keys) == 1:
         key = '"' + keys[0].replace('"', '""') + '"'
         plan = connection.execute(f'EXPLAIN QUERY PLAN SELECT 1 FROM "{table}" WHERE {key} = 1')
-        if any("INTEGER PRIMARY KEY" in as_text(row[-1]) for row in plan):
+        if any(as_text(row[-1]).endswith("USING INTEGER PRIMARY KEY (rowid=?)") for row in plan):
             return key
     if "rowid" in {as_text(row[1]).lower() for row in columns}:
         return None
@@ -286,22 +286,22 @@ def joined_chunks(
 ) -> Iterator[tuple[bytes, int]]:
     """The texts of `expression` for a table's rows in the order of `rowid` (see
     rowid_column), joined by `separator` (SQL) a chunk of rows at a time, each with the
-    number of rows it joins.
+    number of rows in the chunk.
 
     SQLite joins them (group_concat over the next rows after the last rowid): a Python object
-    per row was a fifth of the cost of reading a million rows' texts. An expression that gives
-    NULL leaves its row out of the text and the count.
+    per row was a fifth of the cost of reading a million rows' texts. A NULL text is left out
+    of the join but not of the count, so the text holds fewer separators than rows.
     """
+    # ORDER BY 1: a column called "text" or "key" would otherwise name an alias.
     query = (
-        f"SELECT count(text), max(key), group_concat(text, {separator}) FROM "
+        f"SELECT count(*), max(key), group_concat(text, {separator}) FROM "
         f'(SELECT {rowid} AS key, {expression} AS text FROM "{table}" NOT INDEXED '
-        f"WHERE {{after}} ORDER BY {rowid} LIMIT {rows_per_chunk})"
+        f"WHERE {{after}} ORDER BY 1 LIMIT {rows_per_chunk})"
     )
     first, following = query.format(after="1"), query.format(after=f"{rowid} > ?")
     rows, last, text = connection.execute(first).fetchone()
-    while last is not None:
-        if rows:
-            yield text, rows
+    while rows:
+        yield text or b"", rows
         rows, last, text = connection.execute(following, (last,)).fetchone()
 
 

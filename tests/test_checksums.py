@@ -37,8 +37,13 @@ def postgresql_copy_output(*values: str) -> bytes:
 
 
 def source_digest(*texts: bytes) -> TableDigest:
-    digest = TableDigest()
-    digest.add_canonical_texts(list(texts))
+    """The digest of one-value rows as the SQLite side joins them, or value by value when a
+    value holds the joiner."""
+    digest = TableDigest(width=1)
+    rows = [(None, text) for text in texts]
+    if not digest.add_joined(checksums.CanonicalRows([]).joined(rows), len(rows)):
+        digest = TableDigest(width=1)
+        digest.add_values([[text] for text in texts])
     return digest
 
 
@@ -50,7 +55,7 @@ def test_every_character_is_escaped_as_postgresqls_copy_to_escapes_it():
 
 def test_both_sides_digest_the_same_rows_to_the_same_checksum():
     values = ["plain", "tab\there", "back\\slash \\N", EVERY_CHARACTER, ""]
-    target = TableDigest()
+    target = TableDigest(width=1)
     target.add_copy_output(postgresql_copy_output(*values))
 
     source = source_digest(*(value.encode() for value in values))
@@ -199,3 +204,75 @@ def test_a_null_where_the_table_allows_none_can_only_mismatch(monkeypatch):
     assert checksum.rows == len(NAMES)
     assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
     assert checksum.digest != checksums.sqlite_table_checksum(empty, layout).digest
+
+
+# (id, name, note, flag, at, amount): every kind of value COPY TO writes differently from text.
+MIXED_ROWS = [
+    (1, "plain", None, True, "2024-02-29 23:59:59.500000", "12.5"),
+    (2, "tab\there", "\\N", False, None, None),
+    (3, "back\\slash \\N", "", None, "1970-01-01 00:00:00", "0"),
+    (4, "line\nbreak", "é☕\r", True, "0001-01-01 00:00:00.000010", "-99999.99"),
+]
+
+
+def mixed_table(rows) -> tuple[sqlite3.Connection, RowLayout]:
+    """The same rows in a SQLite table (as Django stores them) and in a PostgreSQL table."""
+    fields = {
+        "id": models.IntegerField(primary_key=True),
+        "name": models.CharField(max_length=50),
+        "note": models.TextField(null=True),
+        "flag": models.BooleanField(null=True),
+        "at": models.DateTimeField(null=True),
+        "amount": models.DecimalField(max_digits=7, decimal_places=2, null=True),
+    }
+    for name, field in fields.items():
+        field.set_attributes_from_name(name)
+    layout = RowLayout.of("mixed", [column_for(field) for field in fields.values()], "id")
+    sqlite = sqlite3.connect(":memory:")
+    sqlite.text_factory = bytes
+    sqlite.execute(
+        "CREATE TABLE mixed (id INTEGER PRIMARY KEY, name varchar(50), note text, flag bool, "
+        "at datetime, amount decimal)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE mixed (id integer PRIMARY KEY, name varchar(50) NOT NULL, note text, "
+            "flag boolean, at timestamptz, amount numeric(7, 2))"
+        )
+        for pk, name, note, flag, at, amount in rows:
+            sqlite.execute(
+                "INSERT INTO mixed VALUES (?, ?, ?, ?, ?, ?)",
+                [pk, name, note, flag, at, None if amount is None else float(amount)],
+            )
+            cursor.execute(
+                "INSERT INTO mixed VALUES (%s, %s, %s, %s, %s, %s)",
+                [pk, name, note, flag, at and at + "+00", amount],
+            )
+    return sqlite, layout
+
+
+@pytest.mark.parametrize("joined_by", ["sqlite", "python"])
+@pytest.mark.parametrize(
+    "rows", [MIXED_ROWS, [*MIXED_ROWS, (5, "unit\x1fseparator", "\x1f", None, None, None)]]
+)
+def test_both_sides_give_a_table_of_mixed_values_the_same_checksum(rows, joined_by, monkeypatch):
+    # PostgreSQL writes the values with its output functions, a tab between them and its NULL;
+    # the snapshot side joins them by U+001F, and a value holding U+001F itself is escaped alone.
+    monkeypatch.setattr(checksums, "FETCH_SIZE", 2)
+    sqlite, layout = mixed_table(rows)
+    if joined_by == "python":
+        monkeypatch.setattr(source, "rowid_column", lambda connection, table: None)
+
+    ours = checksums.sqlite_table_checksum(sqlite, layout)
+    theirs = checksums.postgresql_table_checksum(connection, layout)
+
+    assert (ours.rows, ours.digest) == (theirs.rows, theirs.digest) == (len(rows), ours.digest)
+
+
+def test_the_text_backslash_n_and_null_have_different_checksums():
+    sqlite, layout = mixed_table(MIXED_ROWS)
+    sqlite.execute("UPDATE mixed SET note = NULL WHERE note = '\\N'")
+
+    ours = checksums.sqlite_table_checksum(sqlite, layout)
+
+    assert ours.digest != checksums.postgresql_table_checksum(connection, layout).digest

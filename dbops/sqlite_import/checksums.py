@@ -1,14 +1,15 @@
 """Table checksums computed independently on each side, to prove a copy lost nothing.
 
-Each row becomes a canonical text (one form per Django field type, NULL as `\\N`, a value of a
-nullable text column after a '=', columns joined by U+001F). A table's checksum is the sha256 of
-its canonical rows in primary-key order, written the way PostgreSQL's `COPY ... TO STDOUT`
-writes a text column: each row escaped as COPY escapes it and ended by a newline. PostgreSQL
-builds the canonical text in SQL from what the server stores and streams it with COPY; the
-SQLite side builds it from the raw snapshot values (in SQLite's SQL, or in Python for floats,
-JSON and IP addresses) and escapes it as COPY would, a chunk of rows at a time. No hash is
-computed per row on either side: an md5 per row was a third of PostgreSQL's checksum time,
-which the import waits for.
+Each value becomes a canonical text (one form per Django field type, NULL as `\\N`, a value of
+a nullable text column after a '='). A table's checksum is the sha256 of its rows in
+primary-key order, written the way PostgreSQL's `COPY ... TO STDOUT` writes them: each value
+escaped as COPY escapes text, values separated by a tab, rows ended by a newline, and NULL
+written as the escaped canonical NULL. PostgreSQL selects each column as a value whose output is
+its canonical text and lets COPY write the rows (its own output functions, no text built per
+row in SQL); the SQLite side builds the canonical texts from the raw snapshot values (in
+SQLite's SQL, or in Python for floats, JSON and IP addresses), joined by U+001F, and escapes
+them as COPY would, a chunk of rows at a time. No hash is computed per row on either side: an
+md5 per row was a third of PostgreSQL's checksum time, which the import waits for.
 
 The COPY conversion is a third, separate piece of code (and the escaping COPY *into*
 PostgreSQL needs is not the one emulated here), so a wrong conversion shows up as a mismatch
@@ -55,8 +56,10 @@ COPY_OUT_ESCAPES = (
 )
 # Joins the rows of a chunk while they are escaped. PostgreSQL text cannot hold it, so a value
 # that does (preflight refuses them; check_consistency --against has no preflight) is digested
-# row by row and can only mismatch.
+# value by value and can only mismatch.
 ROW_JOINER = b"\x00"
+# What COPY TO writes between two values of a row.
+COPY_DELIMITER = b"\t"
 TEXT_PK_KINDS = {"CharField", "TextField", "EmailField", "SlugField", "URLField", "FilePathField"}
 FETCH_SIZE = 10000
 NORMALIZER_CACHE_LIMIT = 100_000
@@ -130,14 +133,14 @@ def python_normalizer(kind: str) -> Callable[[object], str]:
 # --------------------------------------------------------------------------- PostgreSQL canonicals
 
 
-def postgresql_expression(kind: str, column: str) -> str:
-    """SQL giving the canonical text of a PostgreSQL column of the given type."""
-    if kind == "BooleanField":
-        return f"CASE WHEN {column} THEN 't' WHEN NOT {column} THEN 'f' END"
+def postgresql_value(kind: str, column: str) -> str:
+    """SQL whose value PostgreSQL's output function (COPY TO) writes as the canonical text of
+    a column of the given type: for most types the column itself, so COPY converts each value
+    once, with no text built per row (a quarter of the checksum of the food entries)."""
     # Dates and times as PostgreSQL prints them in the ISO DateStyle (set for the checksum):
     # to_char() cost a third of the checksum of a table with two datetimes.
     if kind == "DateTimeField":
-        return f"({column} AT TIME ZONE 'UTC')::text"
+        return f"({column} AT TIME ZONE 'UTC')"
     if kind == "FloatField":
         return f"encode(float8send({column}), 'hex')"
     if kind == "DurationField":
@@ -148,7 +151,15 @@ def postgresql_expression(kind: str, column: str) -> str:
         return f"encode({column}, 'hex')"
     if kind == "GenericIPAddressField":
         return f"host({column})"
-    return f"{column}::text"
+    # Booleans print as t and f; integers, decimals, text, dates, times and JSON as they are.
+    return column
+
+
+def postgresql_expression(kind: str, column: str) -> str:
+    """SQL giving the canonical text of a PostgreSQL column of the given type as text."""
+    if kind == "BooleanField":  # a cast to text gives 'true' and 'false', not boolout's t/f
+        return f"CASE WHEN {column} THEN 't' WHEN NOT {column} THEN 'f' END"
+    return f"{postgresql_value(kind, column)}::text"
 
 
 # --------------------------------------------------------------------------- the row layout
@@ -178,6 +189,10 @@ class RowLayout:
             source_table=source_table or table,
         )
 
+    @property
+    def width(self) -> int:
+        return len(self.sql_columns) + len(self.python_columns)
+
     def canonical_sql(self) -> str:
         """SQLite's part of a row's canonical text: that of the SQL-canonical columns."""
         # Concatenated, not built by printf as the COPY lines are (copy_line_sql): the
@@ -185,18 +200,28 @@ class RowLayout:
         # would stop at a NUL exactly where the copy did).
         return " || char(31) || ".join(column.canonical_sql() for column in self.sql_columns)
 
-    def sqlite_query(self, extra: str = "") -> str:
-        """Rows of (pk, canonical SQL part, raw Python-canonical values..., extra...)."""
+    def sqlite_query(self, separate: bool = False) -> str:
+        """Rows of (pk, canonical SQL part, raw Python-canonical values...); with `separate`,
+        the SQL part as one canonical text per SQL-canonical column."""
+        if separate:
+            sql = ", ".join(column.canonical_sql() for column in self.sql_columns)
+        else:
+            sql = self.canonical_sql()
         raw = "".join(f", {column.quoted}" for column in self.python_columns)
-        extra = f", {extra}" if extra else ""
         pk = self.pk.quoted
-        return (
-            f'SELECT {pk}, {self.canonical_sql()}{raw}{extra} FROM "{self.source_table}" '
-            f"ORDER BY {pk}"
-        )
+        return f'SELECT {pk}, {sql}{raw} FROM "{self.source_table}" ORDER BY {pk}'
 
-    def postgresql_query(self, qn, with_pk: bool = False) -> str:
-        """The canonical rows in key order; with `with_pk`, (key, md5 of the canonical row)."""
+    def postgresql_query(self, qn) -> str:
+        """The canonical values of each row, a column each, in key order (for COPY TO)."""
+        values = []
+        for c in [*self.sql_columns, *self.python_columns]:
+            value = postgresql_value(c.kind, qn(c.name))
+            values.append(f"'=' || {value}" if c.text_could_read_as_null else value)
+        return f"SELECT {', '.join(values)} FROM {qn(self.table)} {self.key_order(qn)}"
+
+    def postgresql_digest_query(self, qn) -> str:
+        """(key, md5 of the canonical row joined by U+001F) in key order, as sqlite_row_digests
+        gives them: for finding the first differing row."""
         parts = []
         for c in [*self.sql_columns, *self.python_columns]:
             expression = postgresql_expression(c.kind, qn(c.name))
@@ -204,10 +229,15 @@ class RowLayout:
                 expression = f"'=' || {expression}"
             parts.append(f"COALESCE({expression}, '{NULL}')")
         canonical = " || chr(31) || ".join(parts)
+        return (
+            f"SELECT {qn(self.pk.name)}, md5({canonical}) FROM {qn(self.table)} "
+            f"{self.key_order(qn)}"
+        )
+
+    def key_order(self, qn) -> str:
         # SQLite orders text by its bytes; so does PostgreSQL's "C" collation, and only it.
         collate = ' COLLATE "C"' if self.pk.kind in TEXT_PK_KINDS else ""
-        selected = f"{qn(self.pk.name)}, md5({canonical})" if with_pk else canonical
-        return f"SELECT {selected} FROM {qn(self.table)} ORDER BY {qn(self.pk.name)}{collate}"
+        return f"ORDER BY {qn(self.pk.name)}{collate}"
 
     def canonical_rows(self) -> CanonicalRows:
         return CanonicalRows([column.python_canonical() for column in self.python_columns])
@@ -220,52 +250,65 @@ class CanonicalRows:
         self.normalizers = [_as_bytes(normalize) for normalize in normalizers]
 
     def text(self, row) -> bytes:
-        if row[1] is None:
-            # NULL in a NOT NULL column (check_consistency --against has no preflight): the
-            # joiner, which PostgreSQL text cannot hold, so the row can only mismatch.
-            return ROW_JOINER
-        if not self.normalizers:
-            return row[1]
-        parts = [row[1]]
-        for normalize, value in zip(self.normalizers, row[2:], strict=False):
-            parts.append(NULL_BYTES if value is None else normalize(value))
-        return SEPARATOR_BYTES.join(parts)
+        """The row's canonical values joined by U+001F."""
+        return SEPARATOR_BYTES.join(self.values(row, sql_values=1))
 
-    def texts(self, rows) -> list[bytes]:
+    def values(self, row, sql_values: int) -> list[bytes]:
+        """The canonical value of each column of a row whose first `sql_values` items after
+        the key are SQL-canonical texts (separate ones, or one joined)."""
+        values = [ROW_JOINER if value is None else value for value in row[1 : 1 + sql_values]]
+        # None: NULL in a NOT NULL column (check_consistency --against has no preflight) gave
+        # the joiner, which PostgreSQL text cannot hold, so the row can only mismatch.
+        for normalize, value in zip(self.normalizers, row[1 + sql_values :], strict=True):
+            values.append(NULL_BYTES if value is None else normalize(value))
+        return values
+
+    def joined(self, rows) -> bytes:
+        """The rows' canonical texts, each ended by ROW_JOINER (see TableDigest.add_joined)."""
         if not self.normalizers and all(row[1] is not None for row in rows):
-            return [row[1] for row in rows]
-        text = self.text
-        return [text(row) for row in rows]
+            texts = [row[1] for row in rows]
+        else:
+            text = self.text
+            texts = [text(row) for row in rows]
+        return ROW_JOINER.join(texts) + ROW_JOINER
 
 
 class TableDigest:
     """sha256 of a table's canonical rows as COPY TO writes them, and the number of rows."""
 
-    def __init__(self):
+    def __init__(self, width: int):
         self.outer = hashlib.sha256()
         self.rows = 0
+        self.separators_per_row = width - 1
 
     def add_copy_output(self, data: bytes) -> None:
         """Rows exactly as PostgreSQL's COPY TO sent them (a newline cannot be unescaped)."""
         self.outer.update(data)
         self.rows += data.count(b"\n")
 
-    def add_canonical_texts(self, texts: list[bytes]) -> None:
-        """Rows as SQLite gave them, escaped here as COPY TO would have written them."""
-        if texts and not self.add_joined(ROW_JOINER.join(texts) + ROW_JOINER, len(texts)):
-            # A value holds the joiner itself: escape row by row and keep it, so it can only
-            # mismatch, as the row could not have been stored in PostgreSQL either.
-            self.outer.update(b"".join(copy_out_escaped(text) + b"\n" for text in texts))
-            self.rows += len(texts)
-
     def add_joined(self, chunk: bytes, rows: int) -> bool:
-        """Rows each ended by ROW_JOINER in `chunk`, escaped as COPY TO would have written
-        them; False, and nothing added, when a value holds the joiner too."""
+        """Rows each ended by ROW_JOINER in `chunk`, their values joined by U+001F, escaped
+        as COPY TO would have written them; False, and nothing added, when a value holds the
+        joiner or the separator too (see add_values)."""
         if chunk.count(ROW_JOINER) != rows:
             return False
-        self.outer.update(copy_out_escaped(chunk).replace(ROW_JOINER, b"\n"))
+        if chunk.count(SEPARATOR_BYTES) != rows * self.separators_per_row:
+            return False
+        escaped = copy_out_escaped(chunk)
+        self.outer.update(
+            escaped.replace(SEPARATOR_BYTES, COPY_DELIMITER).replace(ROW_JOINER, b"\n")
+        )
         self.rows += rows
         return True
+
+    def add_values(self, rows: list[list[bytes]]) -> None:
+        """Rows of canonical values, each value escaped alone: for values holding the joiner
+        or the separator. A joiner stays in the row, which can then only mismatch, as the row
+        could not have been stored in PostgreSQL either."""
+        for values in rows:
+            line = COPY_DELIMITER.join([copy_out_escaped(value) for value in values])
+            self.outer.update(line + b"\n")
+        self.rows += len(rows)
 
     def checksum(self, table: str) -> TableChecksum:
         return TableChecksum(table, self.rows, self.outer.hexdigest())
@@ -277,6 +320,11 @@ def copy_out_escaped(text: bytes) -> bytes:
         if character in text:
             text = text.replace(character, escape)
     return text
+
+
+# PostgreSQL writes this for a NULL: what the SQLite side's canonical NULL becomes once escaped
+# (an E'' literal, whatever standard_conforming_strings says).
+ESCAPED_NULL_SQL = "E'" + copy_out_escaped(NULL_BYTES).decode().replace("\\", "\\\\") + "'"
 
 
 def _as_bytes(normalize: Callable[[object], str]) -> Callable[[object], bytes]:
@@ -295,29 +343,47 @@ def sqlite_row_digests(connection: sqlite3.Connection, layout: RowLayout) -> Ite
 def sqlite_table_checksum(connection: sqlite3.Connection, layout: RowLayout) -> TableChecksum:
     """Checksum of a table of the snapshot. When its key is its rowid and every column is
     SQL-canonical, SQLite joins the canonical rows a chunk at a time (source.joined_chunks:
-    20% less work); a value holding the row joiner makes the table start over row by row."""
+    20% less work), otherwise Python does. A value holding the row joiner or the separator
+    makes the table start over value by value."""
     table = layout.source_table
+    digest = TableDigest(layout.width)
     if not layout.python_columns and source.rowid_column(connection, table) == layout.pk.quoted:
-        digest = TableDigest()
         chunks = source.joined_chunks(
             connection, table, layout.canonical_sql(), layout.pk.quoted, FETCH_SIZE, "char(0)"
         )
         if all(digest.add_joined(text + ROW_JOINER, rows) for text, rows in chunks):
             return digest.checksum(layout.table)
+    else:
+        canonical = layout.canonical_rows()
+        cursor = connection.execute(layout.sqlite_query())
+        while (rows := cursor.fetchmany(FETCH_SIZE)) and digest.add_joined(
+            canonical.joined(rows), len(rows)
+        ):
+            pass
+        if not rows:
+            return digest.checksum(layout.table)
+    return sqlite_checksum_value_by_value(connection, layout)
+
+
+def sqlite_checksum_value_by_value(
+    connection: sqlite3.Connection, layout: RowLayout
+) -> TableChecksum:
+    """The checksum of a table whose values hold the row joiner or the separator."""
     canonical = layout.canonical_rows()
-    digest = TableDigest()
-    cursor = connection.execute(layout.sqlite_query())
+    digest = TableDigest(layout.width)
+    sql_values = len(layout.sql_columns)
+    cursor = connection.execute(layout.sqlite_query(separate=True))
     while rows := cursor.fetchmany(FETCH_SIZE):
-        digest.add_canonical_texts(canonical.texts(rows))
+        digest.add_values([canonical.values(row, sql_values) for row in rows])
     return digest.checksum(layout.table)
 
 
 def postgresql_table_checksum(connection: BaseDatabaseWrapper, layout: RowLayout) -> TableChecksum:
     """Checksum of a PostgreSQL table, streamed with COPY so no table is held in memory."""
     query = layout.postgresql_query(connection.ops.quote_name)
-    sink = _DigestSink()
+    sink = _DigestSink(layout.width)
     with canonical_cursor(connection) as cursor, connection.wrap_database_errors:
-        cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT", sink)
+        cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT (NULL {ESCAPED_NULL_SQL})", sink)
     return sink.digest.checksum(layout.table)
 
 
@@ -335,8 +401,8 @@ def canonical_cursor(connection: BaseDatabaseWrapper):
 class _DigestSink(io.RawIOBase):
     """File-like end of `COPY ... TO STDOUT` that only feeds a TableDigest."""
 
-    def __init__(self):
-        self.digest = TableDigest()
+    def __init__(self, width: int):
+        self.digest = TableDigest(width)
 
     def writable(self):
         return True
@@ -353,7 +419,7 @@ def first_difference(
     """The first primary key (in order) whose row differs, or exists on one side only."""
     source = sqlite_row_digests(sqlite_connection, layout)
     with canonical_cursor(pg_connection) as cursor:
-        cursor.execute(layout.postgresql_query(pg_connection.ops.quote_name, with_pk=True))
+        cursor.execute(layout.postgresql_digest_query(pg_connection.ops.quote_name))
         while target_rows := cursor.fetchmany(FETCH_SIZE):
             for target_pk, target_digest in target_rows:
                 target_pk = comparable_key(target_pk)

@@ -621,6 +621,36 @@ def test_a_failed_run_is_recorded_with_its_reason_after_the_rollback(filled_sour
     assert run.status == ImportRun.Status.FAILED
     assert "caloria_foodentry.calories" in run.error
     assert json.loads(report_path.read_text())["status"] == "failed"
+    # The snapshot is sealed in a child while preflight runs; a failed run waits for it too.
+    snapshot = Path(run.snapshot_path)
+    assert run.source_sha256 == hashlib.sha256(snapshot.read_bytes()).hexdigest()
+
+
+def test_a_snapshot_that_cannot_be_synced_to_disk_fails_the_import(filled_source, monkeypatch):
+    def cannot_sync(path):
+        raise OSError(5, "Input/output error")
+
+    # Forked children inherit the patch: neither the child nor the import's own retry can seal.
+    monkeypatch.setattr(source, "seal", cannot_sync)
+
+    output = failed_import(filled_source)
+
+    assert "could not be written to disk (Input/output error); nothing was committed" in output
+    assert imported_tables_are_empty()
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED
+
+
+def test_sealing_a_snapshot_syncs_it_and_its_directory(tmp_path, monkeypatch):
+    snapshot = tmp_path / "snapshot.sqlite3"
+    snapshot.write_bytes(b"SQLite format 3\x00 and more")
+    synced = []
+    sync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or sync(fd))
+
+    digest = source.seal(snapshot)
+
+    assert digest == hashlib.sha256(snapshot.read_bytes()).hexdigest()
+    assert synced == [snapshot.stat().st_ino, tmp_path.stat().st_ino]
 
 
 def upper_food_names(column, original):

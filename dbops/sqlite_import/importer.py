@@ -178,6 +178,7 @@ class SqliteImport:
         self.progress = progress or NullProgress()
         self.connection = connections[options.database]
         self.snapshot: source.Snapshot | None = None
+        self.sealing: ForkedRead | None = None
         self.sqlite: sqlite3.Connection | None = None
         self.plans: list[TablePlan] = []
         self.skipped: list[str] = []
@@ -196,9 +197,15 @@ class SqliteImport:
             with signals_raise_interrupted() as self.received_signals:
                 self.prepare()
                 self.preflight()
-                if not self.options.dry_run:
+                if self.options.dry_run:
+                    self.seal_snapshot()
+                else:
                     self.copy_verify_commit()
         finally:
+            if self.snapshot is not None and not self.snapshot.sha256:
+                # A failed run is recorded with its snapshot too.
+                with suppress(ImportFailed):
+                    self.seal_snapshot()
             for child in self.children:
                 child.stop()
             if self.sqlite is not None:
@@ -226,6 +233,7 @@ class SqliteImport:
             )
         except source.SourceError as exc:
             raise ImportFailed(str(exc)) from None
+        self.sealing = self.read_in_child(lambda _: source.seal(self.snapshot.path))
         self.sqlite = source.open_snapshot(self.snapshot)
         if mapping is not None:
             self.mapping = mapping
@@ -235,6 +243,23 @@ class SqliteImport:
                 )
             except MappingError as exc:
                 raise ImportFailed(str(exc)) from None
+
+    def seal_snapshot(self) -> None:
+        """Wait for the child that syncs the snapshot to disk and computes its sha256; if it
+        failed or was stopped, do it here."""
+        if self.snapshot.sha256:
+            return
+        if self.sealing is not None:
+            with suppress(ImportFailed, sqlite3.DatabaseError):
+                self.snapshot.sha256 = self.sealing.result()
+                return
+        try:
+            self.snapshot.sha256 = source.seal(self.snapshot.path)
+        except OSError as exc:
+            raise ImportFailed(
+                f"the snapshot {self.snapshot.path} could not be written to disk "
+                f"({exc.strerror or exc}); nothing was committed"
+            ) from None
 
     def source_schema(self) -> dict[str, list[str]]:
         """Each source table (SQLite's own excepted) with its column names."""
@@ -599,6 +624,7 @@ class SqliteImport:
                 self.restore_indexes_and_constraints(cursor, deferred)
                 self.reset_sequences(cursor)
                 self.verify()
+                self.seal_snapshot()  # the run's record names it
             self.progress.phase("Committing")
 
     def drop_indexes_and_constraints(self, cursor) -> list[str]:

@@ -21,6 +21,7 @@ from django.db import connection
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.models import ImportRun
 from dbops.sqlite_import import columns, importer, source
+from dbops.sqlite_import import plan as plan_module
 from tests import import_data
 from tests.fieldtypes.models import EveryField, Tag
 
@@ -517,16 +518,48 @@ def test_text_with_a_nul_in_a_number_column_is_reported_once_as_not_a_number(
 
 
 def test_rows_that_break_a_check_constraint_are_a_preflight_problem(filled_source):
-    # SQLite checks CHECK constraints only where the database is writable; PostgreSQL has the
-    # same constraint and would refuse the row in the middle of the COPY.
-    execute(filled_source, "UPDATE caloria_foodentry SET fat = -0.05 WHERE id = 1")
+    # SQLite does not check CHECK constraints through a read-only connection; PostgreSQL has
+    # the same constraint and would refuse the row in the middle of the COPY.
+    execute(
+        filled_source,
+        "UPDATE caloria_foodentry SET fat = -0.05, protein = NULL WHERE id = 1",
+        "UPDATE caloria_weightentry SET weight_kg = 0 WHERE id IN (1, 2)",
+    )
 
     output = failed_import(filled_source)
 
-    assert "caloria_foodentry: rows break a CHECK constraint of the table" in output
+    assert (
+        "caloria_foodentry.protein+carbs+fat: 1 value(s) breaking the CHECK constraint "
+        "food_macros_not_negative: pk 1: (None, 9, -0.05)" in output
+    )
+    assert (
+        "caloria_weightentry.weight_kg: 2 value(s) breaking the CHECK constraint "
+        "weight_kg_in_range: pk 1: 0; pk 2: 0" in output
+    )
     assert "nothing was written" in output
     assert "damaged" not in output
     assert imported_tables_are_empty()
+
+
+def test_a_check_constraint_broken_in_the_half_a_child_checks_is_found(filled_source, monkeypatch):
+    monkeypatch.setattr(importer, "SPLIT_CHECKS_MIN_ROWS", 2)  # food rows 1-2 here, 3 in a child
+    execute(filled_source, "UPDATE caloria_foodentry SET calories = 50001 WHERE id = 3")
+
+    output = failed_import(filled_source)
+
+    assert "breaking the CHECK constraint food_calories_in_range: pk 3: 50001" in output
+
+
+def test_the_check_constraints_preflight_evaluates_are_those_migrate_wrote(filled_source):
+    with sqlite3.connect(filled_source) as sqlite:
+        schemas = dict(sqlite.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    sqlite.close()
+    checks = {plan.table: plan.checks for plan in plan_module.build_plan([])[0] if plan.checks}
+
+    assert set(checks) == {"caloria_user", "caloria_foodentry", "caloria_weightentry"}
+    for table, table_checks in checks.items():
+        for check in table_checks:
+            assert f'CONSTRAINT "{check.name}" CHECK ({check.condition})' in schemas[table]
 
 
 def test_null_in_a_not_null_column_is_reported(filled_source):

@@ -43,9 +43,16 @@ from dbops.sqlite_import.mapping import (
     mapped_plans,
     resolve_models,
 )
-from dbops.sqlite_import.plan import PlanError, TablePlan, build_plan, unique_column_sets
+from dbops.sqlite_import.plan import (
+    PlanError,
+    TableCheck,
+    TablePlan,
+    build_plan,
+    unique_column_sets,
+)
 
 SAMPLES_PER_COLUMN = 5
+KEY_CHECK_CACHE_KIB = 16 * 1024
 COPY_CHUNK_ROWS = 5000
 # Tables at least this big are loaded without their indexes, keys and foreign keys.
 BULK_LOAD_MIN_ROWS = 10_000
@@ -271,10 +278,8 @@ class SqliteImport:
 
     # -- preflight: read-only on both sides, every problem collected
 
-    def read_in_child(
-        self, read: Callable[[sqlite3.Connection], Any], writable: bool = False
-    ) -> ForkedRead:
-        child = ForkedRead(self.snapshot, read, writable)
+    def read_in_child(self, read: Callable[[sqlite3.Connection], Any]) -> ForkedRead:
+        child = ForkedRead(self.snapshot, read)
         self.children.append(child)
         return child
 
@@ -287,9 +292,7 @@ class SqliteImport:
             f"Checking the snapshot's integrity ({source.INTEGRITY_PRAGMAS[mode]}, "
             f"in the background)"
         )
-        integrity = self.read_in_child(
-            lambda sqlite: source.integrity_problems(sqlite, mode), writable=True
-        )
+        integrity = self.read_in_child(lambda sqlite: source.integrity_problems(sqlite, mode))
         try:
             problems = self.check_target()
             if self.mapping is None and source.applied_migrations(self.sqlite) is None:
@@ -312,37 +315,17 @@ class SqliteImport:
                 problems += key_checks.result() + value_problems
         except sqlite3.DatabaseError:
             problems = ["the source could not be read while checking it"]
-        found = integrity.result()
-        damage = [message for message in found if source.check_failed_table(message) is None]
+        damage = integrity.result()
         if damage:
             # A damaged file makes every other finding doubtful: report the damage alone.
             raise ImportFailed(
                 "the source database is damaged",
                 [f"source integrity check: {message}" for message in damage],
             )
-        problems += self.check_constraint_problems(found)
         if problems:
             raise ImportFailed(
                 f"preflight found {len(problems)} problem(s); nothing was written", problems
             )
-
-    def check_constraint_problems(self, integrity_messages: list[str]) -> list[str]:
-        """Imported tables whose rows break a CHECK constraint: the target table has the same
-        constraints (a mapped source's own constraints are not the target's)."""
-        if self.mapping is not None:
-            return []
-        imported = {plan.source_table for plan in self.plans}
-        problems = []
-        for message in integrity_messages:
-            table = source.check_failed_table(message)
-            if table in imported:
-                problems.append(
-                    f"{table}: rows break a CHECK constraint of the table, which PostgreSQL "
-                    f"enforces too (the source's integrity check says '{message}'); the "
-                    f"constraints are in its CREATE TABLE (sqlite3 "
-                    f"{self.options.source_path} '.schema {table}')"
-                )
-        return problems
 
     def check_target(self) -> list[str]:
         self.progress.phase("Checking the target database")
@@ -431,6 +414,10 @@ class SqliteImport:
         return problems
 
     def check_keys_and_encoding(self, connection: sqlite3.Connection) -> list[str]:
+        # A foreign key check looks up every row's parent: with SQLite's default 2 MiB page
+        # cache, the pages of a parent table of a few MiB were read again and again (a third of
+        # the check's time went to read() calls). The cache is a ceiling, not an allocation.
+        connection.execute(f"PRAGMA cache_size = -{KEY_CHECK_CACHE_KIB}")
         return (
             self.check_foreign_keys(connection)
             + self.check_unique_values(connection)
@@ -508,12 +495,32 @@ class SqliteImport:
             if plan.table not in flagged:
                 continue
             checks = value_checks(plan)
-            sums = ", ".join(f"sum({condition})" for _, _, condition in checks)
+            conditions = [condition for _, _, condition in checks]
+            conditions += [check.bad_sql() for check in plan.checks]
+            sums = ", ".join(f"sum({condition})" for condition in conditions)
             counts = self.sqlite.execute(f'SELECT {sums} FROM "{plan.source_table}"').fetchone()
-            for (column, check, condition), count in zip(checks, counts, strict=True):
+            value_counts, check_counts = counts[: len(checks)], counts[len(checks) :]
+            for (column, check, condition), count in zip(checks, value_counts, strict=True):
                 if count:
                     self.record_bad_values(found, plan, column, check, condition)
+            for check, count in zip(plan.checks, check_counts, strict=True):
+                if count:
+                    self.record_rows_breaking(found, plan, check, count)
         return found
+
+    def record_rows_breaking(self, found, plan: TablePlan, check: TableCheck, count: int) -> None:
+        """A sample of the rows breaking a CHECK constraint, with the columns it reads."""
+        columns = [plan.column(name).quoted for name in check.columns]
+        rows = self.sqlite.execute(
+            f'SELECT {", ".join([plan.source_pk, *columns])} FROM "{plan.source_table}" '
+            f"WHERE {check.bad_sql()} ORDER BY {plan.source_pk} LIMIT {SAMPLES_PER_COLUMN}"
+        )
+        label = "+".join(check.columns) or "(row)"
+        reason = f"breaking the CHECK constraint {check.name}"
+        for pk, *values in rows:
+            value = values[0] if len(values) == 1 else tuple(values)
+            found.add(plan.where, pk, label, value, reason)
+        found.add_uncounted(plan.where, label, reason, count)
 
     def tables_with_bad_values(
         self,
@@ -530,6 +537,7 @@ class SqliteImport:
                 progress.start("checking", plan.table, self.count_source_rows(plan))
             rows = halves[plan.table][half]
             conditions = [condition for _, _, condition in value_checks(plan)]
+            conditions += [check.bad_sql() for check in plan.checks]
             if rows is not None and conditions:
                 any_bad = " OR ".join(f"({condition})" for condition in conditions)
                 query = (
@@ -878,13 +886,12 @@ class ForkedRead:
         self,
         snapshot: source.Snapshot,
         read: Callable[[sqlite3.Connection], Any],
-        writable: bool = False,
     ):
         context = multiprocessing.get_context("fork")
         self.receiver, sender = context.Pipe(duplex=False)
         self.process = context.Process(
             target=read_and_send,
-            args=(snapshot, read, sender, os.getpid(), writable),
+            args=(snapshot, read, sender, os.getpid()),
             name="sqlite-read",
             daemon=True,
         )
@@ -921,9 +928,7 @@ class ForkedRead:
         self.receiver.close()
 
 
-def read_and_send(
-    snapshot: source.Snapshot, read, sender, parent_pid: int, writable: bool = False
-) -> None:
+def read_and_send(snapshot: source.Snapshot, read, sender, parent_pid: int) -> None:
     """The child's side of ForkedRead: read, then send (SUCCEEDED, result) or (FAILED, kind,
     text), plain data that always pickles."""
     # Ctrl-C reaches the whole process group: the parent handles it and stops its children.
@@ -931,7 +936,7 @@ def read_and_send(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(parent_pid)
     try:
-        connection = source.open_snapshot(snapshot, writable)
+        connection = source.open_snapshot(snapshot)
         try:
             outcome = (SUCCEEDED, read(connection))
         finally:

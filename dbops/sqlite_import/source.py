@@ -205,18 +205,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_snapshot(snapshot: Snapshot, writable: bool = False) -> sqlite3.Connection:
-    """A connection to the snapshot that returns text as bytes (see columns.py).
+def open_snapshot(snapshot: Snapshot) -> sqlite3.Connection:
+    """A read-only connection to the snapshot that returns text as bytes (see columns.py).
 
-    Read-only unless `writable`: SQLite leaves the CHECK constraints out of the schema it
-    reads from a read-only database, so only a connection that may write lets an integrity
-    check find rows that break them (PostgreSQL would refuse those in the middle of the COPY).
-    The snapshot is the import's own copy, and nothing writes to it.
+    SQLite leaves the CHECK constraints out of the schema it reads from a read-only database,
+    so its integrity check does not look at them: preflight checks the models' CHECK
+    constraints itself (plan.TableCheck).
     """
-    if writable:
-        connection = sqlite3.connect(snapshot.path, timeout=LOCK_TIMEOUT_SECONDS)
-    else:
-        connection = open_read_only(snapshot.path)
+    connection = open_read_only(snapshot.path)
     connection.text_factory = bytes
     return connection
 
@@ -230,8 +226,8 @@ INTEGRITY_PRAGMAS = {QUICK_CHECK: "quick_check", FULL_CHECK: "integrity_check"}
 def integrity_problems(
     connection: sqlite3.Connection, mode: str = QUICK_CHECK, limit: int = 20
 ) -> list[str]:
-    """Damage in the file, and rows breaking NOT NULL or CHECK constraints (CHECK only through
-    a connection that may write: see open_snapshot).
+    """Damage in the file, and rows breaking NOT NULL constraints (not CHECK constraints: see
+    open_snapshot).
 
     `quick_check` reads every page of every table and index once and checks each record; what
     it leaves out, and `integrity_check` adds, is matching every index entry against its row,
@@ -249,15 +245,6 @@ def integrity_problems(
         return [str(exc)]
     messages = [as_text(row[0]) for row in rows]
     return [] if messages == ["ok"] else messages
-
-
-CHECK_FAILED = "CHECK constraint failed in "
-
-
-def check_failed_table(message: str) -> str | None:
-    """The table of an integrity check message saying that rows break a CHECK constraint (bad
-    values, not damage), or None for any other message."""
-    return message.removeprefix(CHECK_FAILED) if message.startswith(CHECK_FAILED) else None
 
 
 def table_names(connection: sqlite3.Connection) -> set[str]:

@@ -187,3 +187,47 @@ def test_decimal_text_is_accepted_exactly_when_postgresql_reads_it_as_is(text, r
     # Python's Decimal alone takes '1_000', other scripts' digits and more kinds of space,
     # which PostgreSQL's numeric refuses in the middle of the COPY.
     assert columns._recheck_decimal(5, 2)(text) == reason
+
+
+def text_table(*rows, definition="(id INTEGER PRIMARY KEY, a TEXT, b TEXT)"):
+    """A table of two nullable text columns (values as bytes: CAST(? AS TEXT) keeps them), and
+    what all_valid_utf8 needs to read it."""
+    from types import SimpleNamespace
+
+    from django.db import models
+
+    connection = sqlite3.connect(":memory:")
+    connection.text_factory = bytes
+    connection.execute(f"CREATE TABLE t {definition}")
+    connection.executemany(
+        "INSERT INTO t VALUES (?, CAST(? AS TEXT), CAST(? AS TEXT))",
+        [(number, *row) for number, row in enumerate(rows, start=1)],
+    )
+    fields = [models.TextField(null=True), models.TextField(null=True)]
+    for field, name in zip(fields, ["a", "b"], strict=True):
+        field.set_attributes_from_name(name)
+    return connection, SimpleNamespace(source_table="t"), [columns.column_for(f) for f in fields]
+
+
+@pytest.mark.parametrize(
+    "rows, valid",
+    [
+        ([(b"plain", b"caf\xc3\xa9 \xe2\x98\x95"), (None, b"")], True),
+        ([(b"A\xffB", b"ok")], False),
+        ([(None, b"\xc3(")], False),  # a NULL beside it hides nothing
+        ([(b"ends in \xc3", b"\xa9 starts the next value")], False),  # é only if joined as is
+        ([(b"ok", b"ends in \xc3"), (b"\xa9 starts the next row", b"ok")], False),
+    ],
+    ids=["valid", "invalid byte", "beside a NULL", "split across columns", "split across rows"],
+)
+def test_text_is_checked_for_utf8_a_chunk_of_rows_at_a_time(rows, valid):
+    connection, plan, text_columns = text_table(*rows)
+
+    assert importer.all_valid_utf8(connection, plan, text_columns) is valid
+
+
+def test_a_table_without_a_rowid_of_its_own_is_checked_row_by_row():
+    definition = "(id INTEGER PRIMARY KEY, a TEXT, b TEXT) WITHOUT ROWID"
+    connection, plan, text_columns = text_table((b"plain", b"text"), definition=definition)
+
+    assert importer.all_valid_utf8(connection, plan, text_columns) is False

@@ -179,14 +179,14 @@ def test_sigterm_during_preflight_stops_the_child_processes_and_records_it(
         start_child(self, *args, **kwargs)
         children.append(self)
 
-    check_values = importer.SqliteImport.check_values
+    check_values = importer.SqliteImport.tables_with_bad_values_in_halves
 
     def terminated(self):
         os.kill(os.getpid(), signal.SIGTERM)
         return check_values(self)
 
     monkeypatch.setattr(importer.ForkedRead, "__init__", remember)
-    monkeypatch.setattr(importer.SqliteImport, "check_values", terminated)
+    monkeypatch.setattr(importer.SqliteImport, "tables_with_bad_values_in_halves", terminated)
 
     with pytest.raises(CommandError) as raised:
         call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)

@@ -191,7 +191,7 @@ def test_decimal_text_is_accepted_exactly_when_postgresql_reads_it_as_is(text, r
 
 def text_table(*rows, definition="(id INTEGER PRIMARY KEY, a TEXT, b TEXT)"):
     """A table of two nullable text columns (values as bytes: CAST(? AS TEXT) keeps them), and
-    what all_valid_utf8 needs to read it."""
+    what scan_text needs to read it."""
     from types import SimpleNamespace
 
     from django.db import models
@@ -223,11 +223,25 @@ def text_table(*rows, definition="(id INTEGER PRIMARY KEY, a TEXT, b TEXT)"):
 def test_text_is_checked_for_utf8_a_chunk_of_rows_at_a_time(rows, valid):
     connection, plan, text_columns = text_table(*rows)
 
-    assert importer.all_valid_utf8(connection, plan, text_columns) is valid
+    assert importer.scan_text(connection, plan, text_columns).valid_utf8 is valid
+
+
+@pytest.mark.parametrize(
+    "rows, holds_nul",
+    [
+        ([(b"plain", b"text"), (None, b"")], False),
+        ([(b"plain", b"text"), (None, b"12:00\x00junk")], True),
+        ([(b"\x00", None)], True),
+    ],
+)
+def test_a_nul_in_any_value_is_found_a_chunk_of_rows_at_a_time(rows, holds_nul):
+    connection, plan, text_columns = text_table(*rows)
+
+    assert importer.scan_text(connection, plan, text_columns).holds_nul is holds_nul
 
 
 def test_a_table_without_a_rowid_of_its_own_is_checked_row_by_row():
     definition = "(id INTEGER PRIMARY KEY, a TEXT, b TEXT) WITHOUT ROWID"
     connection, plan, text_columns = text_table((b"plain", b"text"), definition=definition)
 
-    assert importer.all_valid_utf8(connection, plan, text_columns) is False
+    assert importer.scan_text(connection, plan, text_columns) is None

@@ -28,7 +28,9 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import (
+    NUL_IN_TEXT,
     TEXT_KINDS,
+    TEXT_REFUSED_KINDS,
     Check,
     Column,
     UnsupportedField,
@@ -311,8 +313,9 @@ class SqliteImport:
                 )
                 key_checks = self.read_in_child(self.check_keys_and_encoding)
                 self.progress.phase("Checking every value against its target column")
-                value_problems = self.check_values().lines()
-                problems += key_checks.result() + value_problems
+                flagged = self.tables_with_bad_values_in_halves()
+                key_problems, may_hold_nul = key_checks.result()
+                problems += key_problems + self.value_problems(flagged | may_hold_nul).lines()
         except sqlite3.DatabaseError:
             problems = ["the source could not be read while checking it"]
         damage = integrity.result()
@@ -413,16 +416,16 @@ class SqliteImport:
                 problems.append(f"source table {plan.table} lacks column(s) {', '.join(missing)}")
         return problems
 
-    def check_keys_and_encoding(self, connection: sqlite3.Connection) -> list[str]:
+    def check_keys_and_encoding(self, connection: sqlite3.Connection) -> tuple[list[str], set]:
+        """Problems with foreign keys, unique values and text encoding, and the tables that may
+        hold a NUL character (see check_text_encoding)."""
         # A foreign key check looks up every row's parent: with SQLite's default 2 MiB page
         # cache, the pages of a parent table of a few MiB were read again and again (a third of
         # the check's time went to read() calls). The cache is a ceiling, not an allocation.
         connection.execute(f"PRAGMA cache_size = -{KEY_CHECK_CACHE_KIB}")
-        return (
-            self.check_foreign_keys(connection)
-            + self.check_unique_values(connection)
-            + self.check_text_encoding(connection)
-        )
+        problems = self.check_foreign_keys(connection) + self.check_unique_values(connection)
+        encoding_problems, may_hold_nul = self.check_text_encoding(connection)
+        return problems + encoding_problems, may_hold_nul
 
     def check_foreign_keys(self, connection: sqlite3.Connection) -> list[str]:
         problems = []
@@ -479,18 +482,22 @@ class SqliteImport:
                     problems += found.lines()
         return problems
 
-    def check_values(self) -> ValueProblems:
+    def tables_with_bad_values_in_halves(self) -> set[str]:
         """Every column's checks, inside SQLite: a scan per table that stops at the first bad
-        value (a big table's second half of rows in a child process, see row_halves); the
-        full count and a sample of each check only for a table where a bad value was found."""
-        found = ValueProblems()
+        value, a big table's second half of rows in a child process (see row_halves). The
+        checks for NUL characters are left to check_text_encoding."""
         halves = {
             plan.table: row_halves(self.sqlite, plan.source_table, self.count_source_rows(plan))
             for plan in self.plans
         }
         second = self.read_in_child(lambda sqlite: self.tables_with_bad_values(sqlite, halves, 1))
         flagged = self.tables_with_bad_values(self.sqlite, halves, 0, self.progress)
-        flagged |= second.result()
+        return flagged | second.result()
+
+    def value_problems(self, flagged: set[str]) -> ValueProblems:
+        """The full count and a sample of each check, NUL characters included, for the tables
+        where a bad value may be."""
+        found = ValueProblems()
         for plan in self.plans:
             if plan.table not in flagged:
                 continue
@@ -536,7 +543,8 @@ class SqliteImport:
             if progress is not None:
                 progress.start("checking", plan.table, self.count_source_rows(plan))
             rows = halves[plan.table][half]
-            conditions = [condition for _, _, condition in value_checks(plan)]
+            checks = value_checks(plan)
+            conditions = [condition for _, check, condition in checks if check is not NUL_IN_TEXT]
             conditions += [check.bad_sql() for check in plan.checks]
             if rows is not None and conditions:
                 any_bad = " OR ".join(f"({condition})" for condition in conditions)
@@ -570,16 +578,26 @@ class SqliteImport:
             if reason is not None:
                 found.add(plan.where, pk, column.name, value, reason)
 
-    def check_text_encoding(self, connection: sqlite3.Connection) -> list[str]:
-        """Text that is not valid UTF-8 (SQLite stores whatever bytes it was given).
+    def check_text_encoding(self, connection: sqlite3.Connection) -> tuple[list[str], set[str]]:
+        """Text that is not valid UTF-8 (SQLite stores whatever bytes it was given), and the
+        tables that may hold a NUL character (PostgreSQL text cannot), whose values
+        value_problems then checks one by one.
 
-        Only values with a character outside printable ASCII can be invalid; SQL finds those
-        and Python decodes just them.
+        Python reads each table's text a chunk of rows at a time (scan_text). Only where a
+        chunk is not valid UTF-8 does SQL find the values with a character outside printable
+        ASCII, and Python decode each.
         """
         found = ValueProblems()
+        may_hold_nul = set()
         for plan in self.plans:
+            scanned = [column for column in plan.columns if column.kind not in TEXT_REFUSED_KINDS]
+            if not scanned:
+                continue
+            scan = scan_text(connection, plan, scanned)
+            if scan is None or scan.holds_nul:
+                may_hold_nul.add(plan.table)
             text_columns = [column for column in plan.columns if column.kind in TEXT_KINDS]
-            if not text_columns or all_valid_utf8(connection, plan, text_columns):
+            if not text_columns or (scan is not None and scan.valid_utf8):
                 continue
             # One scan per table, however many text columns it has; a column's value comes
             # back only when it is text with a character outside printable ASCII.
@@ -604,7 +622,7 @@ class SqliteImport:
                     except UnicodeDecodeError as exc:
                         reason = f"invalid UTF-8 (byte {exc.start})"
                         found.add(plan.where, pk, column.name, value, reason)
-        return found.lines()
+        return found.lines(), may_hold_nul
 
     def count_source_rows(self, plan: TablePlan) -> int:
         """Rows of a source table, counted once: the snapshot does not change."""
@@ -810,29 +828,40 @@ def run_deferred_checks(cursor) -> None:
     cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
-def all_valid_utf8(connection: sqlite3.Connection, plan: TablePlan, columns: list[Column]) -> bool:
-    """True when every value of these columns decodes as UTF-8, read a chunk of rows at a
-    time (source.joined_chunks); False means: look row by row. Only a table keyed by its rowid
-    can be read so.
+@dataclass
+class TextScan:
+    holds_nul: bool = False
+    valid_utf8: bool = True
 
-    Python checks a chunk's bytes in one call, where SQLite's GLOB for a character outside
-    printable ASCII cost 20 ns a character. Values are joined by a newline, so bytes of two
-    values cannot make one valid character.
+
+def scan_text(
+    connection: sqlite3.Connection, plan: TablePlan, columns: list[Column]
+) -> TextScan | None:
+    """Whether any value of these columns holds a NUL character, and whether every one
+    decodes as UTF-8, read a chunk of rows at a time (source.joined_chunks); None for a table
+    not keyed by its rowid, which cannot be read so.
+
+    Python looks at a chunk's bytes in a call or two, where SQLite's GLOB for a character
+    outside printable ASCII cost 20 ns a character, and a search for a NUL per value cost as
+    much as a datetime's whole check. Values are joined by a newline, so bytes of two values
+    cannot make one valid character.
     """
     rowid = source.rowid_column(connection, plan.source_table)
     if rowid is None:
-        return False
+        return None
     values = " || char(10) || ".join(f"ifnull({column.quoted}, '')" for column in columns)
     chunks = source.joined_chunks(
         connection, plan.source_table, values, rowid, COPY_CHUNK_ROWS, "char(10)"
     )
+    scan = TextScan()
     for text, _ in chunks:
-        if not text.isascii():
+        scan.holds_nul = scan.holds_nul or b"\x00" in text
+        if scan.valid_utf8 and not text.isascii():
             try:
                 text.decode("utf-8")
             except UnicodeDecodeError:
-                return False
-    return True
+                scan.valid_utf8 = False
+    return scan
 
 
 def copy_line_sql(plan: TablePlan) -> str:

@@ -153,6 +153,22 @@ def test_rows_lost_by_both_the_copy_and_the_checksum_fail_verification(filled_so
     assert imported_tables_are_empty()
 
 
+def test_text_holding_the_bytes_that_join_the_fast_copy_text_arrives_intact(filled_source):
+    # The copy joins values by U+001F, rows by NUL and marks NULL by U+001E, and escapes a
+    # chunk at once; a chunk whose values hold those is written line by line instead.
+    execute(
+        filled_source,
+        "UPDATE caloria_foodentry SET name = 'unit' || char(31) || 'sep', "
+        "notes = 'rec' || char(30) || 'sep' || char(9) || '\\N' WHERE id = 2",
+    )
+
+    import_sqlite(filled_source)
+
+    food = FoodEntry.objects.get(id=2)
+    assert (food.name, food.notes) == ("unit\x1fsep", "rec\x1esep\t\\N")
+    assert FoodEntry.objects.count() == 3
+
+
 def test_auto_now_add_values_are_kept_not_replaced_by_the_time_of_the_copy(filled_source):
     with sqlite3.connect(filled_source) as source:
         original = source.execute("SELECT id, created_at FROM caloria_foodentry").fetchall()
@@ -695,7 +711,7 @@ def upper_food_names(column, original):
 def unescaped_remarks(column, original):
     # COPY reads an unescaped \\N as NULL; the checksum must not read the text '\\N' so too.
     if column.name == "remark":
-        return f"CASE WHEN {column.quoted} IS NULL THEN '\\N' ELSE {column.quoted} END"
+        return f"CASE WHEN {column.quoted} = '\\N' THEN NULL ELSE {original} END"
     return original
 
 

@@ -141,12 +141,12 @@ def test_joined_chunks_hold_every_row_once_in_rowid_order():
     connection.executemany("INSERT INTO t (rowid, v) VALUES (?, ?)", ((r, str(r)) for r in rowids))
     connection.execute("INSERT INTO t (rowid, v) VALUES (3, NULL)")  # counted, not joined
 
-    chunks = list(source.joined_chunks(connection, "t", "v", "rowid", 3, "char(10)"))
+    chunks = list(source.joined_chunks(connection, "t", "v", "rowid", 3, "char(10)", "v IS NULL"))
 
     assert chunks == [
-        (b"-4611686018427387904\n-5\n0", 3),
-        (b"7\n8", 3),
-        (b"9\n4611686018427387904", 2),
+        (b"-4611686018427387904\n-5\n0", 3, None, 0, 0),
+        (b"7\n8", 3, 0, 8, 1),
+        (b"9\n4611686018427387904", 2, 8, 2**62, 0),
     ]
 
 
@@ -160,7 +160,7 @@ def test_joined_chunks_follow_a_key_column_whose_name_is_an_alias_of_the_query()
 
     chunks = list(source.joined_chunks(connection, "t", "v", rowid, 2, "char(10)"))
 
-    assert (rowid, chunks) == ('"text"', [(b"z\na", 2), (b"m", 1)])
+    assert (rowid, [chunk[:2] for chunk in chunks]) == ('"text"', [(b"z\na", 2), (b"m", 1)])
 
 
 @pytest.mark.parametrize(
@@ -245,3 +245,23 @@ def test_a_table_without_a_rowid_of_its_own_is_checked_row_by_row():
     connection, plan, text_columns = text_table((b"plain", b"text"), definition=definition)
 
     assert importer.scan_text(connection, plan, text_columns) is None
+
+
+def test_copy_text_escapes_a_chunk_as_copys_text_format_reads_it():
+    joined = b"1\x1fa\\b\tc\x1f\x1e\x00" + b"2\x1fline\r\nbreak\x1f\\N\x00"
+
+    text = importer.copy_text(joined, rows=2, nulls=1, width=3)
+
+    assert text == b"1\ta\\\\b\\tc\t\\N\n" + b"2\tline\\r\\nbreak\t\\\\N\n"
+
+
+@pytest.mark.parametrize(
+    "joined",
+    [
+        b"1\x1fa\x1fb\x1fc\x00",  # a value holds the value joiner
+        b"1\x1fa\x1eb\x1fc\x00",  # or the NULL mark
+        b"1\x1fa\x00b\x1fc\x00",  # or the row joiner
+    ],
+)
+def test_copy_text_gives_up_on_a_chunk_whose_values_hold_a_joining_byte(joined):
+    assert importer.copy_text(joined, rows=1, nulls=0, width=3) is None

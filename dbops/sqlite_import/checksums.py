@@ -351,7 +351,7 @@ def sqlite_table_checksum(connection: sqlite3.Connection, layout: RowLayout) -> 
         chunks = source.joined_chunks(
             connection, table, layout.canonical_sql(), layout.pk.quoted, FETCH_SIZE, "char(0)"
         )
-        if all(digest.add_joined(text + ROW_JOINER, rows) for text, rows in chunks):
+        if all(digest.add_joined(chunk.text + ROW_JOINER, chunk.rows) for chunk in chunks):
             return digest.checksum(layout.table)
     else:
         canonical = layout.canonical_rows()

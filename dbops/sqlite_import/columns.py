@@ -178,7 +178,12 @@ class Column:
         return self.python_normalizer or python_normalizer(self.kind)
 
     def copy_sql(self) -> str:
-        return self._null_safe(self.copy_template)
+        """SQL of the value as COPY's text format reads it, before escaping (see
+        importer.copy_line_sql); NULL for NULL."""
+        c = self.quoted
+        if not self.nullable:
+            return self.copy_template.format(c=c)
+        return f"CASE WHEN {c} IS NULL THEN NULL ELSE {self.copy_template.format(c=c)} END"
 
     @property
     def text_could_read_as_null(self) -> bool:
@@ -341,7 +346,7 @@ def column_for(field: models.Field) -> Column:
         return Column(name, field, kind, nullable, checks, "{c}", "lower({c})")
     if kind == "BinaryField":
         checks = (Check("not binary data", "typeof({c}) = 'blob'"),)
-        return Column(name, field, kind, nullable, checks, "'\\\\x' || hex({c})", "lower(hex({c}))")
+        return Column(name, field, kind, nullable, checks, "'\\x' || hex({c})", "lower(hex({c}))")
     if kind == "JSONField":
         checks = (
             Check("invalid JSON", "typeof({c}) = 'text' AND json_valid({c})"),
@@ -350,15 +355,13 @@ def column_for(field: models.Field) -> Column:
                 bad="instr({c}, '\\u0000') > 0",
             ),
         )
-        return Column(name, field, kind, nullable, checks, COPY_ESCAPED, "{c}")
+        return Column(name, field, kind, nullable, checks, "{c}", "{c}")
     if kind == "GenericIPAddressField":
         checks = (*text_checks(None), Check("not an IP address", "0", recheck=_recheck_ip))
         return Column(name, field, kind, nullable, checks, "{c}", "{c}")
     if kind in TEXT_KINDS:
         max_length = None if kind == "TextField" else getattr(field, "max_length", None)
-        return Column(
-            name, field, kind, nullable, tuple(text_checks(max_length)), COPY_ESCAPED, "{c}"
-        )
+        return Column(name, field, kind, nullable, tuple(text_checks(max_length)), "{c}", "{c}")
     raise UnsupportedField(f"{field.model._meta.label}.{field.name}: {kind} is not supported")
 
 

@@ -28,7 +28,9 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import (
+    COPY_ESCAPED,
     NUL_IN_TEXT,
+    NULL,
     TEXT_KINDS,
     TEXT_REFUSED_KINDS,
     Check,
@@ -854,7 +856,7 @@ def scan_text(
         connection, plan.source_table, values, rowid, COPY_CHUNK_ROWS, "char(10)"
     )
     scan = TextScan()
-    for text, _ in chunks:
+    for text, *_ in chunks:
         scan.holds_nul = scan.holds_nul or b"\x00" in text
         if scan.valid_utf8 and not text.isascii():
             try:
@@ -864,8 +866,20 @@ def scan_text(
     return scan
 
 
-def copy_line_sql(plan: TablePlan) -> str:
-    """SQLite expression of a row's COPY text line: tab-separated, NULL written as \\N.
+# The fast COPY text: SQLite joins values and rows by bytes that preflight keeps out of the
+# values, and Python escapes a whole chunk before it turns them into COPY's own.
+VALUE_JOINER, NULL_MARK, ROW_JOINER = b"\x1f", b"\x1e", b"\x00"
+# What COPY's text format needs escaped in a value, the backslash first.
+COPY_IN_ESCAPES = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"))
+
+
+def copy_line_sql(plan: TablePlan, escaped: bool = False) -> str:
+    """SQLite expression of a row's COPY text.
+
+    By default the values unescaped, joined by VALUE_JOINER, NULL as NULL_MARK (copy_text
+    escapes and converts a chunk of such rows at once: escaping each text value in SQL was a
+    third of the cost of the lines). With `escaped`, the line as COPY reads it: escaped
+    values, tab-separated, NULL as \\N.
 
     One printf builds the line in a single pass, where `a || char(9) || b ...` copies the
     growing line at every step (20% of the copy's time on an 11-column table). Every part is
@@ -873,28 +887,66 @@ def copy_line_sql(plan: TablePlan) -> str:
     give the same line; printf takes at most PRINTF_MAX_VALUES parts, so very wide tables
     concatenate.
     """
-    parts = [column.copy_sql() for column in plan.columns]
+    parts = []
+    for column in plan.columns:
+        value = column.copy_sql()
+        if escaped:
+            parts.append(f"ifnull({COPY_ESCAPED.format(c=value)}, '{NULL}')")
+        elif column.nullable:
+            parts.append(f"ifnull({value}, char({NULL_MARK[0]}))")
+        else:
+            parts.append(value)
+    separator = 9 if escaped else VALUE_JOINER[0]
     if len(parts) >= PRINTF_MAX_VALUES:
-        return " || char(9) || ".join(parts)
-    return f"printf('{chr(9).join(['%s'] * len(parts))}', {', '.join(parts)})"
+        return f" || char({separator}) || ".join(parts)
+    return f"printf('{chr(separator).join(['%s'] * len(parts))}', {', '.join(parts)})"
+
+
+def copy_text(joined: bytes, rows: int, nulls: int, width: int) -> bytes | None:
+    """COPY text of `rows` rows of copy_line_sql's unescaped values, each row ended by
+    ROW_JOINER, holding `nulls` NULLs; None when a value holds one of the joining bytes, so
+    the rows must be read as escaped lines instead."""
+    if (
+        joined.count(ROW_JOINER) != rows
+        or joined.count(VALUE_JOINER) != rows * (width - 1)
+        or joined.count(NULL_MARK) != nulls
+    ):
+        return None
+    for character, escape in COPY_IN_ESCAPES:
+        if character in joined:
+            joined = joined.replace(character, escape)
+    return joined.replace(VALUE_JOINER, b"\t").replace(NULL_MARK, b"\\N").replace(ROW_JOINER, b"\n")
 
 
 def copy_chunks(connection: sqlite3.Connection, plan: TablePlan) -> Iterator[tuple[bytes, int]]:
     """A table's COPY text, COPY_CHUNK_ROWS lines at a time, each with its number of lines.
 
-    SQLite joins the lines (source.joined_chunks) unless the table has no rowid of its own; a
-    line is never NULL. Their order does not matter to COPY.
+    SQLite joins the rows (source.joined_chunks) and Python escapes them (copy_text), unless
+    the table has no rowid of its own, or a chunk's values hold the bytes that join them:
+    then SQLite writes each escaped line. Their order does not matter to COPY.
     """
-    line, table = copy_line_sql(plan), plan.source_table
+    table, width = plan.source_table, len(plan.columns)
+    escaped = copy_line_sql(plan, escaped=True)
     rowid = source.rowid_column(connection, table)
     if rowid is None:
-        cursor = connection.execute(f'SELECT {line} FROM "{table}" NOT INDEXED')
+        cursor = connection.execute(f'SELECT {escaped} FROM "{table}" NOT INDEXED')
         while rows := cursor.fetchmany(COPY_CHUNK_ROWS):
             yield b"\n".join([row[0] for row in rows]) + b"\n", len(rows)
         return
-    chunks = source.joined_chunks(connection, table, line, rowid, COPY_CHUNK_ROWS, "char(10)")
-    for text, rows in chunks:
-        yield text + b"\n", rows
+    nulls = " + ".join(f"({c.quoted} IS NULL)" for c in plan.columns if c.nullable) or "0"
+    chunks = source.joined_chunks(
+        connection, table, copy_line_sql(plan), rowid, COPY_CHUNK_ROWS, "char(0)", nulls
+    )
+    for chunk in chunks:
+        text = copy_text(chunk.text + ROW_JOINER, chunk.rows, chunk.summed, width)
+        if text is None:
+            after = "1" if chunk.after is None else f"{rowid} > {chunk.after}"
+            lines = connection.execute(
+                f'SELECT {escaped} FROM "{table}" WHERE {after} AND {rowid} <= ?',
+                (chunk.last,),
+            ).fetchall()
+            text = b"\n".join([line for (line,) in lines]) + b"\n"
+        yield text, chunk.rows
 
 
 def row_halves(connection: sqlite3.Connection, table: str, rows: int) -> tuple[str, str | None]:

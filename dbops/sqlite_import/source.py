@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -281,6 +282,14 @@ def rowid_column(connection: sqlite3.Connection, table: str) -> str | None:
     return "rowid"
 
 
+class JoinedChunk(NamedTuple):
+    text: bytes
+    rows: int
+    after: int | None  # the chunk's rows are those after this rowid (None: from the first)
+    last: int  # up to this one
+    summed: int  # the sum of `summed` over the chunk's rows
+
+
 def joined_chunks(
     connection: sqlite3.Connection,
     table: str,
@@ -288,10 +297,11 @@ def joined_chunks(
     rowid: str,
     rows_per_chunk: int,
     separator: str,
-) -> Iterator[tuple[bytes, int]]:
+    summed: str = "0",
+) -> Iterator[JoinedChunk]:
     """The texts of `expression` for a table's rows in the order of `rowid` (see
     rowid_column), joined by `separator` (SQL) a chunk of rows at a time, each with the
-    number of rows in the chunk.
+    number of rows in the chunk, their rowids and the sum of `summed` (SQL) over them.
 
     SQLite joins them (group_concat over the next rows after the last rowid): a Python object
     per row was a fifth of the cost of reading a million rows' texts. A NULL text is left out
@@ -299,15 +309,17 @@ def joined_chunks(
     """
     # ORDER BY 1: a column called "text" or "key" would otherwise name an alias.
     query = (
-        f"SELECT count(*), max(key), group_concat(text, {separator}) FROM "
-        f'(SELECT {rowid} AS key, {expression} AS text FROM "{table}" NOT INDEXED '
-        f"WHERE {{after}} ORDER BY 1 LIMIT {rows_per_chunk})"
+        f"SELECT count(*), max(key), group_concat(text, {separator}), sum(summed) FROM "
+        f'(SELECT {rowid} AS key, {expression} AS text, {summed} AS summed FROM "{table}" '
+        f"NOT INDEXED WHERE {{after}} ORDER BY 1 LIMIT {rows_per_chunk})"
     )
     first, following = query.format(after="1"), query.format(after=f"{rowid} > ?")
-    rows, last, text = connection.execute(first).fetchone()
+    after = None
+    rows, last, text, total = connection.execute(first).fetchone()
     while rows:
-        yield text or b"", rows
-        rows, last, text = connection.execute(following, (last,)).fetchone()
+        yield JoinedChunk(text or b"", rows, after, last, total or 0)
+        after = last
+        rows, last, text, total = connection.execute(following, (last,)).fetchone()
 
 
 def applied_migrations(connection: sqlite3.Connection) -> set[tuple[str, str]] | None:

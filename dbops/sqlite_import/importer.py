@@ -213,14 +213,17 @@ class SqliteImport:
                 else:
                     self.copy_verify_commit()
         finally:
-            if self.snapshot is not None and not self.snapshot.sha256:
-                # A failed run is recorded with its snapshot too.
-                with suppress(ImportFailed):
-                    self.seal_snapshot()
-            for child in self.children:
-                child.stop()
-            if self.sqlite is not None:
-                self.sqlite.close()
+            try:
+                # A failed run is recorded with its snapshot's sha256 too; an interrupted one
+                # does not wait for it.
+                if self.snapshot and not self.snapshot.sha256 and not self.received_signals:
+                    with suppress(ImportFailed):
+                        self.seal_snapshot()
+            finally:
+                for child in self.children:
+                    child.stop()
+                if self.sqlite is not None:
+                    self.sqlite.close()
         return list(self.results.values())
 
     def prepare(self) -> None:
@@ -256,21 +259,34 @@ class SqliteImport:
                 raise ImportFailed(str(exc)) from None
 
     def seal_snapshot(self) -> None:
-        """Wait for the child that syncs the snapshot to disk and computes its sha256; if it
-        failed or was stopped, do it here."""
+        """Wait for the child that syncs the snapshot to disk and computes its sha256.
+
+        Only a child that never got to seal it (it died, or could not open the snapshot) is
+        replaced by a seal here. One whose fsync failed is not retried: Linux reports lost
+        writes once, so a second fsync would pass while the snapshot is not on disk.
+        """
         if self.snapshot.sha256:
             return
         if self.sealing is not None:
-            with suppress(ImportFailed, sqlite3.DatabaseError):
+            try:
                 self.snapshot.sha256 = self.sealing.result()
                 return
+            except ImportFailed:
+                _, kind, text = self.sealing.outcome
+                if kind != "died":
+                    raise self.unsealed(text) from None
+            except sqlite3.DatabaseError:
+                pass
         try:
             self.snapshot.sha256 = source.seal(self.snapshot.path)
         except OSError as exc:
-            raise ImportFailed(
-                f"the snapshot {self.snapshot.path} could not be written to disk "
-                f"({exc.strerror or exc}); nothing was committed"
-            ) from None
+            raise self.unsealed(exc.strerror or str(exc)) from None
+
+    def unsealed(self, reason: str) -> ImportFailed:
+        return ImportFailed(
+            f"the snapshot {self.snapshot.path} could not be written to disk ({reason}); "
+            f"nothing was committed"
+        )
 
     def source_schema(self) -> dict[str, list[str]]:
         """Each source table (SQLite's own excepted) with its column names."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _sqlite3
 import ctypes
+import errno
 import hashlib
 import os
 import platform
@@ -193,9 +194,17 @@ def seal(path: Path) -> str:
         fd = os.open(synced, os.O_RDONLY)
         try:
             os.fsync(fd)
+        except OSError as exc:
+            # Some file systems (network and FUSE ones) cannot sync a directory; as
+            # PostgreSQL does (fsync_fname), that is not an error. The file's own fsync is.
+            if synced == path or exc.errno not in DIRECTORY_FSYNC_UNSUPPORTED:
+                raise
         finally:
             os.close(fd)
     return digest
+
+
+DIRECTORY_FSYNC_UNSUPPORTED = {errno.EBADF, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def file_sha256(path: Path) -> str:

@@ -3,8 +3,9 @@
 import sqlite3
 
 import pytest
+from django.test.utils import isolate_apps
 
-from dbops.sqlite_import import columns, importer, source
+from dbops.sqlite_import import columns, importer, plan, source
 
 
 def accepted(condition: str, value) -> bool:
@@ -265,3 +266,41 @@ def test_copy_text_escapes_a_chunk_as_copys_text_format_reads_it():
 )
 def test_copy_text_gives_up_on_a_chunk_whose_values_hold_a_joining_byte(joined):
     assert importer.copy_text(joined, rows=1, nulls=0, width=3) is None
+
+
+@isolate_apps("caloria")
+def test_a_check_constraint_names_the_columns_it_reads_or_shows_the_whole_row():
+    from django.db import models
+    from django.db.models import F, Q
+    from django.db.models.lookups import GreaterThan
+
+    class Owner(models.Model):  # noqa: DJ008 - a model for one test
+        class Meta:
+            app_label = "caloria"
+
+    class Checked(models.Model):  # noqa: DJ008 - a model for one test
+        owner = models.ForeignKey(Owner, models.CASCADE)
+        amount = models.IntegerField()
+
+        class Meta:
+            app_label = "caloria"
+            constraints = [
+                models.CheckConstraint(condition=Q(owner_id__gt=0), name="by_attname"),
+                models.CheckConstraint(condition=GreaterThan(F("amount"), 0), name="expression"),
+            ]
+
+    checks = {check.name: check.columns for check in plan.check_constraints(Checked)}
+
+    assert checks == {"by_attname": ("owner_id",), "expression": ("id", "owner_id", "amount")}
+
+
+def test_snapshot_connections_run_the_functions_djangos_check_constraints_may_call(tmp_path):
+    path = tmp_path / "snapshot.sqlite3"
+    sqlite3.connect(path).close()
+    connection = source.open_snapshot(source.Snapshot(path, path, 0))
+
+    row = connection.execute(
+        "SELECT 'abc' REGEXP 'b+c$', django_date_extract('year', '2024-05-06')"
+    )
+
+    assert row.fetchone() == (1, 2024)

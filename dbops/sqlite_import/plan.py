@@ -180,9 +180,11 @@ def check_constraints(model: type[models.Model]) -> list[TableCheck]:
     for constraint in meta.constraints:
         if not isinstance(constraint, models.CheckConstraint):
             continue
-        # A Q condition names its fields; a boolean expression does not.
+        # A Q condition names its fields (or their attnames); for a boolean expression, which
+        # does not, a row breaking it is shown whole.
         names = getattr(constraint.condition, "referenced_base_fields", set())
-        columns = tuple(f.column for f in meta.local_concrete_fields if f.name in names)
+        fields = {meta.get_field(name) for name in names}
+        columns = tuple(f.column for f in meta.local_concrete_fields if f in fields or not names)
         condition = constraint._get_check_sql(model, sqlite_schema_editor())
         checks.append(TableCheck(constraint.name, columns, condition))
     return checks

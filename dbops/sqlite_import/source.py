@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
+from django.db.backends.sqlite3._functions import register as register_django_functions
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOCK_TIMEOUT_SECONDS = 5
 
@@ -220,9 +222,11 @@ def open_snapshot(snapshot: Snapshot) -> sqlite3.Connection:
 
     SQLite leaves the CHECK constraints out of the schema it reads from a read-only database,
     so its integrity check does not look at them: preflight checks the models' CHECK
-    constraints itself (plan.TableCheck).
+    constraints itself (plan.TableCheck), in the SQL Django's SQLite backend writes, which
+    may call the functions it adds to its connections (REGEXP, django_date_extract, ...).
     """
     connection = open_read_only(snapshot.path)
+    register_django_functions(connection)
     connection.text_factory = bytes
     return connection
 

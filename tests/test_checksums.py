@@ -276,3 +276,15 @@ def test_the_text_backslash_n_and_null_have_different_checksums():
     ours = checksums.sqlite_table_checksum(sqlite, layout)
 
     assert ours.digest != checksums.postgresql_table_checksum(connection, layout).digest
+
+
+def test_a_null_row_cannot_be_made_up_for_by_a_value_holding_the_joiners(monkeypatch):
+    # A NULL canonical row is left out of SQLite's join; a value holding a row joiner and a
+    # separator would restore the counts, so the chunk's NULLs are counted too.
+    sqlite, layout = snapshot_table("a", "b", "x\x002\x1fy")
+    sqlite.execute("UPDATE t SET name = NULL WHERE id = 2")
+
+    checksum = checksums.sqlite_table_checksum(sqlite, layout)
+
+    assert checksum.rows == 3
+    assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)

@@ -145,9 +145,9 @@ def test_joined_chunks_hold_every_row_once_in_rowid_order():
     chunks = list(source.joined_chunks(connection, "t", "v", "rowid", 3, "char(10)", "v IS NULL"))
 
     assert chunks == [
-        (b"-4611686018427387904\n-5\n0", 3, None, 0, 0),
-        (b"7\n8", 3, 0, 8, 1),
-        (b"9\n4611686018427387904", 2, 8, 2**62, 0),
+        (b"-4611686018427387904\n-5\n0", 3, None, 0, 0, 0),
+        (b"7\n8", 3, 0, 8, 1, 1),
+        (b"9\n4611686018427387904", 2, 8, 2**62, 0, 0),
     ]
 
 

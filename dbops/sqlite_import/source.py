@@ -301,6 +301,7 @@ class JoinedChunk(NamedTuple):
     after: int | None  # the chunk's rows are those after this rowid (None: from the first)
     last: int  # up to this one
     summed: int  # the sum of `summed` over the chunk's rows
+    nulls: int  # rows whose text is NULL, left out of `text`
 
 
 def joined_chunks(
@@ -322,17 +323,18 @@ def joined_chunks(
     """
     # ORDER BY 1: a column called "text" or "key" would otherwise name an alias.
     query = (
-        f"SELECT count(*), max(key), group_concat(text, {separator}), sum(summed) FROM "
+        f"SELECT count(*), max(key), group_concat(text, {separator}), sum(summed), "
+        f"count(*) - count(text) FROM "
         f'(SELECT {rowid} AS key, {expression} AS text, {summed} AS summed FROM "{table}" '
         f"NOT INDEXED WHERE {{after}} ORDER BY 1 LIMIT {rows_per_chunk})"
     )
     first, following = query.format(after="1"), query.format(after=f"{rowid} > ?")
     after = None
-    rows, last, text, total = connection.execute(first).fetchone()
+    rows, last, text, total, nulls = connection.execute(first).fetchone()
     while rows:
-        yield JoinedChunk(text or b"", rows, after, last, total or 0)
+        yield JoinedChunk(text or b"", rows, after, last, total or 0, nulls)
         after = last
-        rows, last, text, total = connection.execute(following, (last,)).fetchone()
+        rows, last, text, total, nulls = connection.execute(following, (last,)).fetchone()
 
 
 def applied_migrations(connection: sqlite3.Connection) -> set[tuple[str, str]] | None:

@@ -288,3 +288,33 @@ def test_a_null_row_cannot_be_made_up_for_by_a_value_holding_the_joiners(monkeyp
 
     assert checksum.rows == 3
     assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "1.2.3.4",
+        "::ffff:1.2.3.4",
+        "::ffff:0.0.1.2",
+        "::1.2.3.4",
+        "::1",
+        "::",
+        "::2",
+        "::ffff:0:0",
+        "2001:db8::ffff:1.2.3.4",
+        "fe80::1:2",
+    ],
+)
+def test_an_ip_address_has_the_same_canonical_text_on_both_sides(address):
+    source = checksums.python_normalizer("GenericIPAddressField")(address)
+
+    assert source == postgresql_canonical("GenericIPAddressField", address, "inet")
+
+
+@pytest.mark.parametrize(
+    "document", ["[-0, -0.0, -0.00e1, 0, 1.50, -2]", '{"b": -0.0, "a": [1e2, -1E-2]}']
+)
+def test_a_json_document_has_the_same_canonical_text_on_both_sides(document):
+    source = checksums.python_normalizer("JSONField")(document)
+
+    assert source == postgresql_canonical("JSONField", document, "jsonb")

@@ -98,6 +98,8 @@ def _jsonb_text(value) -> str:
         return "false"
     if value is None:
         return "null"
+    if value.is_zero():  # PostgreSQL's numeric has no negative zero: -0.0 prints as 0.0
+        value = value.copy_abs()
     return format(value, "f")
 
 
@@ -106,7 +108,18 @@ def _json(value) -> str:
 
 
 def _ip(value) -> str:
-    return str(ipaddress.ip_address(_text(value)))
+    """An address as PostgreSQL's host() prints it: an IPv6 address that embeds an IPv4 one
+    (::ffff:1.2.3.4, ::1.2.3.4) with the IPv4 part dotted, as inet_net_ntop does, where
+    Python prints hexadecimal words."""
+    address = ipaddress.ip_address(_text(value))
+    if address.version == 6:
+        words = struct.unpack(">8H", address.packed)
+        mapped = words[:5] == (0,) * 5 and words[5] == 0xFFFF
+        compatible = words[:6] == (0,) * 6 and words[6] != 0
+        if mapped or compatible:
+            dotted = ipaddress.IPv4Address(address.packed[12:])
+            return f"::ffff:{dotted}" if mapped else f"::{dotted}"
+    return str(address)
 
 
 def cached(normalize: Callable[[object], str]) -> Callable[[object], str]:

@@ -179,11 +179,11 @@ def test_sigterm_during_preflight_stops_the_child_processes_and_records_it(
         start_child(self, *args, **kwargs)
         children.append(self)
 
-    check_values = importer.SqliteImport.tables_with_bad_values_in_halves
+    find_bad_values = importer.SqliteImport.tables_with_bad_values_in_halves
 
     def terminated(self):
         os.kill(os.getpid(), signal.SIGTERM)
-        return check_values(self)
+        return find_bad_values(self)
 
     monkeypatch.setattr(importer.ForkedRead, "__init__", remember)
     monkeypatch.setattr(importer.SqliteImport, "tables_with_bad_values_in_halves", terminated)

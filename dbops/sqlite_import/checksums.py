@@ -224,24 +224,26 @@ class RowLayout:
         pk = self.pk.quoted
         return f'SELECT {pk}, {sql}{raw} FROM "{self.source_table}" ORDER BY {pk}'
 
-    def postgresql_query(self, qn) -> str:
-        """The canonical values of each row, a column each, in key order (for COPY TO)."""
+    def postgresql_values(self, qn, render: Callable[[str, str], str]) -> list[str]:
+        """SQL of each column's canonical value in PostgreSQL, rendered by `render`
+        (postgresql_value or postgresql_expression), marked by '=' where text could read as
+        NULL."""
         values = []
         for c in [*self.sql_columns, *self.python_columns]:
-            value = postgresql_value(c.kind, qn(c.name))
+            value = render(c.kind, qn(c.name))
             values.append(f"'=' || {value}" if c.text_could_read_as_null else value)
-        return f"SELECT {', '.join(values)} FROM {qn(self.table)} {self.key_order(qn)}"
+        return values
+
+    def postgresql_query(self, qn) -> str:
+        """The canonical values of each row, a column each, in key order (for COPY TO)."""
+        values = ", ".join(self.postgresql_values(qn, postgresql_value))
+        return f"SELECT {values} FROM {qn(self.table)} {self.key_order(qn)}"
 
     def postgresql_digest_query(self, qn) -> str:
         """(key, md5 of the canonical row joined by U+001F) in key order, as sqlite_row_digests
         gives them: for finding the first differing row."""
-        parts = []
-        for c in [*self.sql_columns, *self.python_columns]:
-            expression = postgresql_expression(c.kind, qn(c.name))
-            if c.text_could_read_as_null:
-                expression = f"'=' || {expression}"
-            parts.append(f"COALESCE({expression}, '{NULL}')")
-        canonical = " || chr(31) || ".join(parts)
+        texts = self.postgresql_values(qn, postgresql_expression)
+        canonical = " || chr(31) || ".join(f"COALESCE({text}, '{NULL}')" for text in texts)
         return (
             f"SELECT {qn(self.pk.name)}, md5({canonical}) FROM {qn(self.table)} "
             f"{self.key_order(qn)}"

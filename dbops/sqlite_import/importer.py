@@ -76,6 +76,14 @@ class ImportFailed(Exception):
         self.problems = problems or []
 
 
+class ChildFailed(ImportFailed):
+    """A child process reading the snapshot failed (`died`: it ended without an answer)."""
+
+    def __init__(self, summary: str, reason: str, died: bool):
+        super().__init__(summary)
+        self.reason, self.died = reason, died
+
+
 class Interrupted(BaseException):
     """SIGTERM or Ctrl-C arrived; raised like KeyboardInterrupt so every transaction rolls
     back."""
@@ -216,7 +224,8 @@ class SqliteImport:
             try:
                 # A failed run is recorded with its snapshot's sha256 too; an interrupted one
                 # does not wait for it.
-                if self.snapshot and not self.snapshot.sha256 and not self.received_signals:
+                unsealed = self.snapshot is not None and not self.snapshot.sha256
+                if unsealed and not self.received_signals:
                     with suppress(ImportFailed):
                         self.seal_snapshot()
             finally:
@@ -271,10 +280,9 @@ class SqliteImport:
             try:
                 self.snapshot.sha256 = self.sealing.result()
                 return
-            except ImportFailed:
-                _, kind, text = self.sealing.outcome
-                if kind != "died":
-                    raise self.unsealed(text) from None
+            except ChildFailed as failure:
+                if not failure.died:
+                    raise self.unsealed(failure.reason) from None
             except sqlite3.DatabaseError:
                 pass
         try:
@@ -1037,9 +1045,11 @@ class ForkedRead:
         _, kind, text = self.outcome
         if kind == "sqlite":
             raise sqlite3.DatabaseError(text)
-        reason = "ended without an answer" if kind == "died" else "failed"
-        raise ImportFailed(
-            f"a child process reading the snapshot {reason} ({text}); nothing was committed"
+        what = "ended without an answer" if kind == "died" else "failed"
+        raise ChildFailed(
+            f"a child process reading the snapshot {what} ({text}); nothing was committed",
+            reason=text,
+            died=kind == "died",
         )
 
     def stop(self) -> None:

@@ -206,3 +206,36 @@ def filled_source(sqlite_templates, tmp_path) -> Path:
     path = tmp_path / "source.sqlite3"
     shutil.copyfile(sqlite_templates["filled"], path)
     return path
+
+
+@pytest.fixture
+def throwaway_cluster():
+    """A started PostgreSQL cluster of this test's own (see tests/clusters.py), removed after."""
+    from tests.clusters import Cluster
+
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def migrated_cluster_url(throwaway_cluster, tmp_path) -> str:
+    """URL of a database `caloria` in the throwaway cluster, migrated by this project."""
+    throwaway_cluster.execute("CREATE DATABASE caloria")
+    url = throwaway_cluster.url("caloria")
+    env_file = tmp_path / "cluster.env"
+    env_file.write_text("")
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=PROJECT_ROOT,
+        env=clean_environment(CALORIA_ENV="test", DATABASE_URL=url, CALORIA_ENV_FILE=str(env_file)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return url

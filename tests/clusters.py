@@ -7,6 +7,7 @@ As root, the server runs as the `postgres` user (PostgreSQL refuses to run as ro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -122,12 +123,8 @@ class Cluster:
     def remove(self) -> None:
         """Stop the server whatever state it is in, and delete its folder."""
         if (self.data / "postmaster.pid").exists():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.thaw()
-            except (OSError, ValueError):
-                pass
-            try:
+            with contextlib.suppress(RuntimeError):
                 self.stop("immediate")
-            except RuntimeError:
-                pass
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -56,26 +57,42 @@ class ConfigurationError(ImproperlyConfigured):
 # --------------------------------------------------------------------------- masking
 
 
+# Where a URL's user-info starts: after `scheme:/`, however many slashes were typed.
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
+
+
+def mask_userinfo(token: str) -> str:
+    """Mask the password of a URL-like token, however malformed the rest of it is.
+
+    The user-info ends at the *last* `@` (an unencoded `@`, `/`, `#` or `?` in a password
+    makes URL parsers split elsewhere), and the password starts at the first `:` after the
+    scheme. A token with no `@`, or no `:` before it, has no password to hide.
+    """
+    head, at, host_and_rest = token.rpartition("@")
+    if not at:
+        return token
+    scheme = _URL_SCHEME.search(head)
+    start = scheme.end() if scheme else 0
+    user, colon, _password = head[start:].partition(":")
+    if not colon:
+        return token
+    return f"{head[:start]}{user}:{MASK}@{host_and_rest}"
+
+
 def mask_url(url: str) -> str:
-    """Return a URL with its password replaced by a fixed mask (never the real length)."""
+    """A URL (or libpq DSN) with its password replaced by a fixed mask (never its length).
+
+    The whole string is one URL here, so a password holding spaces is masked too.
+    """
     if not url:
         return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    if "@" not in parts.netloc:
-        return mask_dsn(url) if "=" in url and "://" not in url else url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    if ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        userinfo = f"{user}:{MASK}"
-    query = _mask_query(parts.query)
-    return urlunsplit((parts.scheme, f"{userinfo}@{hostinfo}", parts.path, query, parts.fragment))
+    if "=" in url and "://" not in url:
+        return mask_dsn(url)
+    return _mask_query(mask_userinfo(url))
 
 
 def _mask_query(query: str) -> str:
-    return re.sub(r"(?i)(password|passwd|pwd|secret|token)=[^&]*", rf"\1={MASK}", query)
+    return re.sub(r"(?i)(password|passwd|pwd|secret|token)=[^&\s]*", rf"\1={MASK}", query)
 
 
 _DSN_PASSWORD = re.compile(r"""(?i)\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)""")
@@ -95,8 +112,13 @@ def mask_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret and len(secret) >= 3:
             text = text.replace(secret, MASK)
-    text = re.sub(r"(\w+://[^:/@\s]*):[^@\s]*@", rf"\1:{MASK}@", text)
-    return mask_dsn(text)
+    text = re.sub(r"\S*@\S*", lambda match: mask_userinfo(match.group(0)), text)
+    text = _SPACED_PASSWORD.sub(rf"\1:{MASK}@", text)
+    return mask_dsn(_mask_query(text))
+
+
+# A URL whose password holds a space spans two tokens: mask up to the line's last `@`.
+_SPACED_PASSWORD = re.compile(r"([A-Za-z][\w+.\-]*:/+[^:/@\s]*):[^@\n]*\s[^@\n]*@")
 
 
 def describe_location(settings_dict: dict) -> str:
@@ -128,6 +150,8 @@ class EnvFileLine:
     key: str
     raw_value: str
 
+
+_SCHEME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 _ASSIGNMENT = re.compile(r"\A(?:export )?([A-Za-z_0-9]+)=(.*)\Z")
 
@@ -299,13 +323,33 @@ class StrictEnv:
         if not url:
             return None
         masked = mask_url(url)
-        try:
-            config = environ.Env.db_url_config(url)
-        except Exception:  # noqa: BLE001 - any parse failure is a configuration problem
-            self.problem(name, f"cannot be parsed as a database URL: {masked}")
+        scheme, separator, rest = url.partition("://")
+        if not separator or not _SCHEME_NAME.fullmatch(scheme):
+            self.problem(
+                name, f"is not a URL of the form scheme://user:password@host:port/name: {masked}"
+            )
             return None
-        if not config.get("ENGINE"):
-            self.problem(name, f"has an unknown scheme: {masked}")
+        if scheme.lower() not in environ.Env.DB_SCHEMES:
+            self.problem(
+                name,
+                f"has an unknown scheme {scheme!r} (postgres:// for PostgreSQL, sqlite:/// for "
+                f"SQLite): {masked}",
+            )
+            return None
+        if scheme.lower() == "sqlite" and not rest.startswith("/"):
+            self.problem(name, f"names a host; a SQLite URL is sqlite:////absolute/path: {masked}")
+            return None
+        try:
+            # django-environ warns with the parsed settings, password included.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                config = environ.Env.db_url_config(url)
+        except Exception:  # noqa: BLE001 - any parse failure is a configuration problem
+            self.problem(
+                name,
+                f"cannot be parsed as a database URL (is the port a number? is a '/', '?' or "
+                f"'#' in the password percent-encoded as %2F, %3F, %23?): {masked}",
+            )
             return None
         query_keys = {key.lower() for key in parse_qs(urlsplit(url).query, keep_blank_values=True)}
         for option, variable in URL_OPTIONS_WITH_OWN_VARIABLE.items():

@@ -54,6 +54,20 @@ def test_gunicorn_refuses_to_start_in_production_when_the_database_is_down(
     assert "Traceback" not in completed.stderr
 
 
+def test_gunicorn_refuses_an_unparseable_database_url_without_printing_its_password(run):
+    completed = run(
+        [GUNICORN, "caloria.wsgi:application", "-c", "gunicorn.conf.py",
+         "--bind", f"127.0.0.1:{closed_port()}"],
+        timeout=30, **production("postgres://caloria:SECRETPW/x@127.0.0.1/caloria"),
+    )  # fmt: skip
+
+    assert completed.returncode != 0
+    assert "DATABASE_URL: cannot be parsed as a database URL" in completed.stderr
+    assert "caloria:********@127.0.0.1/caloria" in completed.stderr
+    assert "SECRETPW" not in completed.output
+    assert "Traceback" not in completed.stderr
+
+
 def fetch(url, **headers):
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):

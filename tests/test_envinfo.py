@@ -1,5 +1,7 @@
 """The one masking helper, and the .env pitfalls validate_environment reports."""
 
+import pytest
+
 from dbops.envinfo import (
     MASK,
     describe_database,
@@ -25,6 +27,51 @@ def test_mask_url_hides_passwords_in_the_query_string():
 
     assert "hunter22" not in masked
     assert "sslmode=require" in masked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://caloria:pa/SECRET@db/caloria",
+        "postgres://caloria:pa#SECRET@db/caloria",
+        "postgres://caloria:pa@SECRET@db/caloria",
+        "postgres://caloria:pa?SECRET@db/caloria",
+        "postgres://caloria:pa:SECRET@db/caloria",
+        "postgres://caloria:pa SECRET@db/caloria",
+        "postgress://caloria:SECRET@db/caloria",
+        "postgres:/caloria:SECRET@db/caloria",
+        "postgres//caloria:SECRET@db/caloria",
+        "caloria:SECRET@db/caloria",
+        "postgres://caloria:SECRET@[::1/caloria",
+    ],
+)
+def test_mask_url_hides_the_password_of_a_malformed_url_and_keeps_the_user(url):
+    masked = mask_url(url)
+
+    assert "SECRET" not in masked
+    assert f"caloria:{MASK}@" in masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "could not connect to 'postgres://caloria:pa/SECRET@db/caloria': refused",
+        "could not connect to postgres://caloria:pa@SECRET@db/caloria (refused)",
+        "could not connect to postgres://caloria:pa SECRET@db/caloria (refused)",
+        "could not connect to caloria:SECRET@db",
+    ],
+)
+def test_mask_text_hides_the_password_of_a_malformed_url_in_free_text(text):
+    masked = mask_text(text)
+
+    assert "SECRET" not in masked
+    assert "could not connect to" in masked
+
+
+def test_mask_text_leaves_email_addresses_and_times_alone():
+    text = "mail admin@example.com at 12:30"
+
+    assert mask_text(text) == text
 
 
 def test_mask_dsn_hides_plain_and_quoted_passwords():

@@ -15,7 +15,8 @@ PRINT_SETTINGS = (
     "'conn_health_checks': db['CONN_HEALTH_CHECKS'], 'debug': settings.DEBUG, "
     "'time_zone': settings.TIME_ZONE, 'use_tz': settings.USE_TZ, "
     "'env': settings.CALORIA_ENV, 'sources': settings.CALORIA_SETTING_SOURCES, "
-    "'env_file': str(settings.CALORIA_ENV_FILE), 'allowed_hosts': settings.ALLOWED_HOSTS}))"
+    "'env_file': str(settings.CALORIA_ENV_FILE), 'allowed_hosts': settings.ALLOWED_HOSTS, "
+    "'password': db.get('PASSWORD')}))"
 )
 
 
@@ -134,6 +135,55 @@ def test_a_database_url_password_never_appears_in_a_configuration_error(manage):
     assert completed.returncode == 1
     assert "DEBUG: must be true or false" in completed.stderr
     assert "SECRETPW" not in completed.output
+
+
+# Database URLs that URL parsers split in the wrong place, or that name no known engine; the
+# password (SECRETPW plus what surrounds it) must never be printed.
+UNPARSEABLE_DATABASE_URLS = {
+    "slash in password": "postgres://caloria:SECRETPW/x@db/caloria",
+    "question mark in password": "postgres://caloria:SECRETPW?x@db/caloria",
+    "misspelt scheme": "postgress://caloria:SECRETPW@db/caloria",
+    "unknown scheme": "http://caloria:SECRETPW@db/caloria",
+    "one slash after the scheme": "postgres:/caloria:SECRETPW@db/caloria",
+    "no colon after the scheme": "postgres//caloria:SECRETPW@db/caloria",
+    "port out of range": "postgres://caloria:SECRETPW@db:99999/caloria",
+    "broken IPv6 host": "postgres://caloria:SECRETPW@[::1/caloria",
+    "SQLite URL with a host": "sqlite://caloria:SECRETPW@db/caloria.sqlite3",
+}
+
+
+@pytest.mark.parametrize("url", UNPARSEABLE_DATABASE_URLS.values(), ids=UNPARSEABLE_DATABASE_URLS)
+def test_an_unusable_database_url_is_refused_naming_it_without_its_password(manage, url):
+    completed = manage("check", **production(DATABASE_URL=url))
+
+    assert completed.returncode == 1
+    assert "DATABASE_URL: " in completed.stderr
+    assert "caloria:********@" in completed.stderr
+    assert "SECRETPW" not in completed.output
+    assert "Traceback" not in completed.output
+
+
+def test_validate_environment_reports_an_unparseable_database_url_without_its_password(manage):
+    url = UNPARSEABLE_DATABASE_URLS["slash in password"]
+
+    completed = manage("validate_environment", **production(DATABASE_URL=url))
+
+    assert completed.returncode == 1
+    assert "failed   DATABASE_URL: cannot be parsed" in completed.stdout
+    assert "SECRETPW" not in completed.output
+    assert "Traceback" not in completed.output
+
+
+@pytest.mark.parametrize(
+    "password", ["SECRETPW#x", "SECRETPW@x", "SECRETPW%x", "SECRETPW x"], ids=repr
+)
+def test_a_password_holding_a_hash_at_percent_or_space_is_read_whole(print_settings, password):
+    values, completed = print_settings(
+        **production(DATABASE_URL=f"postgres://caloria:{password}@db/caloria")
+    )
+
+    assert values is not None, completed.stderr
+    assert values["password"] == password
 
 
 def test_development_without_database_url_uses_sqlite_in_the_project_root_and_says_so_once(

@@ -44,6 +44,14 @@ if IS_PRODUCTION:
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
     if not ALLOWED_HOSTS and env.is_set("ALLOWED_HOSTS"):
         env.problem("ALLOWED_HOSTS", "names no host")
+    elif "*" in ALLOWED_HOSTS:
+        # A bare '*' turns off Django's Host header validation (cache poisoning, password
+        # reset links to an attacker's host); a '.example.com' pattern keeps it.
+        env.problem(
+            "ALLOWED_HOSTS",
+            "must not be '*' in production; name the hosts (a '.example.com' entry allows "
+            "every subdomain)",
+        )
     elif not env.is_set("ALLOWED_HOSTS"):
         env.str("ALLOWED_HOSTS", required=True)
 else:

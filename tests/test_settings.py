@@ -119,6 +119,20 @@ def test_production_refuses_debug(manage):
     assert "DEBUG: must be off in production" in completed.stderr
 
 
+def test_production_refuses_a_bare_star_in_allowed_hosts(manage):
+    completed = manage("check", **production(ALLOWED_HOSTS="caloria.example.com,*"))
+
+    assert completed.returncode == 1
+    assert "ALLOWED_HOSTS: must not be '*' in production" in completed.stderr
+
+
+def test_production_accepts_a_subdomain_pattern_in_allowed_hosts(print_settings):
+    values, completed = print_settings(**production(ALLOWED_HOSTS=".example.com"))
+
+    assert values is not None, completed.stderr
+    assert values["allowed_hosts"] == [".example.com"]
+
+
 def test_production_turns_debug_off_by_default(print_settings):
     values, completed = print_settings(**production())
 

@@ -174,3 +174,14 @@ def test_development_on_sqlite_warns_and_says_where_the_file_is(manage, tmp_path
     assert checks["engine"] in ("warning",)
     detail = next(c["detail"] for c in report["checks"] if c["name"] == "DATABASE_URL")
     assert detail.startswith("not set: development uses SQLite at /")
+
+
+@pytest.mark.django_db
+def test_a_bare_star_in_allowed_hosts_fails_in_production(manage, test_database_url):
+    completed = manage(
+        "validate_environment", "--json", **production(test_database_url, ALLOWED_HOSTS="*")
+    )
+
+    checks, _ = statuses(completed)
+    assert completed.returncode == 1
+    assert checks["ALLOWED_HOSTS"] == "failed"

@@ -90,3 +90,58 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
         server_version=version,
         elapsed_ms=(time.monotonic() - started) * 1000,
     )
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+@dataclass(frozen=True)
+class SequenceState:
+    """A key's sequence and what it would hand out next, beside the largest key taken."""
+
+    table: str
+    column: str
+    sequence: str | None  # None: the key has no sequence or identity
+    next_value: int | None = None
+    largest: int | None = None  # None: the table is empty
+
+    @property
+    def behind(self) -> bool:
+        """The next insert would get a key already taken."""
+        return self.largest is not None and self.next_value <= self.largest
+
+
+def sequence_state(connection: BaseDatabaseWrapper, table: str, column: str) -> SequenceState:
+    """The state of the sequence behind `table.column` (PostgreSQL), read in one statement."""
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [qn(table), column])
+        sequence = cursor.fetchone()[0]
+        if sequence is None:
+            return SequenceState(table, column, None)
+        cursor.execute(
+            f"SELECT last_value, is_called, (SELECT MAX({qn(column)}) FROM {qn(table)}) "
+            f"FROM {sequence}"
+        )
+        last_value, is_called, largest = cursor.fetchone()
+    next_value = last_value + 1 if is_called else last_value
+    return SequenceState(table, column, sequence, next_value, largest)
+
+
+def restart_sequence_past_largest_key(
+    connection: BaseDatabaseWrapper, state: SequenceState, *, never_backwards: bool
+) -> int:
+    """Make the next insert get the key after the largest (1 for an empty table); return it.
+
+    With ALTER SEQUENCE ... RESTART, not setval(): setval is not transactional, so a failed
+    import would roll its rows back and still leave every sequence at the source's values
+    (the application's next insert then fails with a duplicate key). RESTART rolls back with
+    the transaction it runs in, and takes effect at commit. `never_backwards` keeps a sequence
+    that is already ahead where it is (a repair must not hand out keys used before).
+    """
+    next_value = (state.largest or 0) + 1
+    if never_backwards and state.next_value is not None:
+        next_value = max(next_value, state.next_value)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER SEQUENCE {state.sequence} RESTART WITH {int(next_value)}")
+    return next_value

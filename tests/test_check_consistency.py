@@ -56,12 +56,16 @@ def food_user_constraint() -> str:
     )
 
 
-def insert_food(pk, user_id):
-    execute(
-        "INSERT INTO caloria_foodentry (id, user_id, eaten_at, name, calories, meal, notes, "
-        "created_at) VALUES (%s, %s, now(), 'Toast', 120, '', '', now())",
-        params=[pk, user_id],
-    )
+def insert_food(pk, user_id) -> int:
+    """Insert a food entry bypassing the ORM's checks; `pk` None takes the sequence's next."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO caloria_foodentry (id, user_id, eaten_at, name, calories, meal, notes, "
+            "created_at) VALUES (COALESCE(%s, nextval(pg_get_serial_sequence("
+            "'caloria_foodentry', 'id'))), %s, now(), 'Toast', 120, '', '', now()) RETURNING id",
+            [pk, user_id],
+        )
+        return cursor.fetchone()[0]
 
 
 @pytest.fixture
@@ -185,9 +189,9 @@ def test_rows_under_a_not_valid_foreign_key_that_point_at_missing_rows_are_repor
     name = food_user_constraint()
     execute(f'ALTER TABLE caloria_foodentry DROP CONSTRAINT "{name}"')
     user = User.objects.create(username="ana")
-    insert_food(1, user.pk)
-    insert_food(2, 999999)
-    insert_food(3, 999998)
+    insert_food(None, user.pk)
+    second = insert_food(None, 999999)
+    third = insert_food(None, 999998)
     execute(
         f'ALTER TABLE caloria_foodentry ADD CONSTRAINT "{name}" FOREIGN KEY (user_id) '
         f"REFERENCES caloria_user (id) DEFERRABLE INITIALLY DEFERRED NOT VALID"
@@ -197,7 +201,7 @@ def test_rows_under_a_not_valid_foreign_key_that_point_at_missing_rows_are_repor
 
     assert (
         "finding  foreign_key caloria_foodentry: caloria_foodentry.user_id: 2 row(s) point at "
-        "missing rows of caloria_user: pk 2: user_id=999999; pk 3: user_id=999998 "
+        f"missing rows of caloria_user: pk {second}: user_id=999999; pk {third}: user_id=999998 "
         f"(constraint {name} is NOT VALID" in stdout
     )
     assert f'VALIDATE CONSTRAINT "{name}"' in stdout
@@ -208,7 +212,7 @@ def test_rows_under_a_not_valid_foreign_key_that_point_at_missing_rows_are_repor
 def test_a_not_valid_foreign_key_without_dangling_rows_is_not_a_finding():
     name = food_user_constraint()
     execute(f'ALTER TABLE caloria_foodentry DROP CONSTRAINT "{name}"')
-    insert_food(1, User.objects.create(username="ana").pk)
+    insert_food(None, User.objects.create(username="ana").pk)
     execute(
         f'ALTER TABLE caloria_foodentry ADD CONSTRAINT "{name}" FOREIGN KEY (user_id) '
         f"REFERENCES caloria_user (id) DEFERRABLE INITIALLY DEFERRED NOT VALID"

@@ -49,11 +49,11 @@ def large_source(empty_source):
     return empty_source
 
 
-def start_import(path, database_url, tmp_path):
+def start_import(path, database_url, tmp_path, *options):
     env_file = tmp_path / "fault.env"
     env_file.write_text("")
     return subprocess.Popen(
-        [sys.executable, "manage.py", "import_sqlite", str(path), "--noinput"],
+        [sys.executable, "manage.py", "import_sqlite", str(path), "--noinput", *options],
         cwd=PROJECT_ROOT,
         env=clean_environment(
             CALORIA_ENV="test",
@@ -69,18 +69,27 @@ def start_import(path, database_url, tmp_path):
 
 def copy_backend_pid(table: str, timeout: float = 60) -> int:
     """Wait until a server backend is running the COPY into `table`; return its pid."""
+    return backend_pid_running(f'COPY "{table}"%', timeout)
+
+
+def checksum_backend_pid(table: str, timeout: float = 60) -> int:
+    """Wait until a server backend is reading `table` for the verification's checksum."""
+    return backend_pid_running(f'COPY (SELECT%FROM "{table}"%', timeout)
+
+
+def backend_pid_running(query_pattern: str, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
-                [f'COPY "{table}"%'],
+                [query_pattern],
             )
             row = cursor.fetchone()
         if row:
             return row[0]
-        time.sleep(0.02)
-    raise AssertionError(f"no COPY into {table} started within {timeout} s")
+        time.sleep(0.01)
+    raise AssertionError(f"no query like {query_pattern} started within {timeout} s")
 
 
 def wait_for_backend_to_end(pid: int, timeout: float = 30) -> None:
@@ -379,3 +388,97 @@ def test_a_bad_value_in_either_half_of_a_big_table_is_found(large_source, food_i
         f"pk {food_id}: 'soon'"
     ) in stderr.getvalue()
     assert not FoodEntry.objects.exists()
+
+
+# --------------------------------------------------------------------------- sequences
+
+TARGET_FOOD_ID = 400_000  # beyond the source's largest food entry id (LARGE_TABLE_ROWS)
+
+
+def sequences() -> list[tuple]:
+    """pg_sequences of the application's tables (dbops' own history records its runs)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sequencename, last_value FROM pg_sequences "
+            "WHERE sequencename NOT LIKE 'dbops%%' ORDER BY 1"
+        )
+        return cursor.fetchall()
+
+
+@pytest.fixture
+def target_ahead_of_the_source():
+    """A target whose food entries go up to TARGET_FOOD_ID, its sequences where the
+    application left them; returns pg_sequences as they are."""
+    user = User.objects.create(id=5000, username="kept")
+    FoodEntry.objects.create(id=TARGET_FOOD_ID, user=user, name="kept", calories=1)
+    with connection.cursor() as cursor:
+        for table, largest in (("caloria_user", 5000), ("caloria_foodentry", TARGET_FOOD_ID)):
+            cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {largest})")
+    return sequences()
+
+
+def assert_target_and_sequences_unchanged(before):
+    assert sequences() == before
+    assert list(FoodEntry.objects.values_list("id", flat=True)) == [TARGET_FOOD_ID]
+    user = User.objects.get(username="kept")
+    assert FoodEntry.objects.create(user=user, name="next", calories=1).id == TARGET_FOOD_ID + 1
+
+
+def terminate_backend(process, pid):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+STRIKES_DURING_VERIFICATION = {
+    "SIGKILL": lambda process, pid: process.kill(),
+    "SIGTERM": lambda process, pid: process.send_signal(signal.SIGTERM),
+    "Ctrl-C": lambda process, pid: process.send_signal(signal.SIGINT),
+    "lost connection": terminate_backend,
+}
+
+
+@pytest.mark.parametrize(
+    "strike", STRIKES_DURING_VERIFICATION.values(), ids=STRIKES_DURING_VERIFICATION
+)
+def test_an_import_stopped_after_setting_sequences_leaves_them_as_they_were(
+    large_source, test_database_url, tmp_path, target_ahead_of_the_source, strike
+):
+    process = start_import(large_source, test_database_url, tmp_path, "--truncate")
+    pid = checksum_backend_pid("caloria_foodentry")
+    strike(process, pid)
+    process.communicate(timeout=60)
+    wait_for_backend_to_end(pid)
+
+    assert process.returncode != 0
+    assert_target_and_sequences_unchanged(target_ahead_of_the_source)
+
+
+def test_an_import_failing_verification_leaves_the_sequences_as_they_were(
+    large_source, target_ahead_of_the_source, monkeypatch
+):
+    from dbops.sqlite_import import columns
+
+    original = columns.Column.copy_sql
+    monkeypatch.setattr(
+        columns.Column,
+        "copy_sql",
+        lambda column: "'7'" if column.name == "calories" else original(column),
+    )
+
+    with pytest.raises(CommandError, match="verification failed for caloria_foodentry"):
+        call_command("import_sqlite", str(large_source), "--noinput", "--truncate", verbosity=0)
+
+    assert_target_and_sequences_unchanged(target_ahead_of_the_source)
+
+
+def test_an_import_whose_checksum_child_dies_leaves_the_sequences_as_they_were(
+    large_source, target_ahead_of_the_source, monkeypatch
+):
+    from dbops.sqlite_import import checksums
+
+    monkeypatch.setattr(checksums, "sqlite_table_checksum", lambda *args: os._exit(7))
+
+    with pytest.raises(CommandError, match="ended without an answer"):
+        call_command("import_sqlite", str(large_source), "--noinput", "--truncate", verbosity=0)
+
+    assert_target_and_sequences_unchanged(target_ahead_of_the_source)

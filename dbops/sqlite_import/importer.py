@@ -26,6 +26,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 
+from dbops.database import restart_sequence_past_largest_key, sequence_state
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import (
     COPY_ESCAPED,
@@ -674,7 +675,7 @@ class SqliteImport:
                 for plan in self.plans:
                     self.copy_table(cursor, plan)
                 self.restore_indexes_and_constraints(cursor, deferred)
-                self.reset_sequences(cursor)
+                self.reset_sequences()
                 self.verify()
                 self.seal_snapshot()  # the run's record names it
             self.progress.phase("Committing")
@@ -781,28 +782,22 @@ class SqliteImport:
             replaced=plan.replaced,
         )
 
-    def reset_sequences(self, cursor) -> None:
-        """Set every identity past the largest key (1 for an empty table), then check it."""
+    def reset_sequences(self) -> None:
+        """Set every identity past the largest key (1 for an empty table), then check it.
+
+        In the import's transaction, so a failed or killed run leaves every sequence as it
+        was (see restart_sequence_past_largest_key)."""
         self.progress.phase("Setting sequences")
         for plan in self.plans:
             if not plan.has_sequence:
                 continue
-            table, pk = self.qn(plan.table), self.qn(plan.pk)
-            cursor.execute(
-                f"SELECT setval(pg_get_serial_sequence(%s, %s), "
-                f"COALESCE(MAX({pk}), 1), MAX({pk}) IS NOT NULL) FROM {table}",
-                [plan.table, plan.pk],
-            )
-            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [plan.table, plan.pk])
-            sequence = cursor.fetchone()[0]
-            cursor.execute(f"SELECT last_value, is_called FROM {sequence}")
-            last_value, is_called = cursor.fetchone()
-            next_value = last_value + 1 if is_called else last_value
-            cursor.execute(f"SELECT COALESCE(MAX({pk}), 0) FROM {table}")
-            largest = cursor.fetchone()[0]
-            if next_value <= largest:
+            state = sequence_state(self.connection, plan.table, plan.pk)
+            restart_sequence_past_largest_key(self.connection, state, never_backwards=False)
+            state = sequence_state(self.connection, plan.table, plan.pk)
+            if state.behind:
                 raise ImportFailed(
-                    f"the sequence of {plan.table} would give {next_value}, not past {largest}"
+                    f"the sequence of {plan.table} would give {state.next_value}, not past "
+                    f"{state.largest}"
                 )
 
     def compute_source_checksums(

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, connections, models, router
+from django.db import DatabaseError, connections, models, router, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from dbops.commands import UsageErrorExitsOne
-from dbops.database import safe_error
+from dbops.database import restart_sequence_past_largest_key, safe_error, sequence_state
 from dbops.envinfo import describe_database
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import UnsupportedField, shorten
@@ -311,58 +311,45 @@ class Command(UsageErrorExitsOne, BaseCommand):
             for model in checked
             if isinstance(model._meta.pk, models.AutoField)
         }
-        with self.connection.cursor() as cursor:
-            for table, pk in tables.items():
-                cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [self.qn(table), pk])
-                sequence = cursor.fetchone()[0]
-                if sequence is None:
-                    findings.append(self.no_sequence_finding(table, pk))
-                    continue
-                next_value, largest = self.sequence_state(cursor, sequence, table, pk)
-                if largest is None or next_value > largest:
-                    continue
-                if fix:
-                    next_value = self.reset_sequence(cursor, sequence, table, pk)
-                    if next_value > largest:
-                        fixed.append(
-                            Fixed(
-                                SEQUENCE,
-                                table,
-                                f"sequence {sequence} set past the largest {pk} ({largest}); "
-                                f"the next insert gets {next_value}",
-                            )
-                        )
-                        continue
-                findings.append(
-                    Finding(
+        for table, pk in tables.items():
+            state = sequence_state(self.connection, table, pk)
+            if state.sequence is None:
+                findings.append(self.no_sequence_finding(table, pk))
+                continue
+            if not state.behind:
+                continue
+            if fix:
+                next_value = self.fix_sequence(table, pk)
+                fixed.append(
+                    Fixed(
                         SEQUENCE,
                         table,
-                        f"sequence {sequence} gives {next_value} next, but the largest {pk} is "
-                        f"{largest}: the next insert fails with a duplicate key",
-                        f"Run 'manage.py check_consistency --fix --database {self.alias}' to "
-                        f"set it past the largest key.",
+                        f"sequence {state.sequence} set past the largest {pk} "
+                        f"({state.largest}); the next insert gets {next_value}",
                     )
                 )
+                continue
+            findings.append(
+                Finding(
+                    SEQUENCE,
+                    table,
+                    f"sequence {state.sequence} gives {state.next_value} next, but the largest "
+                    f"{pk} is {state.largest}: the next insert fails with a duplicate key",
+                    f"Run 'manage.py check_consistency --fix --database {self.alias}' to "
+                    f"set it past the largest key.",
+                )
+            )
         self.detail(f"sequences: {len(tables)} checked")
         return findings, fixed
 
-    def sequence_state(self, cursor, sequence: str, table: str, pk: str):
-        """(the value the next insert gets, the largest key or None for an empty table)."""
-        cursor.execute(
-            f"SELECT last_value, is_called, (SELECT MAX({self.qn(pk)}) FROM {self.qn(table)}) "
-            f"FROM {sequence}"
-        )
-        last_value, is_called, largest = cursor.fetchone()
-        return (last_value + 1 if is_called else last_value), largest
-
-    def reset_sequence(self, cursor, sequence: str, table: str, pk: str) -> int:
-        """Set the sequence past the largest key (never backwards); return the next value."""
-        cursor.execute(
-            f"SELECT setval(%s::regclass, GREATEST((SELECT MAX({self.qn(pk)}) FROM "
-            f"{self.qn(table)}), (SELECT last_value FROM {sequence})))",
-            [sequence],
-        )
-        return cursor.fetchone()[0] + 1
+    def fix_sequence(self, table: str, pk: str) -> int:
+        """Restart a lagging sequence, with the table's writes held until commit so that no
+        insert takes a key between reading the largest and restarting past it."""
+        with transaction.atomic(using=self.alias):
+            with self.connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {self.qn(table)} IN EXCLUSIVE MODE")
+            state = sequence_state(self.connection, table, pk)
+            return restart_sequence_past_largest_key(self.connection, state, never_backwards=True)
 
     def no_sequence_finding(self, table: str, pk: str) -> Finding:
         return Finding(

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from dbops import runs
 from dbops.models import BackupRecord, ImportRun
 
 
@@ -18,8 +19,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class RunAdmin(ReadOnlyAdmin):
+    """A history whose `running` records are checked before staff read them: one whose
+    process is gone is shown as abandoned (see dbops.runs)."""
+
+    def changelist_view(self, request, extra_context=None):
+        runs.mark_abandoned(self.model)
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        runs.mark_abandoned(self.model)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
 @admin.register(ImportRun)
-class ImportRunAdmin(ReadOnlyAdmin):
+class ImportRunAdmin(RunAdmin):
     list_display = ("started_at", "status", "source_path", "total_rows", "duration", "database")
     list_filter = ("status", "database")
     search_fields = ("source_path", "source_sha256", "error")
@@ -32,7 +46,7 @@ class ImportRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(BackupRecord)
-class BackupRecordAdmin(ReadOnlyAdmin):
+class BackupRecordAdmin(RunAdmin):
     list_display = (
         "started_at",
         "status",

@@ -2,18 +2,34 @@
 
 from django.db import models
 
+from dbops import locks
 
-class ImportRun(models.Model):
-    """One run of `import_sqlite`: what was read, what happened, and the proof."""
+
+class Run(models.Model):
+    """What every recorded run has: when, where it ran, and how it ended (see dbops.runs)."""
 
     class Status(models.TextChoices):
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        ABANDONED = "abandoned"
 
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    host = models.CharField(max_length=255, blank=True, help_text="Where the process ran.")
+    pid = models.IntegerField(null=True, blank=True, help_text="Its process id there.")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class ImportRun(Run):
+    """One run of `import_sqlite`: what was read, what happened, and the proof."""
+
+    RUN_LOCK = locks.IMPORT_RUN
+
     database = models.CharField("target database alias", max_length=100, default="default")
     source_path = models.TextField()
     source_sha256 = models.CharField("source snapshot sha256", max_length=64, blank=True)
@@ -25,7 +41,6 @@ class ImportRun(models.Model):
     )
     total_rows = models.BigIntegerField(default=0)
     duration_seconds = models.FloatField(null=True, blank=True)
-    error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -35,29 +50,22 @@ class ImportRun(models.Model):
         return f"import of {self.source_path} at {self.started_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
-class BackupRecord(models.Model):
+class BackupRecord(Run):
     """One run of `dbbackup`: the file it wrote, what it held, and whether it restores."""
 
-    class Status(models.TextChoices):
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+    RUN_LOCK = locks.BACKUP_RUN
 
     class Verification(models.TextChoices):
         NOT_VERIFIED = "", "not verified"
         PASSED = "passed"
         FAILED = "failed"
 
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     database = models.CharField(max_length=100, default="default")
     engine = models.CharField(max_length=100, blank=True)
     filename = models.CharField(max_length=255, blank=True)
     size = models.BigIntegerField(null=True, blank=True, help_text="Bytes.")
     sha256 = models.CharField(max_length=64, blank=True)
-    error = models.TextField(blank=True)
     migrations = models.JSONField(
         default=dict, blank=True, help_text="Newest applied migration of each app."
     )

@@ -12,6 +12,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.template.response import TemplateResponse
 
+from dbops import runs
 from dbops.database import probe_connection
 from dbops.envinfo import describe_location
 from dbops.health import ALL_CHECKS
@@ -43,6 +44,9 @@ def headline() -> dict:
 def collect_status() -> dict:
     connection = connections[DEFAULT_DB_ALIAS]
     probe = probe_connection(connection)
+    if probe.reachable:
+        runs.mark_abandoned(BackupRecord)
+        runs.mark_abandoned(ImportRun)
     status = {
         "probe": probe,
         "location": describe_location(connection.settings_dict),

@@ -82,7 +82,8 @@ def backend_pid_running(query_pattern: str, timeout: float) -> int:
     while time.monotonic() < deadline:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+                "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+                "AND datname = current_database()",
                 [query_pattern],
             )
             row = cursor.fetchone()
@@ -482,3 +483,113 @@ def test_an_import_whose_checksum_child_dies_leaves_the_sequences_as_they_were(
         call_command("import_sqlite", str(large_source), "--noinput", "--truncate", verbosity=0)
 
     assert_target_and_sequences_unchanged(target_ahead_of_the_source)
+
+
+# --------------------------------------------------------------------------- import runs
+
+
+def test_a_server_restart_during_the_copy_is_recorded_as_one_clean_failure(
+    large_source, migrated_cluster_url, throwaway_cluster, tmp_path
+):
+    process = start_import(large_source, migrated_cluster_url, tmp_path)
+    deadline = time.monotonic() + 60
+    while not throwaway_cluster.execute(
+        "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+        "AND query LIKE 'COPY \"caloria_foodentry\"%'",
+        "caloria",
+    ):
+        assert time.monotonic() < deadline, "the copy never started"
+        time.sleep(0.01)
+
+    throwaway_cluster.restart()
+    _, stderr = process.communicate(timeout=90)
+
+    assert process.returncode == 1
+    assert stderr.strip().splitlines() == [
+        "CommandError: import_sqlite failed: lost the connection to database 'default' "
+        "(OperationalError: invalid socket); nothing was committed"
+    ]
+    [(status, error, rows)] = throwaway_cluster.execute(
+        "SELECT status, error, (SELECT count(*) FROM caloria_foodentry) FROM dbops_importrun",
+        "caloria",
+    )
+    assert status == ImportRun.Status.FAILED
+    assert error.startswith("lost the connection to database 'default'")
+    assert rows == 0
+
+
+def test_a_killed_import_is_shown_as_abandoned_by_the_next_command(
+    large_source, test_database_url, tmp_path, filled_source
+):
+    process = start_import(large_source, test_database_url, tmp_path)
+    pid = copy_backend_pid("caloria_foodentry")
+    process.kill()
+    process.communicate(timeout=30)
+    wait_for_backend_to_end(pid)
+    assert ImportRun.objects.get().status == ImportRun.Status.RUNNING
+
+    call_command("import_sqlite", str(filled_source), "--dry-run", verbosity=0)
+
+    run = ImportRun.objects.get()
+    assert run.status == ImportRun.Status.ABANDONED
+    assert run.finished_at is not None
+    assert f"its process (pid {process.pid} on " in run.error
+
+
+def test_a_killed_import_is_shown_as_abandoned_on_the_status_page(
+    large_source, test_database_url, tmp_path, client, fresh_health_results
+):
+    process = start_import(large_source, test_database_url, tmp_path)
+    pid = copy_backend_pid("caloria_foodentry")
+    process.kill()
+    process.communicate(timeout=30)
+    wait_for_backend_to_end(pid)
+    client.force_login(User.objects.create_superuser("staff", "staff@example.com", "pw"))
+
+    page = client.get("/admin/database/")
+
+    assert page.status_code == 200
+    assert "<td>Abandoned</td>" in page.content.decode()
+    assert ImportRun.objects.get().status == ImportRun.Status.ABANDONED
+
+
+def test_an_import_still_running_is_not_taken_for_abandoned(
+    large_source, test_database_url, tmp_path, empty_source
+):
+    process = start_import(large_source, test_database_url, tmp_path)
+    deadline = time.monotonic() + 60
+    while not ImportRun.objects.filter(status=ImportRun.Status.RUNNING).exists():
+        assert time.monotonic() < deadline, "the import never recorded its start"
+        time.sleep(0.01)
+    # Alive, in preflight (no table locked yet), and not about to finish.
+    process.send_signal(signal.SIGSTOP)
+    try:
+        call_command("import_sqlite", str(empty_source), "--dry-run", verbosity=0)
+        status_while_running = ImportRun.objects.get().status
+    finally:
+        process.send_signal(signal.SIGCONT)
+    process.communicate(timeout=120)
+
+    assert status_while_running == ImportRun.Status.RUNNING
+    assert process.returncode == 0
+    assert ImportRun.objects.get().status == ImportRun.Status.SUCCEEDED
+
+
+def test_an_unexpected_error_is_recorded_as_a_failure(filled_source, monkeypatch):
+    from dbops.sqlite_import import checksums
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(checksums, "postgresql_table_checksum", broken)
+
+    with pytest.raises(CommandError) as raised:
+        call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
+
+    assert str(raised.value) == (
+        "import_sqlite failed: unexpected error (RuntimeError: a bug); nothing was committed"
+    )
+    run = ImportRun.objects.get()
+    assert run.status == ImportRun.Status.FAILED
+    assert "RuntimeError: a bug" in run.error
+    assert not User.objects.exists()

@@ -36,6 +36,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from dbops import pgcopy
 from dbops.sqlite_import import source
 from dbops.sqlite_import.columns import NULL, Column
 
@@ -402,8 +403,10 @@ def postgresql_table_checksum(connection: BaseDatabaseWrapper, layout: RowLayout
     """Checksum of a PostgreSQL table, streamed with COPY so no table is held in memory."""
     query = layout.postgresql_query(connection.ops.quote_name)
     sink = _DigestSink(layout.width)
-    with canonical_cursor(connection) as cursor, connection.wrap_database_errors:
-        cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT (NULL {ESCAPED_NULL_SQL})", sink)
+    with canonical_cursor(connection) as cursor:
+        pgcopy.copy_to(
+            connection, cursor, f"COPY ({query}) TO STDOUT (NULL {ESCAPED_NULL_SQL})", sink
+        )
     return sink.digest.checksum(layout.table)
 
 

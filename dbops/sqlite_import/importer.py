@@ -26,6 +26,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 
+from dbops import pgcopy
 from dbops.database import restart_sequence_past_largest_key, sequence_state
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import (
@@ -760,10 +761,12 @@ class SqliteImport:
         stream = CopyStream(copy_chunks(self.sqlite, plan), self.progress.advance)
         columns = ", ".join(self.qn(name) for name in plan.column_names)
         try:
-            with self.connection.wrap_database_errors:
-                cursor.cursor.copy_expert(
-                    f"COPY {self.qn(plan.table)} ({columns}) FROM STDIN", stream, size=1 << 16
-                )
+            pgcopy.copy_from(
+                self.connection,
+                cursor,
+                f"COPY {self.qn(plan.table)} ({columns}) FROM STDIN",
+                stream,
+            )
         except DatabaseError:
             # psycopg2 reports an exception raised while reading as a failed COPY; the
             # original (SIGTERM, Ctrl-C, a SQLite error) is the one to report. A signal that

@@ -15,9 +15,10 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, OperationalError, connections
 from django.utils import timezone
 
+from dbops import runs
 from dbops.commands import UsageErrorExitsOne
 from dbops.database import safe_error
 from dbops.models import ImportRun
@@ -112,6 +113,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
             self.confirm_truncate(database, interactive)
         progress = Progress(self.stdout, verbosity, is_terminal=self.stdout.isatty())
         importer = SqliteImport(import_options, progress)
+        runs.mark_abandoned(ImportRun, database)
         record = None if dry_run else self.start_record(import_options)
         started = time.monotonic()
         try:
@@ -122,8 +124,12 @@ class Command(UsageErrorExitsOne, BaseCommand):
             reason = f"interrupted ({exc or 'Ctrl-C'}); nothing was committed"
             self.fail(importer, record, json, started, reason, [])
         except DatabaseError as exc:
-            detail = safe_error(exc, database, 300)
-            reason = f"database error ({type(exc).__name__}: {detail}); nothing was committed"
+            self.fail(importer, record, json, started, database_failure(exc, database), [])
+        except Exception as exc:  # noqa: BLE001 - recorded, then shown with --traceback
+            reason = (
+                f"unexpected error ({type(exc).__name__}: {safe_error(exc, database, 300)}); "
+                f"nothing was committed"
+            )
             self.fail(importer, record, json, started, reason, [])
         seconds = time.monotonic() - started
         if verbosity >= 1:
@@ -179,8 +185,9 @@ class Command(UsageErrorExitsOne, BaseCommand):
 
     def start_record(self, options: ImportOptions) -> ImportRun | None:
         try:
-            return ImportRun.objects.using(options.database).create(
-                started_at=timezone.now(),
+            return runs.start_run(
+                ImportRun,
+                options.database,
                 database=options.database,
                 source_path=str(options.source_path),
                 mapping=options.mapping or "",
@@ -208,11 +215,11 @@ class Command(UsageErrorExitsOne, BaseCommand):
         record.snapshot_path = str(snapshot.path) if snapshot else ""
         record.tables = [result.as_dict() for result in importer.results.values()]
         record.total_rows = sum(result.source_rows for result in importer.results.values())
-        try:
-            connections[record._state.db].close_if_unusable_or_obsolete()
-            record.save()
-        except DatabaseError as exc:
-            self.stderr.write(f"Could not record the import run: {type(exc).__name__}")
+        if not runs.save_outcome(record):
+            self.stderr.write(
+                f"Could not record the outcome of import run {record.pk}: the database did not "
+                f"answer for {runs.RECORD_RETRY_SECONDS:g} s; the run will show as abandoned."
+            )
 
     def write_json(self, json_path, importer, status, seconds, problems) -> None:
         if json_path is None:
@@ -232,3 +239,20 @@ class Command(UsageErrorExitsOne, BaseCommand):
             "problems": problems,
         }
         json_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def database_failure(exc: DatabaseError, alias: str) -> str:
+    """One line for a failure of the target database, naming the first error, not the last.
+
+    When the server goes away mid-import, Django's rollback and its reconnect fail too, and
+    the error that reaches the command is "connection refused" from that reconnect."""
+    first = exc
+    chained = exc.__cause__ or exc.__context__
+    while chained is not None:
+        if isinstance(chained, DatabaseError):
+            first = chained
+        chained = chained.__cause__ or chained.__context__
+    detail = f"{type(first).__name__}: {safe_error(first, alias, 300)}"
+    if isinstance(first, OperationalError):
+        return f"lost the connection to database '{alias}' ({detail}); nothing was committed"
+    return f"database error ({detail}); nothing was committed"

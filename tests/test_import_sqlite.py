@@ -648,6 +648,45 @@ def test_dry_run_reports_and_writes_nothing(filled_source):
     assert not ImportRun.objects.exists()
 
 
+@pytest.fixture
+def snapshot_folder(settings, tmp_path):
+    settings.DBOPS_BACKUP_DIR = tmp_path / "backups"
+    return settings.DBOPS_BACKUP_DIR / "imports"
+
+
+def test_a_dry_run_leaves_no_snapshot_behind(filled_source, snapshot_folder):
+    import_sqlite(filled_source, "--dry-run")
+
+    assert list(snapshot_folder.iterdir()) == []
+
+
+def test_a_failed_dry_run_leaves_no_snapshot_behind(filled_source, snapshot_folder):
+    with sqlite3.connect(filled_source) as source:
+        source.execute("UPDATE caloria_foodentry SET eaten_at = 'soon'")
+    source.close()
+
+    failed_import(filled_source, "--dry-run")
+
+    assert list(snapshot_folder.iterdir()) == []
+
+
+def test_a_dry_run_keeps_its_snapshot_when_asked(filled_source, snapshot_folder, tmp_path):
+    report = tmp_path / "report.json"
+
+    import_sqlite(filled_source, "--dry-run", "--keep-snapshot", "--json", str(report))
+
+    [snapshot] = snapshot_folder.iterdir()
+    assert json.loads(report.read_text())["snapshot"] == str(snapshot)
+
+
+def test_a_real_import_keeps_its_snapshot(filled_source, snapshot_folder):
+    import_sqlite(filled_source)
+
+    assert [str(path) for path in snapshot_folder.iterdir()] == [
+        ImportRun.objects.get().snapshot_path
+    ]
+
+
 def test_json_report_has_every_table(filled_source, tmp_path):
     report_path = tmp_path / "report.json"
 

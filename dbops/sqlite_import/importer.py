@@ -172,6 +172,7 @@ class ImportOptions:
     mapping: str | None = None
     source_timezone: str = "UTC"
     integrity_check: str = source.QUICK_CHECK
+    keep_snapshot: bool = False  # a dry run's; a real run's is always kept
 
 
 class NullProgress:
@@ -235,6 +236,11 @@ class SqliteImport:
                     child.stop()
                 if self.sqlite is not None:
                     self.sqlite.close()
+                if self.options.dry_run and not self.options.keep_snapshot and self.snapshot:
+                    # A dry run changes nothing, so it leaves nothing either (a full copy of
+                    # the source each time filled the backup disk).
+                    source.remove_snapshot_files(self.snapshot.path)
+                    self.snapshot.removed = True
         return list(self.results.values())
 
     def prepare(self) -> None:

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import platform
+import shutil
 import sqlite3
 import sys
 import threading
@@ -40,6 +41,7 @@ class Snapshot:
     path: Path
     size: int
     sha256: str = ""  # once sealed (see seal)
+    removed: bool = False  # a dry run's, once it ended
 
 
 def check_source_file(path: Path) -> None:
@@ -155,14 +157,16 @@ def take_snapshot(source: Path, directory: Path) -> Snapshot:
         finally:
             target_connection.close()
     except SourceLocked:
-        target.unlink(missing_ok=True)
+        remove_snapshot_files(target)
         raise SourceError(
             f"{source}: the database is locked by another process (waited "
             f"{LOCK_TIMEOUT_SECONDS} s); stop the application writing to it and try again"
         ) from None
     except sqlite3.DatabaseError as exc:
-        target.unlink(missing_ok=True)
+        remove_snapshot_files(target)
         message = str(exc)
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise SourceError(no_room_for_snapshot(source_connection, directory)) from None
         if "locked" in message or "busy" in message:
             raise SourceError(
                 f"{source}: the database is locked by another process (waited "
@@ -176,6 +180,30 @@ def take_snapshot(source: Path, directory: Path) -> Snapshot:
 
 class SourceLocked(Exception):
     pass
+
+
+def no_room_for_snapshot(source_connection: sqlite3.Connection, directory: Path) -> str:
+    """What to tell someone whose snapshot directory filled up: where, and how much it takes
+    (the source as SQLite reads it, rows in its -wal file included)."""
+    page_count = source_connection.execute("PRAGMA page_count").fetchone()[0]
+    page_size = source_connection.execute("PRAGMA page_size").fetchone()[0]
+    free = shutil.disk_usage(directory).free
+    return (
+        f"no room for the snapshot in {directory}: it needs about "
+        f"{mebibytes(page_count * page_size)} and {mebibytes(free)} are free; free some space "
+        f"there (or set DBOPS_BACKUP_DIR elsewhere) and try again. Nothing was written to the "
+        f"target, and the partial snapshot was removed"
+    )
+
+
+def mebibytes(size: int) -> str:
+    return f"{size / (1 << 20):,.1f} MiB"
+
+
+def remove_snapshot_files(path: Path) -> None:
+    """Delete a snapshot and the journal files SQLite may have left beside it."""
+    for leftover in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))):
+        leftover.unlink(missing_ok=True)
 
 
 def _give_up_after(seconds: float):

@@ -87,6 +87,12 @@ class Command(UsageErrorExitsOne, BaseCommand):
             "big tables). The copy reads tables, never through an index, and PostgreSQL "
             "enforces its own constraints, so 'quick' is enough for a correct copy.",
         )
+        parser.add_argument(
+            "--keep-snapshot",
+            action="store_true",
+            help="With --dry-run, keep the snapshot in DBOPS_BACKUP_DIR/imports/ (a dry run "
+            "removes it when it ends; a real import always keeps it).",
+        )
         parser.add_argument("--json", type=Path, metavar="FILE", help="Write a JSON report.")
         parser.add_argument(
             "--noinput",
@@ -97,7 +103,8 @@ class Command(UsageErrorExitsOne, BaseCommand):
         )
 
     def handle(self, *args, path, database, dry_run, truncate, exclude, json, interactive,
-               verbosity, mapping, source_timezone, integrity_check, **options):  # fmt: skip
+               verbosity, mapping, source_timezone, integrity_check, keep_snapshot,
+               **options):  # fmt: skip
         import_options = ImportOptions(
             source_path=path.expanduser().resolve(),
             database=database,
@@ -108,6 +115,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
             mapping=mapping,
             source_timezone=source_timezone,
             integrity_check=integrity_check,
+            keep_snapshot=keep_snapshot,
         )
         if truncate and not dry_run:
             self.confirm_truncate(database, interactive)
@@ -228,7 +236,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
         report = {
             "status": status,
             "source": str(importer.options.source_path),
-            "snapshot": str(snapshot.path) if snapshot else None,
+            "snapshot": str(snapshot.path) if snapshot and not snapshot.removed else None,
             "snapshot_sha256": snapshot.sha256 if snapshot else None,
             "database": importer.options.database,
             "seconds": round(seconds, 3),

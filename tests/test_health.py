@@ -1,19 +1,25 @@
 """Health endpoints against the real PostgreSQL server.
 
-The checks run in the endpoint's own long-lived thread with its own connection, so these
-tests commit their data (`transaction=True`) and close that connection after each test.
+Each check runs in a long-lived thread of its own with its own connection, so these tests
+commit their data (`transaction=True`) and close those connections after each test.
 """
 
+import dataclasses
+import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
 from django.utils import timezone
+from health_check import HealthCheck
+from health_check.exceptions import ServiceUnavailable
 
 from caloria.models import User
 from dbops.health import engine_problem
 from dbops.models import BackupRecord
+from dbops.views import DbopsHealthView
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -217,3 +223,90 @@ def test_a_result_is_reused_for_a_second_so_probe_storms_spare_the_database(
 
     assert cached["BackupFresh()"] == "Unavailable: no backup found"
     assert fresh["BackupFresh()"] == "OK"
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+@dataclasses.dataclass
+class MeetsAnother(HealthCheck):
+    """Passes only when another check runs at the same time: both must reach the barrier."""
+
+    name: str
+    barrier: threading.Barrier = dataclasses.field(repr=False)
+
+    def run(self):
+        try:
+            self.barrier.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            raise ServiceUnavailable("ran alone") from None
+
+
+@dataclasses.dataclass
+class Hangs(HealthCheck):
+    """Hangs like a query on a frozen server, until the test releases it."""
+
+    name: str
+    release: threading.Event = dataclasses.field(repr=False)
+    runs: list = dataclasses.field(repr=False, default_factory=list)
+    timeout = timedelta(seconds=20)
+
+    def run(self):
+        self.runs.append(time.monotonic())
+        self.release.wait(timeout=60)
+
+
+@dataclasses.dataclass
+class Passes(HealthCheck):
+    def run(self):
+        pass
+
+
+def probe(rf, *checks):
+    response = DbopsHealthView.as_view(checks=list(checks))(rf.get("/health/?format=json"))
+    return response.status_code, json.loads(response.content)
+
+
+def test_the_checks_of_a_probe_run_at_the_same_time(rf, health_settings):
+    barrier = threading.Barrier(2)
+
+    status, body = probe(
+        rf,
+        (MeetsAnother, {"name": "first", "barrier": barrier}),
+        (MeetsAnother, {"name": "second", "barrier": barrier}),
+    )
+
+    assert body == {"MeetsAnother(name='first')": "OK", "MeetsAnother(name='second')": "OK"}
+    assert status == 200
+
+
+def test_a_check_that_hangs_is_reported_as_timed_out_at_the_deadline(rf, health_settings):
+    health_settings.DBOPS_HEALTH_DEADLINE_SECONDS = 1
+    release = threading.Event()
+    try:
+        started = time.monotonic()
+        status, body = probe(rf, (Hangs, {"name": "deadline", "release": release}), Passes)
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+
+    assert body == {"Hangs(name='deadline')": "Unavailable: Timed out after 1 s", "Passes()": "OK"}
+    assert status == 500
+    assert waited < 10  # bounds the hang: the check's own timeout is 20 s
+
+
+def test_a_check_still_running_from_an_earlier_probe_is_not_started_again(rf, health_settings):
+    health_settings.DBOPS_HEALTH_DEADLINE_SECONDS = 1
+    release, runs = threading.Event(), []
+    hangs = (Hangs, {"name": "pile-up", "release": release, "runs": runs})
+    try:
+        while_hung = [probe(rf, hangs) for _ in range(3)]
+    finally:
+        release.set()
+    after = probe(rf, hangs)
+
+    assert [status for status, _ in while_hung] == [500, 500, 500]
+    assert after == (200, {"Hangs(name='pile-up')": "OK"})
+    # The hung run served all three probes; the fourth shared it or, if it came after that
+    # run had ended, started one more. Runs queued behind a hung one would add three.
+    assert len(runs) in (1, 2)

@@ -148,6 +148,8 @@ DBOPS_BACKUP_MAX_AGE_HOURS = env.int("DBOPS_BACKUP_MAX_AGE_HOURS", 26, minimum=1
 DBOPS_BACKUP_MIN_FREE_MB = env.int("DBOPS_BACKUP_MIN_FREE_MB", 1024, minimum=0)
 DBOPS_HEALTH_EXACT_COUNT_BELOW = 100_000
 DBOPS_HEALTH_CACHE_SECONDS = env.int("DBOPS_HEALTH_CACHE_SECONDS", 1, minimum=0)
+# /health/ answers within this, whatever hangs: under common probe timeouts (5-10 s).
+DBOPS_HEALTH_DEADLINE_SECONDS = env.int("DBOPS_HEALTH_DEADLINE_SECONDS", 4, minimum=1)
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", "")
 if HEALTH_TOKEN and len(HEALTH_TOKEN) < 20:
     env.problem("HEALTH_TOKEN", "must be at least 20 characters (or unset)")

@@ -1,9 +1,10 @@
 """Health checks that monitors can rely on (django-health-check 4.x check classes).
 
 Every failure message is fixed text: a check never passes on exception text, which under
-psycopg2 names the host and port. Database work runs in one long-lived thread per process
-(see views.py), so a probe reuses its persistent connection instead of opening a new one,
-and the cost of a probe does not grow with the data: no probe counts a big table.
+psycopg2 names the host and port. Each check runs in a long-lived thread of its own per
+process (see health_runner.py), so a probe reuses that thread's persistent connection instead
+of opening a new one, and the cost of a probe does not grow with the data: no probe counts a
+big table.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _expected_migrations: set[tuple[str, str]] | None = None
 def prepare_connection(alias: str):
     """The alias's connection, dropped first if it broke or outlived CONN_MAX_AGE.
 
-    Django does this for the request thread at each request's start and end; the health
+    Django does this for the request thread at each request's start and end; a health
     thread is not a request thread, so it does it itself.
     """
     connection = connections[alias]

@@ -75,9 +75,9 @@ def collect_status() -> dict:
 
 
 def health_results():
-    from dbops.views import run_check
+    from dbops.health_runner import run_checks
 
-    return [run_check(check()) for check in ALL_CHECKS]
+    return run_checks([check() for check in ALL_CHECKS])
 
 
 def _env_file() -> str:

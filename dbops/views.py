@@ -12,38 +12,33 @@ from __future__ import annotations
 
 import datetime
 import hmac
-import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http import HttpResponse, JsonResponse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
-from health_check.base import HealthCheckResult
-from health_check.exceptions import HealthCheckException, ServiceUnavailable
 from health_check.views import HealthCheckView, MediaType
 
 from dbops.database import server_version
-from dbops.health import ALL_CHECKS, DATABASE_CHECKS, newest_backup_age, prepare_connection
-
-logger = logging.getLogger("health_check")
-
-# One long-lived thread per process runs every check, so its database connection persists
-# from probe to probe (CONN_MAX_AGE) instead of being opened per request.
-CHECK_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbops-health")
-# Newest result of each check in this process: (monotonic time, error or None).
-RECENT_RESULTS: dict[str, tuple[float, HealthCheckException | None]] = {}
+from dbops.health import (
+    ALL_CHECKS,
+    DATABASE_CHECKS,
+    DATABASE_TIMEOUT,
+    newest_backup_age,
+    prepare_connection,
+)
+from dbops.health_runner import result_within, run_checks, submit_once
 
 
 class DbopsHealthView(HealthCheckView):
-    """django-health-check's view, run synchronously.
+    """django-health-check's view, run synchronously, within one deadline.
 
     The library's view is async: under WSGI every probe would build an event loop and hop
     threads, several times the cost of the probe itself. This keeps its checks, output
-    formats and template, and runs each check in the process's health thread with the
-    check's own timeout, so a hung database still answers "unavailable" in time.
+    formats and template, and runs the checks together in the process's health threads
+    (dbops.health_runner), so a hung database still answers "timed out" within
+    DBOPS_HEALTH_DEADLINE_SECONDS, details included, and the request thread is free again.
     """
 
     template_name = "dbops/health.html"
@@ -56,10 +51,12 @@ class DbopsHealthView(HealthCheckView):
         return response
 
     def get(self, request, *args, **kwargs):
-        self.details = (
-            CHECK_EXECUTOR.submit(database_details) if self.may_see_details(request) else None
+        started = time.monotonic()
+        details = (
+            submit_once("details", database_details) if self.may_see_details(request) else None
         )
-        self.results = [run_check(check) for check in self.get_checks()]
+        self.results = run_checks(self.get_checks(), started)
+        self.details = None if details is None else details_within(details, started)
         status = 500 if any(result.error for result in self.results) else 200
         return self.negotiated_response(request, status, **kwargs)
 
@@ -91,22 +88,13 @@ class DbopsHealthView(HealthCheckView):
         user = request.user
         return bool(user.is_active and user.is_staff)
 
-    def resolved_details(self) -> dict | None:
-        if self.details is None:
-            return None
-        try:
-            return self.details.result(timeout=5)
-        except Exception:  # noqa: BLE001 - details are best effort; never raw error text
-            return {"error": "details unavailable"}
-
     def render_to_response_json(self, status):
         body = {
             repr(result.check): "OK" if not result.error else str(result.error)
             for result in self.results
         }
-        details = self.resolved_details()
-        if details is not None:
-            body["details"] = details
+        if self.details is not None:
+            body["details"] = self.details
         return JsonResponse(body, status=status)
 
     def get_context_data(self, **kwargs):
@@ -114,44 +102,16 @@ class DbopsHealthView(HealthCheckView):
             "view": self,
             "results": self.results,
             "errors": any(result.error for result in self.results),
-            "details": self.resolved_details(),
+            "details": self.details,
         }
 
 
-def run_check(check) -> HealthCheckResult:
-    """Run one check in the health thread, within its timeout, as the library would.
-
-    A result is reused for DBOPS_HEALTH_CACHE_SECONDS (default 1 s) within a process, so a
-    storm of probes (many load balancers, a monitor gone wild) costs the database at most
-    one query per check per second per process; an outage still shows within a second.
-    """
-    ttl = settings.DBOPS_HEALTH_CACHE_SECONDS
-    key = repr(check)
-    cached = RECENT_RESULTS.get(key)
-    now = time.monotonic()
-    if ttl and cached is not None and now - cached[0] < ttl:
-        return HealthCheckResult(check=check, error=cached[1], time_taken=0.0)
-    result = _run_check(check)
-    RECENT_RESULTS[key] = (now, result.error)
-    return result
-
-
-def _run_check(check) -> HealthCheckResult:
-    started = time.perf_counter()
-    future = CHECK_EXECUTOR.submit(check.run)
+def details_within(future, started: float) -> dict:
+    """Details as the database's own checks get them: within its timeout and the deadline."""
     try:
-        future.result(timeout=check.timeout.total_seconds())
-        error = None
-    except HealthCheckException as exc:
-        error = exc
-        logger.warning("Health check %r failed: %s", check, exc)
-    except FutureTimeout:
-        error = ServiceUnavailable(f"Timed out after {check.timeout.total_seconds():g} seconds")
-        logger.warning("Health check %r timed out", check)
-    except Exception:
-        logger.exception("Unexpected exception during health check")
-        error = HealthCheckException("unknown error")
-    return HealthCheckResult(check=check, error=error, time_taken=time.perf_counter() - started)
+        return result_within(future, started, DATABASE_TIMEOUT.total_seconds())
+    except Exception:  # noqa: BLE001 - details are best effort; never raw error text
+        return {"error": "details unavailable"}
 
 
 def database_details() -> dict:

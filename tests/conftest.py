@@ -124,15 +124,13 @@ def closed_port() -> int:
 
 @pytest.fixture
 def fresh_health_results():
-    """No health result reused from an earlier test; afterwards, the health checks' thread
-    closes its database connection, so the test database can be flushed and dropped."""
-    from django.db import connections
-
-    from dbops.views import CHECK_EXECUTOR, RECENT_RESULTS
+    """No health result reused from an earlier test; afterwards, the health checks' threads
+    close their database connections, so the test database can be flushed and dropped."""
+    from dbops.health_runner import RECENT_RESULTS, close_connections
 
     RECENT_RESULTS.clear()
     yield
-    CHECK_EXECUTOR.submit(connections.close_all).result()
+    close_connections()
 
 
 @pytest.fixture(autouse=True)

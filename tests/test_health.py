@@ -1,25 +1,25 @@
 """Health endpoints against the real PostgreSQL server.
 
-The checks run in the endpoint's own long-lived thread with its own connection, so these
-tests commit their data (`transaction=True`) and close that connection after each test.
+Each check runs in a long-lived thread of its own with its own connection, so these tests
+commit their data (`transaction=True`) and close those connections after each test.
 """
 
-import subprocess
-import sys
+import dataclasses
+import json
+import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
 from django.utils import timezone
+from health_check import HealthCheck
+from health_check.exceptions import ServiceUnavailable
 
 from caloria.models import User
 from dbops.health import engine_problem
 from dbops.models import BackupRecord
-from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
-from tests.tcp_proxy import TcpProxy
+from dbops.views import DbopsHealthView
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -206,92 +206,6 @@ def test_liveness_touches_no_database(client, django_assert_num_queries):
     assert response.status_code == 200
 
 
-# --------------------------------------------------------------------------- faults
-
-
-def fetch(url: str, timeout: float = 15) -> tuple[int, str, float]:
-    started = time.monotonic()
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, body = response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        status, body = error.code, error.read().decode()
-    return status, body, time.monotonic() - started
-
-
-def fetch_until(url: str, status: int, within: float = 5) -> tuple[int, str, float]:
-    """Probe until the status appears; the time reported is since the first probe."""
-    started = time.monotonic()
-    while True:
-        result = fetch(url)
-        if result[0] == status or time.monotonic() - started > within:
-            return result[0], result[1], time.monotonic() - started
-        time.sleep(0.1)
-
-
-def wait_for_server(url: str, process, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(process.communicate()[1])
-        try:
-            fetch(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the server did not start")
-
-
-def test_the_probe_goes_unhealthy_when_the_database_goes_away_and_recovers_without_restart(
-    tmp_path,
-):
-    settings_dict = connection.settings_dict
-    proxy = TcpProxy(settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))
-    env_file = tmp_path / "proxy.env"
-    env_file.write_text("")
-    port = closed_port()
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-        cwd=PROJECT_ROOT,
-        env=clean_environment(
-            CALORIA_ENV="test",
-            CALORIA_ENV_FILE=str(env_file),
-            DATABASE_URL=database_url(settings_dict, HOST="127.0.0.1", PORT=proxy.port),
-            DATABASE_CONNECT_TIMEOUT="2",
-            DBOPS_BACKUP_DIR=str(tmp_path),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/health/database/"
-    try:
-        wait_for_server(url, server)
-        healthy = fetch(url)
-        proxy.cut()
-        first_down = fetch_until(url, 500)
-        down = [fetch(url) for _ in range(3)]
-        proxy.restore()
-        back = fetch_until(url, 200)
-    finally:
-        server.terminate()
-        _, stderr = server.communicate(timeout=10)
-        proxy.close()
-
-    assert healthy[0] == 200
-    # Results are reused for up to a second (DBOPS_HEALTH_CACHE_SECONDS), then the outage
-    # shows, each probe answering within the check's timeout.
-    assert first_down[0] == 500 and first_down[2] < 5
-    for status, body, seconds in down:
-        assert status == 500
-        assert "Unavailable: database unreachable" in body
-        assert seconds < 5
-        assert str(proxy.port) not in body
-    assert back[0] == 200, back
-    assert "Traceback" not in stderr
-
-
 def test_a_result_is_reused_for_a_second_so_probe_storms_spare_the_database(
     client, health_settings
 ):
@@ -309,3 +223,90 @@ def test_a_result_is_reused_for_a_second_so_probe_storms_spare_the_database(
 
     assert cached["BackupFresh()"] == "Unavailable: no backup found"
     assert fresh["BackupFresh()"] == "OK"
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+@dataclasses.dataclass
+class MeetsAnother(HealthCheck):
+    """Passes only when another check runs at the same time: both must reach the barrier."""
+
+    name: str
+    barrier: threading.Barrier = dataclasses.field(repr=False)
+
+    def run(self):
+        try:
+            self.barrier.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            raise ServiceUnavailable("ran alone") from None
+
+
+@dataclasses.dataclass
+class Hangs(HealthCheck):
+    """Hangs like a query on a frozen server, until the test releases it."""
+
+    name: str
+    release: threading.Event = dataclasses.field(repr=False)
+    runs: list = dataclasses.field(repr=False, default_factory=list)
+    timeout = timedelta(seconds=20)
+
+    def run(self):
+        self.runs.append(time.monotonic())
+        self.release.wait(timeout=60)
+
+
+@dataclasses.dataclass
+class Passes(HealthCheck):
+    def run(self):
+        pass
+
+
+def probe(rf, *checks):
+    response = DbopsHealthView.as_view(checks=list(checks))(rf.get("/health/?format=json"))
+    return response.status_code, json.loads(response.content)
+
+
+def test_the_checks_of_a_probe_run_at_the_same_time(rf, health_settings):
+    barrier = threading.Barrier(2)
+
+    status, body = probe(
+        rf,
+        (MeetsAnother, {"name": "first", "barrier": barrier}),
+        (MeetsAnother, {"name": "second", "barrier": barrier}),
+    )
+
+    assert body == {"MeetsAnother(name='first')": "OK", "MeetsAnother(name='second')": "OK"}
+    assert status == 200
+
+
+def test_a_check_that_hangs_is_reported_as_timed_out_at_the_deadline(rf, health_settings):
+    health_settings.DBOPS_HEALTH_DEADLINE_SECONDS = 1
+    release = threading.Event()
+    try:
+        started = time.monotonic()
+        status, body = probe(rf, (Hangs, {"name": "deadline", "release": release}), Passes)
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+
+    assert body == {"Hangs(name='deadline')": "Unavailable: Timed out after 1 s", "Passes()": "OK"}
+    assert status == 500
+    assert waited < 10  # bounds the hang: the check's own timeout is 20 s
+
+
+def test_a_check_still_running_from_an_earlier_probe_is_not_started_again(rf, health_settings):
+    health_settings.DBOPS_HEALTH_DEADLINE_SECONDS = 1
+    release, runs = threading.Event(), []
+    hangs = (Hangs, {"name": "pile-up", "release": release, "runs": runs})
+    try:
+        while_hung = [probe(rf, hangs) for _ in range(3)]
+    finally:
+        release.set()
+    after = probe(rf, hangs)
+
+    assert [status for status, _ in while_hung] == [500, 500, 500]
+    assert after == (200, {"Hangs(name='pile-up')": "OK"})
+    # The hung run served all three probes; the fourth shared it or, if it came after that
+    # run had ended, started one more. Runs queued behind a hung one would add three.
+    assert len(runs) in (1, 2)

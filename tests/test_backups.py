@@ -300,6 +300,19 @@ def test_the_admin_lists_backups_newest_first_read_only(client):
     assert "Succeeded" not in rows
 
 
+def test_a_second_backup_under_a_taken_name_gets_a_name_and_metadata_of_its_own():
+    name = "fixed-2026-01-01-000000.psql.bin.gz"
+    first = backup("--output-filename", name)
+    second = backup("--output-filename", name)
+
+    assert first.filename == name
+    assert second.filename != name
+    assert second.filename.endswith(".psql.bin.gz")
+    for record in (first, second):
+        assert record.sha256 == backups.file_sha256(backups.backup_path(record.filename))
+        assert backups.backup_path(record.filename + ".metadata").is_file()
+
+
 def test_backup_files_are_written_where_the_settings_say():
     record = backup()
 

@@ -8,15 +8,17 @@ DBOPS_BACKUP_KEEP_MIN good backups) instead of dbbackup's count; `--verify` rest
 backup into a scratch database and compares row counts.
 """
 
+import contextlib
 import time
 
 from dbbackup.management.commands.dbbackup import Command as DbbackupCommand
 from dbbackup.signals import post_backup
+from django.core.files.storage import FileSystemStorage
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from dbops import backups
+from dbops import backup_files, backups
 from dbops.commands import UsageErrorExitsOne
 from dbops.database import safe_error
 from dbops.models import BackupRecord
@@ -52,6 +54,7 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
             super().handle(**options)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
             reason = safe_error(exc, alias)
+            self.delete_written_files()
             self.finish_record(alias, started, BackupRecord.Status.FAILED, reason)
             raise CommandError(f"dbbackup failed: {reason}", returncode=1) from None
         finally:
@@ -96,10 +99,29 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
         self.written_filename = self.stored_names.get(filename, filename)
 
     def write_to_storage(self, file, path):
-        # The storage picks another name when `path` exists (two backups in one second);
-        # remember the name it really used, so the record points at this backup's file.
+        """Write a backup (or its .metadata) whole or not at all (see dbops.backup_files).
+
+        The storage picks another name when `path` exists (two backups in one second); the
+        name it really used is remembered, so the record points at this backup's file and
+        the metadata follows the backup's name.
+        """
+        backup_name = path.removesuffix(".metadata")
+        if path != backup_name and backup_name in self.stored_names:
+            path = f"{self.stored_names[backup_name]}.metadata"
         self.logger.info("Writing file to %s", path)
-        self.stored_names[path] = self.storage.storage.save(name=path, content=file)
+        storage = self.storage.storage
+        if isinstance(storage, FileSystemStorage):
+            stored = backup_files.write_privately(storage, path, file)
+        else:
+            stored = storage.save(name=path, content=file)
+        self.stored_names[path] = stored
+
+    def delete_written_files(self) -> None:
+        """A failed run leaves no file of its own (a backup without its metadata, say), so
+        nothing lists or restores a backup whose record says it failed."""
+        for name in self.stored_names.values():
+            with contextlib.suppress(OSError):
+                self.storage.storage.delete(name)
 
     def finish_record(self, alias, started, status, error) -> None:
         record = self.record

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -282,3 +283,19 @@ def leave_free(directory: Path, free_bytes: int) -> Path:
     filler = directory / "filler"
     filler.write_bytes(b"\0" * max(0, stats.f_bavail * stats.f_frsize - free_bytes))
     return filler
+
+
+@pytest.fixture
+def login_role(django_db_blocker) -> str:
+    """A new role that may log in and has no privileges (grant what a test needs); the role
+    and whatever was granted to it in the test database go afterwards. Roles belong to the
+    whole server, so the name is unique to this test."""
+    from django.db import connection
+
+    role = f"caloria_role_{uuid.uuid4().hex[:12]}"
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{role}" LOGIN')
+    yield role
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(f'DROP OWNED BY "{role}"')
+        cursor.execute(f'DROP ROLE "{role}"')

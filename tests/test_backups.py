@@ -40,8 +40,10 @@ def backup(*args) -> BackupRecord:
 
 
 def scratch_databases() -> list[str]:
+    """This test database's scratch databases (others' runs on the same server have their own)."""
+    pattern = connection.settings_dict["NAME"].replace("_", "\\_") + "\\_verify\\_%"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%%\\_verify\\_%%'")
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [pattern])
         return [row[0] for row in cursor.fetchall()]
 
 

@@ -144,7 +144,7 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
 
     def verify_new_backup(self) -> None:
         try:
-            detail = backups.verify(self.record)
+            detail = backups.verify(self.record, notice=self.stderr.write)
         except backups.VerificationFailed as exc:
             raise CommandError(f"backup verification failed: {exc}", returncode=1) from None
         if self.verbosity >= 1:

@@ -3,8 +3,8 @@ proved by restoring them.
 
 django-dbbackup writes the files (pg_dump --format=custom, or SQLite's backup API, gzipped);
 this module adds what it lacks: the row counts and migration state at backup time (taken in
-the very snapshot pg_dump reads), retention by age with a floor of good backups, and
-restore-verification into a scratch database that is always
+the very snapshot pg_dump reads), retention by age with a floor of good backups that never
+drops the newest verified one, and restore-verification into a scratch database that is always
 dropped (by the next verification, when a killed one could not).
 """
 
@@ -82,19 +82,26 @@ def consistent_snapshot(alias: str):
 
 
 def apply_retention(now=None) -> list[BackupRecord]:
-    """Delete backup files past DBOPS_BACKUP_KEEP_DAYS, keeping DBOPS_BACKUP_KEEP_MIN good ones.
+    """Delete backup files past DBOPS_BACKUP_KEEP_DAYS, keeping DBOPS_BACKUP_KEEP_MIN good ones
+    and, whatever its age, the newest backup whose verification passed.
 
     Only successful backups count towards the floor, so failures can never push the last
-    good backup out. Records stay, marked deleted. Returns the records whose files went.
+    good backup out. The floor alone can be filled by backups nobody proved restore (not
+    verified, or failing verification) while the only proven ones age out: so the newest
+    proven one always stays. Records stay, marked deleted. Returns the records whose files
+    went.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.DBOPS_BACKUP_KEEP_DAYS)
     good = BackupRecord.objects.filter(
         status=BackupRecord.Status.SUCCEEDED, deleted_at__isnull=True
     ).order_by("-started_at", "-id")
+    newest_verified = good.filter(verification=BackupRecord.Verification.PASSED).first()
     deleted = []
     for position, record in enumerate(good):
         if position < settings.DBOPS_BACKUP_KEEP_MIN or record.started_at >= cutoff:
+            continue
+        if record == newest_verified:
             continue
         for path in (backup_path(record.filename), backup_path(record.filename + ".metadata")):
             path.unlink(missing_ok=True)
@@ -111,8 +118,8 @@ def verify(record: BackupRecord, *, notice: Callable[[str], object]) -> str:
     """Check the file's sha256, restore it into a scratch database, compare row counts.
 
     Stores the outcome on the record; raises VerificationFailed with the reason, in one line.
-    A verification that cannot run (no pg_restore, no right to create a database, the server
-    gone) fails too: nobody proved the backup restores. `notice` hears of stale scratch
+    A verification that cannot run (no pg_restore, no right to create a database) fails too:
+    nobody proved the backup restores. `notice` hears of stale scratch
     databases dropped on the way.
     """
     try:

@@ -4,8 +4,9 @@ Overrides django-dbbackup's command (dbops comes before dbbackup in INSTALLED_AP
 dbbackup has no failure signal: a failed run must leave a failed BackupRecord, one line on
 stderr for cron's mail, exit code 1, and older backups untouched. Backups are always gzipped;
 `--clean` applies Caloria's retention (DBOPS_BACKUP_KEEP_DAYS, never fewer than
-DBOPS_BACKUP_KEEP_MIN good backups) instead of dbbackup's count; `--verify` restores the new
-backup into a scratch database and compares row counts.
+DBOPS_BACKUP_KEEP_MIN good backups, always the newest verified one) instead of dbbackup's
+count; `--verify` restores the new backup into a scratch database and compares row counts.
+Files are written whole or not at all (dbops.backup_files).
 """
 
 import contextlib
@@ -27,9 +28,10 @@ from dbops.models import BackupRecord
 class Command(UsageErrorExitsOne, DbbackupCommand):
     help = (
         "Back up the database (gzipped) and record the run as a BackupRecord. --clean keeps "
-        "every backup younger than DBOPS_BACKUP_KEEP_DAYS and never fewer than "
-        "DBOPS_BACKUP_KEEP_MIN good ones; --verify restores the new backup into a scratch "
-        "database and compares row counts. Exit 1 on any failure."
+        "every backup younger than DBOPS_BACKUP_KEEP_DAYS, never fewer than "
+        "DBOPS_BACKUP_KEEP_MIN good ones, and always the newest one whose verification "
+        "passed; --verify restores the new backup into a scratch database and compares row "
+        "counts. Exit 1 on any failure."
     )
 
     def add_arguments(self, parser):

@@ -82,12 +82,18 @@ def sync_directory(directory: Path) -> None:
 
 
 def ensure_private_directory(directory: Path) -> None:
-    """Create the backup directory 0700 (whatever the umask) if it is missing. An existing one
-    is left as it is: its mode is the operator's choice, reported by `loose_permissions`."""
+    """Create the backup directory, and any missing parent, 0700 whatever the umask (as
+    FileSystemStorage's directory_permissions_mode did). An existing one is left as it is: its
+    mode is the operator's choice, reported by `loose_permissions`."""
     if directory.is_dir():
         return
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    directory.mkdir(mode=0o700)
+    ensure_private_directory(directory.parent)
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        if directory.is_dir():
+            return  # another backup created it meanwhile
+        raise
     os.chmod(directory, 0o700)
 
 

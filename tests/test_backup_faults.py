@@ -125,6 +125,7 @@ def test_a_missing_backup_directory_is_created_private_whatever_the_umask(tmp_pa
 
     assert completed.returncode == 0, completed.stderr
     assert directory.stat().st_mode & 0o777 == 0o700
+    assert directory.parent.stat().st_mode & 0o777 == 0o700
     record = BackupRecord.objects.get()
     assert (directory / record.filename).stat().st_mode & 0o777 == 0o600
 

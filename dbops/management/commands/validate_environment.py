@@ -323,7 +323,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
             return Result(
                 "backup directory",
                 WARNING,
-                f"{directory} does not exist yet; it will be created",
+                f"{directory} does not exist yet; it will be created (mode 0700)",
             )
         return Result(
             "backup directory",

@@ -9,7 +9,6 @@ given its final name; any failure deletes the temporary file.
 
 from __future__ import annotations
 
-import errno
 import os
 import secrets
 import stat
@@ -18,11 +17,11 @@ from pathlib import Path
 
 from django.core.files import File
 
+from dbops.sqlite_import.source import DIRECTORY_FSYNC_UNSUPPORTED
+
 # No digits: django-dbbackup lists (and dbrestore picks) every file whose name holds a date in
 # DBBACKUP_DATE_FORMAT, whatever the format; a name of letters cannot hold one.
 PARTIAL_PREFIX = ".dbops-partial-"
-
-DIRECTORY_FSYNC_UNSUPPORTED = {errno.EBADF, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def write_privately(storage, name: str, content) -> str:

@@ -3,8 +3,9 @@ proved by restoring them.
 
 django-dbbackup writes the files (pg_dump --format=custom, or SQLite's backup API, gzipped);
 this module adds what it lacks: the row counts and migration state at backup time (taken in
-the very snapshot pg_dump reads), retention by age with a floor of good backups, and
-restore-verification into a scratch database that is always dropped.
+the very snapshot pg_dump reads), retention by age with a floor of good backups that never
+drops the newest verified one, and restore-verification into a scratch database that is always
+dropped (by the next verification, when a killed one could not).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import tempfile
 import uuid
 import zlib
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
+from dbops import locks
 from dbops.database import safe_error
 from dbops.models import BackupRecord
 from dbops.sqlite_import.source import file_sha256
@@ -78,19 +82,26 @@ def consistent_snapshot(alias: str):
 
 
 def apply_retention(now=None) -> list[BackupRecord]:
-    """Delete backup files past DBOPS_BACKUP_KEEP_DAYS, keeping DBOPS_BACKUP_KEEP_MIN good ones.
+    """Delete backup files past DBOPS_BACKUP_KEEP_DAYS, keeping DBOPS_BACKUP_KEEP_MIN good ones
+    and, whatever its age, the newest backup whose verification passed.
 
     Only successful backups count towards the floor, so failures can never push the last
-    good backup out. Records stay, marked deleted. Returns the records whose files went.
+    good backup out. The floor alone can be filled by backups nobody proved restore (not
+    verified, or failing verification) while the only proven ones age out: so the newest
+    proven one always stays. Records stay, marked deleted. Returns the records whose files
+    went.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.DBOPS_BACKUP_KEEP_DAYS)
     good = BackupRecord.objects.filter(
         status=BackupRecord.Status.SUCCEEDED, deleted_at__isnull=True
     ).order_by("-started_at", "-id")
+    newest_verified = good.filter(verification=BackupRecord.Verification.PASSED).first()
     deleted = []
     for position, record in enumerate(good):
         if position < settings.DBOPS_BACKUP_KEEP_MIN or record.started_at >= cutoff:
+            continue
+        if record == newest_verified:
             continue
         for path in (backup_path(record.filename), backup_path(record.filename + ".metadata")):
             path.unlink(missing_ok=True)
@@ -103,18 +114,25 @@ def apply_retention(now=None) -> list[BackupRecord]:
 # --------------------------------------------------------------------------- verification
 
 
-def verify(record: BackupRecord) -> str:
+def verify(record: BackupRecord, *, notice: Callable[[str], object]) -> str:
     """Check the file's sha256, restore it into a scratch database, compare row counts.
 
-    Stores the outcome on the record; raises VerificationFailed with the reason.
+    Stores the outcome on the record; raises VerificationFailed with the reason, in one line.
+    A verification that cannot run (no pg_restore, no right to create a database) fails too:
+    nobody proved the backup restores. `notice` hears of stale scratch
+    databases dropped on the way.
     """
     try:
-        detail = _verify(record)
+        detail = _verify(record, notice)
     except VerificationFailed as exc:
-        _store_verification(record, BackupRecord.Verification.FAILED, str(exc))
-        raise
-    _store_verification(record, BackupRecord.Verification.PASSED, detail)
-    return detail
+        reason = str(exc)
+    except (OSError, psycopg2.Error) as exc:
+        reason = f"could not verify: {safe_error(exc, record.database)}"
+    else:
+        _store_verification(record, BackupRecord.Verification.PASSED, detail)
+        return detail
+    _store_verification(record, BackupRecord.Verification.FAILED, reason)
+    raise VerificationFailed(reason)
 
 
 def _store_verification(record: BackupRecord, outcome: str, detail: str) -> None:
@@ -124,7 +142,7 @@ def _store_verification(record: BackupRecord, outcome: str, detail: str) -> None
     record.save(update_fields=["verification", "verified_at", "verification_detail"])
 
 
-def _verify(record: BackupRecord) -> str:
+def _verify(record: BackupRecord, notice: Callable[[str], object]) -> str:
     if record.status != BackupRecord.Status.SUCCEEDED:
         raise VerificationFailed(f"backup {record.pk} did not succeed; nothing to verify")
     if record.deleted_at is not None:
@@ -141,7 +159,7 @@ def _verify(record: BackupRecord) -> str:
     if "sqlite" in record.engine:
         restored = _restored_sqlite_counts(path)
     else:
-        restored = _restored_postgresql_counts(path, record.database)
+        restored = _restored_postgresql_counts(path, record.database, notice)
     differences = [
         f"{table}: {expected} at backup, {restored.get(table, 'missing')} restored"
         for table, expected in sorted(record.table_counts.items())
@@ -207,14 +225,31 @@ def _connect(settings_dict: dict, database: str):
     )
 
 
+def scratch_prefix(settings_dict: dict) -> str:
+    """Scratch databases are named `{NAME}_verify_{10 hex}`, NAME cut so the whole fits in
+    PostgreSQL's 63 characters."""
+    return f"{settings_dict['NAME'][:45]}_verify_"
+
+
 @contextlib.contextmanager
-def scratch_database(settings_dict: dict):
-    """A new empty database, dropped on the way out whatever happened."""
-    name = f"{settings_dict['NAME']}_verify_{uuid.uuid4().hex[:10]}"[:63]
+def scratch_database(alias: str, notice: Callable[[str], object]):
+    """A new empty database, dropped on the way out whatever happened.
+
+    A verification killed with SIGKILL cannot drop its database, so the admin session holds
+    the scratch database's advisory lock from before it is created until the session ends;
+    the server releases it whatever ends the session. Each verification first drops the
+    scratch databases of its naming whose lock nobody holds, leaving a concurrent
+    verification's alone.
+    """
+    settings_dict = connections[alias].settings_dict
+    prefix = scratch_prefix(settings_dict)
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
     admin = _connect(settings_dict, settings_dict["NAME"])
     admin.autocommit = True
     try:
         with admin.cursor() as cursor:
+            locks.hold(cursor, locks.SCRATCH_DATABASE, locks.key_of_name(name))
+            _drop_stale_scratch_databases(cursor, prefix, alias, notice)
             cursor.execute(f'CREATE DATABASE "{name}"')
         try:
             yield name
@@ -225,11 +260,38 @@ def scratch_database(settings_dict: dict):
         admin.close()
 
 
-def _restored_postgresql_counts(path: Path, alias: str) -> dict[str, int]:
+def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> None:
+    # Databases first, locks second: a verification takes its lock before it creates its
+    # database, so any database listed here that is alive has its lock in the second query.
+    cursor.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix])
+    names = sorted(
+        row[0] for row in cursor.fetchall() if re.fullmatch("[0-9a-f]{10}", row[0][len(prefix) :])
+    )
+    held = locks.held_keys(cursor, locks.SCRATCH_DATABASE)
+    for stale in names:
+        if locks.key_of_name(stale) in held:
+            continue
+        try:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
+        except psycopg2.Error as exc:
+            notice(f"Could not drop stale scratch database {stale}: {safe_error(exc, alias)}")
+            continue
+        notice(f"Dropped stale scratch database {stale} (left by a verification that was killed)")
+
+
+def _restored_postgresql_counts(
+    path: Path, alias: str, notice: Callable[[str], object]
+) -> dict[str, int]:
+    pg_restore = shutil.which("pg_restore")
+    if pg_restore is None:
+        raise VerificationFailed(
+            "pg_restore is not on PATH: install the PostgreSQL client tools "
+            "(Debian: postgresql-client), at least the server's major version"
+        )
     settings_dict = connections[alias].settings_dict
-    with scratch_database(settings_dict) as scratch:
+    with scratch_database(alias, notice) as scratch:
         process = subprocess.Popen(
-            ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "-d", scratch],
+            [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "-d", scratch],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -8,7 +8,9 @@ host and port).
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -59,6 +61,21 @@ def server_version(connection: BaseDatabaseWrapper) -> str:
     if connection.vendor == "sqlite":
         return sqlite3.sqlite_version
     return ".".join(str(part) for part in getattr(connection, "mysql_version", ())) or "unknown"
+
+
+def client_major_version(path: str) -> int | None:
+    """The major version of a PostgreSQL client program (pg_dump, pg_restore), from its
+    `--version` ("pg_dump (PostgreSQL) 15.19 (Debian ...)"): each must be at least the
+    server's, or it refuses the server (pg_dump) or the archive a newer one wrote (pg_restore).
+    """
+    try:
+        output = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\)\s+(\d+)", output)
+    return int(match.group(1)) if match else None
 
 
 def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:

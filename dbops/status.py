@@ -2,10 +2,13 @@
 
 Staff-only (wrapped by the admin site), read-only, never a password: engine and version,
 where the database is, the connection settings in force, which .env was read, migrations,
-each table's rows and size, the newest backups and import runs, and the health checks.
+each table's rows and size, the newest backups and import runs, the health checks, and a
+backup directory that others can open.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
@@ -13,6 +16,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.template.response import TemplateResponse
 
 from dbops import runs
+from dbops.backup_files import loose_permissions
 from dbops.database import probe_connection
 from dbops.envinfo import describe_location
 from dbops.health import ALL_CHECKS
@@ -58,6 +62,8 @@ def collect_status() -> dict:
             ("connect timeout (s)", settings.DATABASE_CONNECT_TIMEOUT),
             ("backup directory", settings.DBOPS_BACKUP_DIR),
         ],
+        "backup_directory": settings.DBOPS_BACKUP_DIR,
+        "backup_directory_problem": loose_permissions(Path(settings.DBOPS_BACKUP_DIR)),
         "sources": sorted(settings.CALORIA_SETTING_SOURCES.items()),
         "health": health_results(),
         "backups": _recent(BackupRecord),

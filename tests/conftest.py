@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -237,3 +238,62 @@ def migrated_cluster_url(throwaway_cluster, tmp_path) -> str:
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return url
+
+
+SMALL_FILESYSTEM_SIZE = 1 << 20
+
+
+def as_root() -> list[str]:
+    """The prefix that runs a command as root: none for root, `sudo -n` if it needs no password."""
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo"):
+        probe = subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["sudo", "-n"]
+    pytest.fail("this test mounts a tmpfs: run the tests as root or with passwordless sudo")
+
+
+@pytest.fixture
+def small_filesystem(tmp_path) -> Path:
+    """A real file system of 1 MiB (a tmpfs, mode 0700, owned by this user) that really fills
+    up, for tests of what a full disk does; unmounted afterwards. `leave_free` fills it.
+
+    Mounting needs root, or passwordless sudo; without either the test fails (a skipped test
+    would hide that the behaviour went unchecked).
+    """
+    prefix = as_root()
+    mount_point = tmp_path / "small-filesystem"
+    mount_point.mkdir()
+    options = f"size={SMALL_FILESYSTEM_SIZE},mode=0700,uid={os.getuid()},gid={os.getgid()}"
+    mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)]
+    subprocess.run([*prefix, *mount], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run([*prefix, "umount", str(mount_point)], check=True)
+
+
+def leave_free(directory: Path, free_bytes: int) -> Path:
+    """Fill `directory`'s file system with a file named `filler` until about `free_bytes` are
+    left (rounded down to whole blocks); returns the filler's path."""
+    stats = os.statvfs(directory)
+    filler = directory / "filler"
+    filler.write_bytes(b"\0" * max(0, stats.f_bavail * stats.f_frsize - free_bytes))
+    return filler
+
+
+@pytest.fixture
+def login_role(django_db_blocker) -> str:
+    """A new role that may log in and has no privileges (grant what a test needs); the role
+    and whatever was granted to it in the test database go afterwards. Roles belong to the
+    whole server, so the name is unique to this test."""
+    from django.db import connection
+
+    role = f"caloria_role_{uuid.uuid4().hex[:12]}"
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{role}" LOGIN')
+    yield role
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(f'DROP OWNED BY "{role}"')
+        cursor.execute(f'DROP ROLE "{role}"')

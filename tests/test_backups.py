@@ -40,8 +40,10 @@ def backup(*args) -> BackupRecord:
 
 
 def scratch_databases() -> list[str]:
+    """This test database's scratch databases (others' runs on the same server have their own)."""
+    pattern = connection.settings_dict["NAME"].replace("_", "\\_") + "\\_verify\\_%"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%%\\_verify\\_%%'")
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [pattern])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -233,13 +235,17 @@ def test_with_the_database_down_it_says_so_in_one_line_without_the_password():
 # --------------------------------------------------------------------------- retention
 
 
-def recorded_backup(days_old: float, status="succeeded") -> BackupRecord:
+def recorded_backup(days_old: float, status="succeeded", verification="") -> BackupRecord:
     started = timezone.now() - timedelta(days=days_old)
     filename = f"retention-{days_old}-{status}.psql.bin.gz"
     if status == "succeeded":
         backups.backup_path(filename).write_bytes(b"backup")
     return BackupRecord.objects.create(
-        started_at=started, finished_at=started, status=status, filename=filename
+        started_at=started,
+        finished_at=started,
+        status=status,
+        filename=filename,
+        verification=verification,
     )
 
 
@@ -266,6 +272,31 @@ def test_retention_never_deletes_the_last_good_backups(settings):
 
     kept = [backups.backup_path(r.filename).exists() for r in good]
     assert kept == [True, True, True, False]
+
+
+def test_retention_never_deletes_the_newest_backup_that_passed_verification(settings):
+    settings.DBOPS_BACKUP_KEEP_DAYS, settings.DBOPS_BACKUP_KEEP_MIN = 7, 3
+    unverified = [recorded_backup(days) for days in (10, 11, 12)]
+    verified = [recorded_backup(days, verification="passed") for days in (20, 21, 22)]
+
+    deleted = backups.apply_retention()
+
+    assert [backups.backup_path(r.filename).exists() for r in unverified] == [True] * 3
+    assert [backups.backup_path(r.filename).exists() for r in verified] == [True, False, False]
+    assert sorted(r.filename for r in deleted) == sorted(r.filename for r in verified[1:])
+
+
+def test_retention_does_not_count_a_failed_verification_as_passed(settings):
+    settings.DBOPS_BACKUP_KEEP_DAYS, settings.DBOPS_BACKUP_KEEP_MIN = 7, 1
+    newest = recorded_backup(1)
+    failed_verification = recorded_backup(10, verification="failed")
+    passed = recorded_backup(20, verification="passed")
+
+    backups.apply_retention()
+
+    assert backups.backup_path(newest.filename).exists()
+    assert not backups.backup_path(failed_verification.filename).exists()
+    assert backups.backup_path(passed.filename).exists()
 
 
 def test_dbbackup_clean_applies_the_retention(settings):
@@ -298,6 +329,19 @@ def test_the_admin_lists_backups_newest_first_read_only(client):
     rows = failed_only.content.decode().split("<tbody>")[1].split("</tbody>")[0]
     assert "Failed" in rows
     assert "Succeeded" not in rows
+
+
+def test_a_second_backup_under_a_taken_name_gets_a_name_and_metadata_of_its_own():
+    name = "fixed-2026-01-01-000000.psql.bin.gz"
+    first = backup("--output-filename", name)
+    second = backup("--output-filename", name)
+
+    assert first.filename == name
+    assert second.filename != name
+    assert second.filename.endswith(".psql.bin.gz")
+    for record in (first, second):
+        assert record.sha256 == backups.file_sha256(backups.backup_path(record.filename))
+        assert backups.backup_path(record.filename + ".metadata").is_file()
 
 
 def test_backup_files_are_written_where_the_settings_say():

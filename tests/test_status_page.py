@@ -63,3 +63,27 @@ def test_the_admin_index_shows_the_database_panel(staff_client, settings):
     assert "none recorded" in page
     assert "BackupFresh(): Unavailable: no backup found" in page
     assert 'href="/admin/database/"' in page
+
+
+def test_staff_are_told_when_the_backup_directory_is_open_to_others(
+    staff_client, settings, tmp_path
+):
+    directory = tmp_path / "shared-backups"
+    directory.mkdir()
+    directory.chmod(0o750)
+    settings.DBOPS_BACKUP_DIR = directory
+
+    page = staff_client.get("/admin/database/").content.decode()
+
+    assert f"{directory} is mode 0750: group can open it" in page
+    assert f"chmod 700 {directory}" in page
+
+
+def test_a_private_backup_directory_gets_no_warning(staff_client, settings, tmp_path):
+    directory = tmp_path / "private-backups"
+    directory.mkdir(mode=0o700)
+    settings.DBOPS_BACKUP_DIR = directory
+
+    page = staff_client.get("/admin/database/").content.decode()
+
+    assert "chmod 700" not in page

@@ -1,12 +1,13 @@
 """validate_environment: one line per check, a hint for each failure, JSON, exit codes."""
 
 import json
+import shutil
 import time
 
 import pytest
 from django.db import connection
 
-from tests.conftest import STRONG_SECRET_KEY
+from tests.conftest import STRONG_SECRET_KEY, database_url
 
 
 def production(database_url, **overrides):
@@ -42,6 +43,7 @@ def test_everything_passes_against_the_migrated_postgresql_database(
     assert "  passed   SECRET_KEY: set in the process environment" in lines
     assert "  passed   migrations: all applied" in " ".join(lines)
     assert any(line.startswith("  passed   pg_dump: ") for line in lines)
+    assert any(line.startswith("  passed   pg_restore: ") for line in lines)
     assert any(line.startswith("  passed   backup directory: ") for line in lines)
     assert "0 failed" in lines[-1]
     assert password not in completed.output
@@ -88,7 +90,7 @@ def test_json_report_lists_every_check(manage, test_database_url):
     assert completed.returncode == 0, completed.output
     assert report["ok"] is True
     assert report["environment"] == "production"
-    for name in ("connection", "server version", "engine", "migrations", "pg_dump"):
+    for name in ("connection", "server version", "engine", "migrations", "pg_dump", "pg_restore"):
         assert checks[name] == "passed", name
 
 
@@ -185,3 +187,73 @@ def test_a_bare_star_in_allowed_hosts_fails_in_production(manage, test_database_
     checks, _ = statuses(completed)
     assert completed.returncode == 1
     assert checks["ALLOWED_HOSTS"] == "failed"
+
+
+@pytest.mark.django_db
+def test_a_missing_pg_restore_fails_like_a_missing_pg_dump(manage, tmp_path, test_database_url):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "pg_dump").symlink_to(shutil.which("pg_dump"))
+
+    completed = manage(
+        "validate_environment", "--strict", PATH=str(folder), **production(test_database_url)
+    )
+
+    assert completed.returncode == 1
+    assert any(line.startswith("  passed   pg_dump: ") for line in completed.stdout.splitlines())
+    assert "failed   pg_restore: not found on PATH" in completed.stdout
+    assert "hint: Install the PostgreSQL client tools" in completed.stdout
+    assert "pg_restore" in completed.stderr.splitlines()[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_role_that_cannot_read_django_migrations_gets_a_failed_migrations_line(
+    manage, login_role
+):
+    url = database_url(connection.settings_dict, USER=login_role, PASSWORD="SECRETPW")
+
+    completed = manage("validate_environment", **production(url))
+
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert "passed   connection: " in completed.stdout
+    assert (
+        "failed   migrations: cannot read django_migrations: permission denied for table "
+        "django_migrations" in completed.stdout
+    )
+    assert f"hint: Grant {login_role} SELECT on django_migrations" in completed.stdout
+    assert "SECRETPW" not in completed.output
+    assert completed.stderr.splitlines()[-1].startswith("CommandError: 1 of")
+
+
+@pytest.mark.django_db
+def test_a_backup_directory_others_can_open_is_a_warning_with_the_chmod_to_run(
+    manage, tmp_path, test_database_url
+):
+    directory = tmp_path / "shared-backups"
+    directory.mkdir()
+    directory.chmod(0o755)
+    variables = production(test_database_url, DBOPS_BACKUP_DIR=str(directory))
+
+    relaxed = manage("validate_environment", **variables)
+    strict = manage("validate_environment", "--strict", **variables)
+
+    assert relaxed.returncode == 0, relaxed.output
+    assert (
+        f"warning  backup directory: {directory} is mode 0755: group and others can open it"
+        in relaxed.stdout
+    )
+    assert f"hint: chmod 700 {directory}" in relaxed.stdout
+    assert strict.returncode == 1
+
+
+@pytest.mark.django_db
+def test_a_private_backup_directory_passes(manage, tmp_path, test_database_url):
+    directory = tmp_path / "private-backups"
+    directory.mkdir(mode=0o700)
+
+    completed = manage(
+        "validate_environment", **production(test_database_url, DBOPS_BACKUP_DIR=str(directory))
+    )
+
+    assert f"passed   backup directory: {directory} is writable, mode 0700" in completed.stdout

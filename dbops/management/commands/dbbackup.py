@@ -4,19 +4,22 @@ Overrides django-dbbackup's command (dbops comes before dbbackup in INSTALLED_AP
 dbbackup has no failure signal: a failed run must leave a failed BackupRecord, one line on
 stderr for cron's mail, exit code 1, and older backups untouched. Backups are always gzipped;
 `--clean` applies Caloria's retention (DBOPS_BACKUP_KEEP_DAYS, never fewer than
-DBOPS_BACKUP_KEEP_MIN good backups) instead of dbbackup's count; `--verify` restores the new
-backup into a scratch database and compares row counts.
+DBOPS_BACKUP_KEEP_MIN good backups, always the newest verified one) instead of dbbackup's
+count; `--verify` restores the new backup into a scratch database and compares row counts.
+Files are written whole or not at all (dbops.backup_files).
 """
 
+import contextlib
 import time
 
 from dbbackup.management.commands.dbbackup import Command as DbbackupCommand
 from dbbackup.signals import post_backup
+from django.core.files.storage import FileSystemStorage
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from dbops import backups
+from dbops import backup_files, backups
 from dbops.commands import UsageErrorExitsOne
 from dbops.database import safe_error
 from dbops.models import BackupRecord
@@ -25,9 +28,10 @@ from dbops.models import BackupRecord
 class Command(UsageErrorExitsOne, DbbackupCommand):
     help = (
         "Back up the database (gzipped) and record the run as a BackupRecord. --clean keeps "
-        "every backup younger than DBOPS_BACKUP_KEEP_DAYS and never fewer than "
-        "DBOPS_BACKUP_KEEP_MIN good ones; --verify restores the new backup into a scratch "
-        "database and compares row counts. Exit 1 on any failure."
+        "every backup younger than DBOPS_BACKUP_KEEP_DAYS, never fewer than "
+        "DBOPS_BACKUP_KEEP_MIN good ones, and always the newest one whose verification "
+        "passed; --verify restores the new backup into a scratch database and compares row "
+        "counts. Exit 1 on any failure."
     )
 
     def add_arguments(self, parser):
@@ -52,6 +56,7 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
             super().handle(**options)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
             reason = safe_error(exc, alias)
+            self.delete_written_files()
             self.finish_record(alias, started, BackupRecord.Status.FAILED, reason)
             raise CommandError(f"dbbackup failed: {reason}", returncode=1) from None
         finally:
@@ -96,10 +101,29 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
         self.written_filename = self.stored_names.get(filename, filename)
 
     def write_to_storage(self, file, path):
-        # The storage picks another name when `path` exists (two backups in one second);
-        # remember the name it really used, so the record points at this backup's file.
+        """Write a backup (or its .metadata) whole or not at all (see dbops.backup_files).
+
+        The storage picks another name when `path` exists (two backups in one second); the
+        name it really used is remembered, so the record points at this backup's file and
+        the metadata follows the backup's name.
+        """
+        backup_name = path.removesuffix(".metadata")
+        if path != backup_name and backup_name in self.stored_names:
+            path = f"{self.stored_names[backup_name]}.metadata"
         self.logger.info("Writing file to %s", path)
-        self.stored_names[path] = self.storage.storage.save(name=path, content=file)
+        storage = self.storage.storage
+        if isinstance(storage, FileSystemStorage):
+            stored = backup_files.write_privately(storage, path, file)
+        else:
+            stored = storage.save(name=path, content=file)
+        self.stored_names[path] = stored
+
+    def delete_written_files(self) -> None:
+        """A failed run leaves no file of its own (a backup without its metadata, say), so
+        nothing lists or restores a backup whose record says it failed."""
+        for name in self.stored_names.values():
+            with contextlib.suppress(OSError):
+                self.storage.storage.delete(name)
 
     def finish_record(self, alias, started, status, error) -> None:
         record = self.record
@@ -122,7 +146,7 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
 
     def verify_new_backup(self) -> None:
         try:
-            detail = backups.verify(self.record)
+            detail = backups.verify(self.record, notice=self.stderr.write)
         except backups.VerificationFailed as exc:
             raise CommandError(f"backup verification failed: {exc}", returncode=1) from None
         if self.verbosity >= 1:

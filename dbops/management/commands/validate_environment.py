@@ -3,26 +3,32 @@
 This replaces the old validate_environment.sh. It answers the question the team could not
 answer during the incident: which .env file was read, which variable won, which database this
 process really talks to, and whether that database is ready (reachable, migrated, backed up
-with a pg_dump that fits it). It never prints a secret.
+with a pg_dump and verified with a pg_restore that fit it, into a private directory). It never
+prints a secret.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
+import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 
+from dbops.backup_files import loose_permissions
 from dbops.commands import UsageErrorExitsOne
-from dbops.database import DatabaseProbe, probe_connection, safe_error
+from dbops.database import (
+    DatabaseProbe,
+    client_major_version,
+    probe_connection,
+    safe_error,
+)
 from dbops.envinfo import (
     SOURCE_DEFAULT,
     SOURCE_ENVIRONMENT,
@@ -47,8 +53,9 @@ class Result:
 class Command(UsageErrorExitsOne, BaseCommand):
     help = (
         "Check the configuration and the database one step at a time: .env file, variables, "
-        "DATABASE_URL, connection, server version, engine, migrations, pg_dump, backup "
-        "directory. Exit 0 when every check passes, 1 on any failure (or warning, with --strict)."
+        "DATABASE_URL, connection, server version, engine, migrations, pg_dump, pg_restore, "
+        "backup directory. Exit 0 when every check passes, 1 on any failure (or warning, "
+        "with --strict)."
     )
     requires_system_checks = []
 
@@ -91,7 +98,8 @@ class Command(UsageErrorExitsOne, BaseCommand):
         results.append(
             self.check_migrations(connection) if reachable else self.skipped_migrations()
         )
-        results.append(self.check_pg_dump(connection, probe))
+        results.append(self.check_client_program("pg_dump", connection, probe))
+        results.append(self.check_client_program("pg_restore", connection, probe))
         results.append(self.check_backup_dir())
         results += self.check_pitfalls()
         connection.close()
@@ -233,8 +241,20 @@ class Command(UsageErrorExitsOne, BaseCommand):
         return Result("engine", PASSED, f"{vendor} fits CALORIA_ENV={environment}")
 
     def check_migrations(self, connection) -> Result:
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        try:
+            executor = MigrationExecutor(connection)
+            plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        except DatabaseError as exc:
+            # A role that may connect but not read django_migrations (wrong user in the URL,
+            # grants not yet given) must get a line, not a traceback.
+            user = connection.settings_dict.get("USER") or "the role"
+            return Result(
+                "migrations",
+                FAILED,
+                f"cannot read django_migrations: {safe_error(exc, connection.alias, 200)}",
+                hint=f"Grant {user} SELECT on django_migrations (and the application's "
+                "tables), or set DATABASE_URL to the role that owns them.",
+            )
         if not plan:
             applied = len(executor.loader.applied_migrations)
             return Result("migrations", PASSED, f"all applied ({applied})")
@@ -250,31 +270,33 @@ class Command(UsageErrorExitsOne, BaseCommand):
     def skipped_migrations(self) -> Result:
         return Result("migrations", SKIPPED, "the database is not reachable")
 
-    def check_pg_dump(self, connection, probe: DatabaseProbe | None) -> Result:
+    def check_client_program(self, program: str, connection, probe: DatabaseProbe | None) -> Result:
+        """pg_dump writes the backups, pg_restore verifies them: each present, and new enough."""
         if connection.vendor != "postgresql":
-            return Result("pg_dump", SKIPPED, "not needed: SQLite is backed up through its API")
-        path = shutil.which("pg_dump")
+            return Result(program, SKIPPED, "not needed: SQLite is backed up through its API")
+        path = shutil.which(program)
         if path is None:
             return Result(
-                "pg_dump",
+                program,
                 FAILED,
                 "not found on PATH",
                 hint="Install the PostgreSQL client tools (Debian: postgresql-client).",
             )
-        client_major = pg_dump_major_version(path)
+        client_major = client_major_version(path)
         if client_major is None:
-            return Result("pg_dump", FAILED, f"{path} did not report its version")
+            return Result(program, FAILED, f"{path} did not report its version")
         if probe is None or not probe.reachable:
-            return Result("pg_dump", WARNING, f"{path} is version {client_major}; server unknown")
+            return Result(program, WARNING, f"{path} is version {client_major}; server unknown")
         server_major = int(probe.server_version.split(".")[0])
         if client_major < server_major:
             return Result(
-                "pg_dump",
+                program,
                 FAILED,
                 f"{path} is version {client_major}, older than the server ({server_major})",
-                hint=f"Install postgresql-client-{server_major} or newer; backups need it.",
+                hint=f"Install postgresql-client-{server_major} or newer: backups and their "
+                "verification need it.",
             )
-        return Result("pg_dump", PASSED, f"{path} version {client_major} (server {server_major})")
+        return Result(program, PASSED, f"{path} version {client_major} (server {server_major})")
 
     def check_backup_dir(self) -> Result:
         directory = Path(settings.DBOPS_BACKUP_DIR)
@@ -289,7 +311,11 @@ class Command(UsageErrorExitsOne, BaseCommand):
                     f"{directory} is not writable ({exc.strerror})",
                     hint="Fix its owner or mode, or set DBOPS_BACKUP_DIR.",
                 )
-            return Result("backup directory", PASSED, f"{directory} is writable")
+            loose = loose_permissions(directory)
+            if loose:
+                return Result("backup directory", WARNING, loose, hint=f"chmod 700 {directory}")
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            return Result("backup directory", PASSED, f"{directory} is writable, mode {mode:04o}")
         if directory.exists():
             return Result("backup directory", FAILED, f"{directory} is not a directory")
         parent = next((p for p in directory.parents if p.exists()), None)
@@ -297,7 +323,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
             return Result(
                 "backup directory",
                 WARNING,
-                f"{directory} does not exist yet; it will be created",
+                f"{directory} does not exist yet; it will be created (mode 0700)",
             )
         return Result(
             "backup directory",
@@ -352,15 +378,3 @@ def _writable(directory: Path) -> bool:
             return True
     except OSError:
         return False
-
-
-def pg_dump_major_version(path: str) -> int | None:
-    """Major version from `pg_dump --version` ("pg_dump (PostgreSQL) 15.19 (Debian ...)")."""
-    try:
-        output = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r"\)\s+(\d+)", output)
-    return int(match.group(1)) if match else None

@@ -31,7 +31,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
             raise CommandError("Give a backup file name or --latest (one of them).", returncode=1)
         record = self.find_record(name)
         try:
-            detail = backups.verify(record)
+            detail = backups.verify(record, notice=self.stderr.write)
         except backups.VerificationFailed as exc:
             raise CommandError(
                 f"{record.filename}: verification failed: {exc}", returncode=1

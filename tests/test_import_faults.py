@@ -20,7 +20,7 @@ from caloria.models import FoodEntry, User
 from dbops.models import ImportRun
 from dbops.sqlite_import import importer
 from dbops.sqlite_import.report import Progress
-from tests.conftest import PROJECT_ROOT, clean_environment
+from tests.conftest import PROJECT_ROOT, clean_environment, leave_free
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -593,3 +593,28 @@ def test_an_unexpected_error_is_recorded_as_a_failure(filled_source, monkeypatch
     assert run.status == ImportRun.Status.FAILED
     assert "RuntimeError: a bug" in run.error
     assert not User.objects.exists()
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+def test_a_snapshot_that_does_not_fit_names_its_directory_and_leaves_nothing(
+    filled_source, small_filesystem, settings
+):
+    settings.DBOPS_BACKUP_DIR = small_filesystem
+    leave_free(small_filesystem, 64 * 1024)
+    stderr = StringIO()
+
+    with pytest.raises(CommandError) as raised:
+        call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0, stderr=stderr)
+
+    message = str(raised.value)
+    assert message.startswith(
+        f"import_sqlite failed: no room for the snapshot in {small_filesystem / 'imports'}: "
+        f"it needs about "
+    )
+    assert "MiB are free" in message
+    assert str(filled_source) + ":" not in message  # the source is not to blame
+    assert list((small_filesystem / "imports").iterdir()) == []
+    assert not User.objects.exists()
+    assert ImportRun.objects.get().status == ImportRun.Status.FAILED

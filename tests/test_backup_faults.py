@@ -263,3 +263,41 @@ def test_a_verification_that_cannot_create_its_scratch_database_is_recorded_as_f
     record = BackupRecord.objects.get()
     assert record.verification == BackupRecord.Verification.FAILED
     assert record.verification_detail.startswith("could not verify: permission denied")
+
+
+def test_a_killed_backup_is_shown_as_abandoned_by_the_next_backup():
+    blocker = psycopg2.connect(database_url(connection.settings_dict))
+    try:
+        with blocker.cursor() as cursor:  # pg_dump and the row counts wait for this lock
+            cursor.execute("LOCK TABLE caloria_foodentry IN ACCESS EXCLUSIVE MODE")
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "dbbackup", "--noinput"],
+            cwd=PROJECT_ROOT,
+            env=manage_environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: BackupRecord.objects.filter(status=BackupRecord.Status.RUNNING).exists(),
+            60,
+            "the backup to record its start",
+        )
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    killed = BackupRecord.objects.get()
+    assert killed.status == BackupRecord.Status.RUNNING
+
+    def lock_released():
+        with connection.cursor() as cursor:
+            return killed.pk not in locks.held_keys(cursor, locks.BACKUP_RUN)
+
+    wait_for(lock_released, 30, "the server to end the killed backup's session")
+    call_command("dbbackup", verbosity=0)
+
+    killed.refresh_from_db()
+    assert killed.status == BackupRecord.Status.ABANDONED
+    assert f"its process (pid {process.pid} on " in killed.error
+    assert BackupRecord.objects.exclude(pk=killed.pk).get().status == "succeeded"

@@ -19,7 +19,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from dbops import backup_files, backups
+from dbops import backup_files, backups, runs
 from dbops.commands import UsageErrorExitsOne
 from dbops.database import safe_error
 from dbops.models import BackupRecord
@@ -75,9 +75,11 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
                     self.stdout.write(f"Deleted old backup {record.filename} (retention)")
 
     def start_record(self, alias: str) -> BackupRecord:
+        runs.mark_abandoned(BackupRecord, alias)
         try:
-            return BackupRecord.objects.using(alias).create(
-                started_at=timezone.now(),
+            return runs.start_run(
+                BackupRecord,
+                alias,
                 database=alias,
                 engine=connections[alias].settings_dict["ENGINE"].rsplit(".", 1)[-1],
             )
@@ -138,11 +140,11 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
             record.filename = self.written_filename
             record.size = path.stat().st_size
             record.sha256 = backups.file_sha256(path)
-        try:
-            connections[alias].close_if_unusable_or_obsolete()
-            record.save()
-        except DatabaseError as exc:
-            self.stderr.write(f"could not record the backup run: {type(exc).__name__}")
+        if not runs.save_outcome(record):
+            self.stderr.write(
+                f"Could not record the outcome of backup run {record.pk}: the database did not "
+                f"answer for {runs.RECORD_RETRY_SECONDS:g} s; the run will show as abandoned."
+            )
 
     def verify_new_backup(self) -> None:
         try:

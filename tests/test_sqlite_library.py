@@ -91,6 +91,7 @@ def test_with_another_thread_running_sqlite_is_left_as_it_was():
     assert output == ["False", "42", "True"]
 
 
+@pytest.mark.django_db
 def test_an_import_turns_the_statistics_off_before_it_opens_the_source(tmp_path, monkeypatch):
     calls = []
     opened = source.take_snapshot

@@ -4,65 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
-    dependencies = []
+    dependencies = [
+    ]
 
     operations = [
         migrations.CreateModel(
-            name="ImportRun",
+            name='ImportRun',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("started_at", models.DateTimeField()),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("running", "Running"),
-                            ("succeeded", "Succeeded"),
-                            ("failed", "Failed"),
-                        ],
-                        default="running",
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "database",
-                    models.CharField(
-                        default="default", max_length=100, verbose_name="target database alias"
-                    ),
-                ),
-                ("source_path", models.TextField()),
-                (
-                    "source_sha256",
-                    models.CharField(
-                        blank=True, max_length=64, verbose_name="source snapshot sha256"
-                    ),
-                ),
-                ("snapshot_path", models.TextField(blank=True)),
-                ("mapping", models.CharField(blank=True, max_length=200)),
-                ("options", models.JSONField(blank=True, default=dict)),
-                (
-                    "tables",
-                    models.JSONField(
-                        blank=True,
-                        default=list,
-                        help_text="Per table: rows on both sides, checksums, seconds.",
-                    ),
-                ),
-                ("total_rows", models.BigIntegerField(default=0)),
-                ("duration_seconds", models.FloatField(blank=True, null=True)),
-                ("error", models.TextField(blank=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('started_at', models.DateTimeField()),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('status', models.CharField(choices=[('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='running', max_length=10)),
+                ('database', models.CharField(default='default', max_length=100, verbose_name='target database alias')),
+                ('source_path', models.TextField()),
+                ('source_sha256', models.CharField(blank=True, max_length=64, verbose_name='source snapshot sha256')),
+                ('snapshot_path', models.TextField(blank=True)),
+                ('mapping', models.CharField(blank=True, max_length=200)),
+                ('options', models.JSONField(blank=True, default=dict)),
+                ('tables', models.JSONField(blank=True, default=list, help_text='Per table: rows on both sides, checksums, seconds.')),
+                ('total_rows', models.BigIntegerField(default=0)),
+                ('duration_seconds', models.FloatField(blank=True, null=True)),
+                ('error', models.TextField(blank=True)),
             ],
             options={
-                "ordering": ["-started_at", "-id"],
-                "indexes": [models.Index(fields=["-started_at"], name="importrun_started_at")],
+                'ordering': ['-started_at', '-id'],
+                'indexes': [models.Index(fields=['-started_at'], name='importrun_started_at')],
             },
         ),
     ]

@@ -4,74 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("dbops", "0001_initial"),
+        ('dbops', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="BackupRecord",
+            name='BackupRecord',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("started_at", models.DateTimeField()),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                ("duration_seconds", models.FloatField(blank=True, null=True)),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("running", "Running"),
-                            ("succeeded", "Succeeded"),
-                            ("failed", "Failed"),
-                        ],
-                        default="running",
-                        max_length=10,
-                    ),
-                ),
-                ("database", models.CharField(default="default", max_length=100)),
-                ("engine", models.CharField(blank=True, max_length=100)),
-                ("filename", models.CharField(blank=True, max_length=255)),
-                ("size", models.BigIntegerField(blank=True, help_text="Bytes.", null=True)),
-                ("sha256", models.CharField(blank=True, max_length=64)),
-                ("error", models.TextField(blank=True)),
-                (
-                    "migrations",
-                    models.JSONField(
-                        blank=True, default=dict, help_text="Newest applied migration of each app."
-                    ),
-                ),
-                (
-                    "table_counts",
-                    models.JSONField(blank=True, default=dict, help_text="Rows per table."),
-                ),
-                (
-                    "deleted_at",
-                    models.DateTimeField(
-                        blank=True, help_text="When retention removed the file.", null=True
-                    ),
-                ),
-                (
-                    "verification",
-                    models.CharField(
-                        blank=True,
-                        choices=[("", "not verified"), ("passed", "Passed"), ("failed", "Failed")],
-                        default="",
-                        max_length=10,
-                    ),
-                ),
-                ("verified_at", models.DateTimeField(blank=True, null=True)),
-                ("verification_detail", models.TextField(blank=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('started_at', models.DateTimeField()),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('duration_seconds', models.FloatField(blank=True, null=True)),
+                ('status', models.CharField(choices=[('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='running', max_length=10)),
+                ('database', models.CharField(default='default', max_length=100)),
+                ('engine', models.CharField(blank=True, max_length=100)),
+                ('filename', models.CharField(blank=True, max_length=255)),
+                ('size', models.BigIntegerField(blank=True, help_text='Bytes.', null=True)),
+                ('sha256', models.CharField(blank=True, max_length=64)),
+                ('error', models.TextField(blank=True)),
+                ('migrations', models.JSONField(blank=True, default=dict, help_text='Newest applied migration of each app.')),
+                ('table_counts', models.JSONField(blank=True, default=dict, help_text='Rows per table.')),
+                ('deleted_at', models.DateTimeField(blank=True, help_text='When retention removed the file.', null=True)),
+                ('verification', models.CharField(blank=True, choices=[('', 'not verified'), ('passed', 'Passed'), ('failed', 'Failed')], default='', max_length=10)),
+                ('verified_at', models.DateTimeField(blank=True, null=True)),
+                ('verification_detail', models.TextField(blank=True)),
             ],
             options={
-                "ordering": ["-started_at", "-id"],
-                "indexes": [
-                    models.Index(fields=["status", "-started_at"], name="backup_status_started")
-                ],
+                'ordering': ['-started_at', '-id'],
+                'indexes': [models.Index(fields=['status', '-started_at'], name='backup_status_started')],
             },
         ),
     ]

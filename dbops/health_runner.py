@@ -90,6 +90,18 @@ def submit_once(key: str, function: Callable) -> Future:
         return thread.running
 
 
+def submit_queued(key: str, function: Callable, max_pending: int) -> Future | None:
+    """Run `function` in the health thread for `key` after the jobs given before it; None
+    when `max_pending` are still waiting (a hung database: the caller does without)."""
+    with _lock:
+        thread = _threads.get(key)
+        if thread is None:
+            thread = _threads[key] = HealthThread(f"dbops-health {key}")
+        if thread.jobs.qsize() >= max_pending:
+            return None
+        return thread.submit(function)
+
+
 def close_connections(timeout: float = 10) -> None:
     """Close every health thread's database connection (tests, before the database is
     dropped); a thread still hung closes its own when it is free, unwaited for."""

@@ -185,13 +185,17 @@ def test_liveness_answers_within_a_second_while_the_database_hangs_and_monitors_
     throwaway_cluster, migrated_cluster_url, tmp_path
 ):
     server, base = serve_with_gunicorn(migrated_cluster_url, tmp_path)
+    # Any session cookie, valid or not, makes a request look its session up in the database.
+    cookie = "sessionid=not-a-session"
     monitors = [
         Monitor(f"{base}/health/?format=json", Authorization=f"Bearer {TOKEN}"),
         Monitor(f"{base}/health/?format=json"),
+        Monitor(f"{base}/health/?format=json", Cookie=cookie),
     ]
     try:
         wait_for_server(f"{base}/health/live/", server)
-        assert fetch(f"{base}/health/?format=json")[0] in (200, 500)  # 500: no backup yet
+        for _ in range(16):  # every request thread has its database connection open
+            assert fetch(f"{base}/health/?format=json", Cookie=cookie)[0] in (200, 500)
         throwaway_cluster.freeze()
         time.sleep(1.1)  # results cached before the freeze (DBOPS_HEALTH_CACHE_SECONDS) expire
         for monitor in monitors:

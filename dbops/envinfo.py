@@ -82,13 +82,31 @@ def mask_userinfo(token: str) -> str:
 def mask_url(url: str) -> str:
     """A URL (or libpq DSN) with its password replaced by a fixed mask (never its length).
 
-    The whole string is one URL here, so a password holding spaces is masked too.
+    The whole string is one URL here, so a password holding spaces is masked too, and so is
+    one whose `@host` was forgotten (`postgres://user:password/name`).
     """
     if not url:
         return url
-    if "=" in url and "://" not in url:
-        return mask_dsn(url)
-    return _mask_query(mask_userinfo(url))
+    if "@" not in url:
+        url = _mask_port_that_is_not_a_number(url)
+    masked = _mask_query(mask_userinfo(url))
+    return masked if _URL_SCHEME.match(masked) else mask_dsn(masked)
+
+
+def _mask_port_that_is_not_a_number(url: str) -> str:
+    """`scheme://user:password/...` without an `@`: what stands where the port would is no
+    port (not a number), and may be a password."""
+    scheme = _URL_SCHEME.match(url)
+    if scheme is None:
+        return url
+    start = scheme.end()
+    authority = re.split(r"[/?#]", url[start:], maxsplit=1)[0]
+    host = authority.rsplit("]", 1)[-1]  # an IPv6 host's own colons are in brackets
+    _, colon, port = host.rpartition(":")
+    if not colon or port.isdigit() or not port:
+        return url
+    end = start + len(authority)
+    return f"{url[: end - len(port)]}{MASK}{url[end:]}"
 
 
 def _mask_query(query: str) -> str:
@@ -150,6 +168,9 @@ class EnvFileLine:
     key: str
     raw_value: str
 
+
+# django-environ's in-memory SQLite URLs: sqlite:// and sqlite://:memory:.
+IN_MEMORY = ("", ":memory:")
 
 _SCHEME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
@@ -336,7 +357,7 @@ class StrictEnv:
                 f"SQLite): {masked}",
             )
             return None
-        if scheme.lower() == "sqlite" and not rest.startswith("/"):
+        if scheme.lower() == "sqlite" and not rest.startswith("/") and rest not in IN_MEMORY:
             self.problem(name, f"names a host; a SQLite URL is sqlite:////absolute/path: {masked}")
             return None
         try:

@@ -43,6 +43,8 @@ def test_mask_url_hides_passwords_in_the_query_string():
         "postgres//caloria:SECRET@db/caloria",
         "caloria:SECRET@db/caloria",
         "postgres://caloria:SECRET@[::1/caloria",
+        "postgres:/caloria:SECRET@db/caloria?sslmode=require",
+        "postgres:/caloria:SECRET==@db/caloria",
     ],
 )
 def test_mask_url_hides_the_password_of_a_malformed_url_and_keeps_the_user(url):
@@ -66,6 +68,20 @@ def test_mask_text_hides_the_password_of_a_malformed_url_in_free_text(text):
 
     assert "SECRET" not in masked
     assert "could not connect to" in masked
+
+
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("postgres://caloria:SECRET/caloria", f"postgres://caloria:{MASK}/caloria"),
+        ("postgres://caloria:SECRET", f"postgres://caloria:{MASK}"),
+        ("postgres://db:5432/caloria", "postgres://db:5432/caloria"),
+        ("postgres://[::1]:5432/caloria", "postgres://[::1]:5432/caloria"),
+        ("postgres://[::1]/caloria", "postgres://[::1]/caloria"),
+    ],
+)
+def test_mask_url_hides_what_stands_for_a_port_when_it_is_not_a_number(url, masked):
+    assert mask_url(url) == masked
 
 
 def test_mask_text_leaves_email_addresses_and_times_alone():

@@ -163,6 +163,8 @@ UNPARSEABLE_DATABASE_URLS = {
     "port out of range": "postgres://caloria:SECRETPW@db:99999/caloria",
     "broken IPv6 host": "postgres://caloria:SECRETPW@[::1/caloria",
     "SQLite URL with a host": "sqlite://caloria:SECRETPW@db/caloria.sqlite3",
+    "one slash, and a query": "postgres:/caloria:SECRETPW@db/caloria?sslmode=require",
+    "one slash, and a base64 password": "postgres:/caloria:U0VDUkVUUFc=@db/caloria",
 }
 
 
@@ -174,7 +176,25 @@ def test_an_unusable_database_url_is_refused_naming_it_without_its_password(mana
     assert "DATABASE_URL: " in completed.stderr
     assert "caloria:********@" in completed.stderr
     assert "SECRETPW" not in completed.output
+    assert "U0VDUkVUUFc" not in completed.output
     assert "Traceback" not in completed.output
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite://:memory:"])
+def test_an_in_memory_sqlite_url_is_accepted(print_settings, url):
+    values, completed = print_settings(CALORIA_ENV="development", DATABASE_URL=url)
+
+    assert values is not None, completed.stderr
+    assert values["name"] == ":memory:"
+
+
+def test_a_database_url_that_forgot_its_host_is_refused_without_its_password(manage):
+    completed = manage("check", **production(DATABASE_URL="postgres://caloria:SECRETPW/caloria"))
+
+    assert completed.returncode == 1
+    assert "DATABASE_URL: cannot be parsed" in completed.stderr
+    assert "postgres://caloria:********/caloria" in completed.stderr
+    assert "SECRETPW" not in completed.output
 
 
 def test_validate_environment_reports_an_unparseable_database_url_without_its_password(manage):

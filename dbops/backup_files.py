@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.core.files import File
 
-from dbops.sqlite_import.source import DIRECTORY_FSYNC_UNSUPPORTED
+from dbops.files import sync_directory
 
 # No digits: django-dbbackup lists (and dbrestore picks) every file whose name holds a date in
 # DBBACKUP_DATE_FORMAT, whatever the format; a name of letters cannot hold one.
@@ -41,8 +41,6 @@ def write_privately(storage, name: str, content) -> str:
                 handle.write(chunk if isinstance(chunk, bytes) else chunk.encode())
             handle.flush()
             os.fsync(handle.fileno())
-            if storage.file_permissions_mode is not None:
-                os.fchmod(handle.fileno(), storage.file_permissions_mode)
         while True:
             try:
                 os.link(partial, storage.path(name))
@@ -65,19 +63,6 @@ def _open_partial(directory: Path):
         except FileExistsError:
             continue
         return partial, os.fdopen(fd, "wb")
-
-
-def sync_directory(directory: Path) -> None:
-    """Make a new directory entry durable. Some file systems (network, FUSE) cannot sync a
-    directory; as in PostgreSQL's fsync_fname, that is not an error."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in DIRECTORY_FSYNC_UNSUPPORTED:
-            raise
-    finally:
-        os.close(fd)
 
 
 def ensure_private_directory(directory: Path) -> None:

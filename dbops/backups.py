@@ -31,8 +31,8 @@ from django.utils import timezone
 
 from dbops import locks
 from dbops.database import safe_error
+from dbops.files import file_sha256
 from dbops.models import BackupRecord
-from dbops.sqlite_import.source import file_sha256
 
 
 class VerificationFailed(Exception):

@@ -1,31 +1,54 @@
-"""COPY to and from PostgreSQL through whichever driver Django uses: the one place that knows
-how the driver streams.
+"""COPY to and from PostgreSQL: the one place that knows how the driver streams (psycopg2's
+`copy_expert` today).
 
-psycopg2 2.9 has one quirk worth its own module: when the server ends the session during a
-COPY (a restart, pg_terminate_backend), it writes a chained `SystemError: <function decode>
-returned a result with an exception set` to sys.stderr beside raising OperationalError. The
-raised error is what dbops reports, in one line; the stray text is kept out of the output.
+psycopg2 2.9 has a quirk worth its own module: when the server ends the session during a COPY
+(a restart, pg_terminate_backend), it writes the server's error, chained to a `SystemError:
+<function decode> returned a result with an exception set`, to sys.stderr, and raises only
+"invalid socket". The server's words are the ones to report: they are raised in place of
+"invalid socket", and the stray text is kept out of the output (anything else written to
+stderr meanwhile is passed on).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
+import sys
+
+from django.db import DatabaseError, OperationalError
+
+_DRIVER_NOISE = re.compile(
+    r"^psycopg2\.errors\.\w+: (?P<message>[^\n]*)\n.*?^SystemError: <function decode at \w+> "
+    r"returned a result with an exception set\n?",
+    re.MULTILINE | re.DOTALL,
+)
 
 
 def copy_from(connection, cursor, sql: str, stream, size: int = 1 << 16) -> None:
     """Run `COPY ... FROM STDIN`, reading the data from `stream.read(size)`."""
-    with _driver_noise_kept_out(), connection.wrap_database_errors:
+    with _server_error_reported(connection):
         cursor.cursor.copy_expert(sql, stream, size=size)
 
 
 def copy_to(connection, cursor, sql: str, sink) -> None:
     """Run `COPY ... TO STDOUT`, handing the data to `sink.write(data)`."""
-    with _driver_noise_kept_out(), connection.wrap_database_errors:
+    with _server_error_reported(connection):
         cursor.cursor.copy_expert(sql, sink)
 
 
 @contextlib.contextmanager
-def _driver_noise_kept_out():
-    with contextlib.redirect_stderr(io.StringIO()):
-        yield
+def _server_error_reported(connection):
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), connection.wrap_database_errors:
+            yield
+    except DatabaseError:
+        noise = _DRIVER_NOISE.search(captured.getvalue())
+        if noise is None:
+            raise
+        raise OperationalError(noise.group("message")) from None
+    finally:
+        passed_on = _DRIVER_NOISE.sub("", captured.getvalue())
+        if passed_on:
+            sys.stderr.write(passed_on)

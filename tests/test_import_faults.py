@@ -507,7 +507,8 @@ def test_a_server_restart_during_the_copy_is_recorded_as_one_clean_failure(
     assert process.returncode == 1
     assert stderr.strip().splitlines() == [
         "CommandError: import_sqlite failed: lost the connection to database 'default' "
-        "(OperationalError: invalid socket); nothing was committed"
+        "(OperationalError: terminating connection due to administrator command); nothing "
+        "was committed"
     ]
     [(status, error, rows)] = throwaway_cluster.execute(
         "SELECT status, error, (SELECT count(*) FROM caloria_foodentry) FROM dbops_importrun",

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import _sqlite3
 import ctypes
-import errno
-import hashlib
 import os
 import platform
 import shutil
@@ -26,6 +24,8 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from django.db.backends.sqlite3._functions import register as register_django_functions
+
+from dbops.files import file_sha256, sync_directory, sync_file
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOCK_TIMEOUT_SECONDS = 5
@@ -220,29 +220,9 @@ def _give_up_after(seconds: float):
 def seal(path: Path) -> str:
     """Sync a snapshot and its directory entry to disk; return its sha256."""
     digest = file_sha256(path)
-    for synced in (path, path.parent):
-        fd = os.open(synced, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            # Some file systems (network and FUSE ones) cannot sync a directory; as
-            # PostgreSQL does (fsync_fname), that is not an error. The file's own fsync is.
-            if synced == path or exc.errno not in DIRECTORY_FSYNC_UNSUPPORTED:
-                raise
-        finally:
-            os.close(fd)
+    sync_file(path)
+    sync_directory(path.parent)
     return digest
-
-
-DIRECTORY_FSYNC_UNSUPPORTED = {errno.EBADF, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def open_snapshot(snapshot: Snapshot) -> sqlite3.Connection:

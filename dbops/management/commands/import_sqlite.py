@@ -254,13 +254,19 @@ def database_failure(exc: DatabaseError, alias: str) -> str:
 
     When the server goes away mid-import, Django's rollback and its reconnect fail too, and
     the error that reaches the command is "connection refused" from that reconnect."""
-    first = exc
-    chained = exc.__cause__ or exc.__context__
+    first, chained = exc, cause_of(exc)
     while chained is not None:
         if isinstance(chained, DatabaseError):
             first = chained
-        chained = chained.__cause__ or chained.__context__
+        chained = cause_of(chained)
     detail = f"{type(first).__name__}: {safe_error(first, alias, 300)}"
     if isinstance(first, OperationalError):
         return f"lost the connection to database '{alias}' ({detail}); nothing was committed"
     return f"database error ({detail}); nothing was committed"
+
+
+def cause_of(exc: BaseException) -> BaseException | None:
+    """The exception before this one, as Python's traceback shows the chain."""
+    if exc.__cause__ is not None or exc.__suppress_context__:
+        return exc.__cause__
+    return exc.__context__

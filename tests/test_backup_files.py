@@ -100,3 +100,11 @@ def test_loose_permissions_say_who_besides_the_owner_can_open_the_directory(
 
 def test_a_missing_directory_has_no_loose_permissions(tmp_path):
     assert loose_permissions(tmp_path / "missing") is None
+
+
+def test_a_backup_is_private_even_where_the_storage_would_make_it_readable(tmp_path):
+    plain = FileSystemStorage(location=tmp_path / "backups", file_permissions_mode=0o644)
+
+    name = write_privately(plain, NAME, WatchedContent(tmp_path / "backups", [b"data"]))
+
+    assert (tmp_path / "backups" / name).stat().st_mode & 0o777 == 0o600

@@ -11,12 +11,14 @@ import shutil
 import sqlite3
 from io import StringIO
 
+import psycopg2
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.management.commands.check_consistency import Command
+from tests.conftest import database_url
 from tests.fieldtypes.models import Tag
 
 
@@ -179,6 +181,31 @@ def test_a_sequence_behind_the_largest_key_is_reported_and_fix_resets_it():
     assert "check_consistency: no findings; fixed 1" in fixed
     assert "check_consistency: no findings" in check_consistency()
     assert FoodEntry.objects.create(user=user, name="Tea", calories=2).pk == first.pk + 1001
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fix_waits_for_a_writer_a_bounded_time_and_then_leaves_the_sequence_reported(
+    monkeypatch,
+):
+    from dbops.management.commands import check_consistency as command
+
+    user = User.objects.create(username="ana")
+    insert_food(FoodEntry.objects.create(user=user, name="Toast", calories=1).pk + 1000, user.pk)
+    monkeypatch.setattr(command, "FIX_LOCK_TIMEOUT_SECONDS", 0.2)
+    writer = psycopg2.connect(database_url(connection.settings_dict))
+    try:
+        with writer.cursor() as cursor:  # what an INSERT takes, held by an open transaction
+            cursor.execute("LOCK TABLE caloria_foodentry IN ROW EXCLUSIVE MODE")
+        stdout, summary = findings("--fix")
+    finally:
+        writer.rollback()
+        writer.close()
+
+    assert "not fixed: a transaction writing to caloria_foodentry held it for more than 0.2 s" in (
+        stdout
+    )
+    assert summary == "1 finding(s) in database 'default': sequence 1"
+    assert "check_consistency: no findings; fixed 1" in check_consistency("--fix")
 
 
 # --------------------------------------------------------------------------- foreign keys

@@ -22,17 +22,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, connections, models, router, transaction
+from django.db import DatabaseError, OperationalError, connections, models, router, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from dbops.commands import UsageErrorExitsOne
-from dbops.database import restart_sequence_past_largest_key, safe_error, sequence_state
+from dbops.database import (
+    SequenceState,
+    restart_sequence_past_largest_key,
+    safe_error,
+    sequence_state,
+)
 from dbops.envinfo import describe_database
 from dbops.sqlite_import import checksums, source
 from dbops.sqlite_import.columns import UnsupportedField, shorten
 from dbops.sqlite_import.plan import build_plan, table_models
 
 EXAMPLES = 5
+# How long --fix waits for a transaction writing to a table whose sequence it repairs.
+FIX_LOCK_TIMEOUT_SECONDS = 10
 
 MIGRATIONS = "migrations"
 MISSING_TABLE = "missing_table"
@@ -319,7 +326,11 @@ class Command(UsageErrorExitsOne, BaseCommand):
             if not state.behind:
                 continue
             if fix:
-                next_value = self.fix_sequence(table, pk)
+                try:
+                    state, next_value = self.fix_sequence(table, pk)
+                except OperationalError:  # lock_timeout: a writer held the table
+                    findings.append(self.unfixed_sequence_finding(table, state))
+                    continue
                 fixed.append(
                     Fixed(
                         SEQUENCE,
@@ -342,14 +353,30 @@ class Command(UsageErrorExitsOne, BaseCommand):
         self.detail(f"sequences: {len(tables)} checked")
         return findings, fixed
 
-    def fix_sequence(self, table: str, pk: str) -> int:
+    def fix_sequence(self, table: str, pk: str) -> tuple[SequenceState, int]:
         """Restart a lagging sequence, with the table's writes held until commit so that no
-        insert takes a key between reading the largest and restarting past it."""
+        insert takes a key between reading the largest and restarting past it; waits for a
+        writer at most FIX_LOCK_TIMEOUT_SECONDS (OperationalError after that)."""
         with transaction.atomic(using=self.alias):
             with self.connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{FIX_LOCK_TIMEOUT_SECONDS * 1000:.0f}'")
                 cursor.execute(f"LOCK TABLE {self.qn(table)} IN EXCLUSIVE MODE")
             state = sequence_state(self.connection, table, pk)
-            return restart_sequence_past_largest_key(self.connection, state, never_backwards=True)
+            next_value = restart_sequence_past_largest_key(
+                self.connection, state, never_backwards=True
+            )
+        return state, next_value
+
+    def unfixed_sequence_finding(self, table: str, state: SequenceState) -> Finding:
+        return Finding(
+            SEQUENCE,
+            table,
+            f"sequence {state.sequence} gives {state.next_value} next, but the largest "
+            f"{state.column} is {state.largest}; not fixed: a transaction writing to {table} "
+            f"held it for more than {FIX_LOCK_TIMEOUT_SECONDS:g} s",
+            f"Run 'manage.py check_consistency --fix --database {self.alias}' again once it "
+            f"has ended (pg_stat_activity shows it).",
+        )
 
     def no_sequence_finding(self, table: str, pk: str) -> Finding:
         return Finding(

@@ -96,11 +96,13 @@ if _database is None:
 elif "postgresql" in _database["ENGINE"]:
     _database.setdefault("OPTIONS", {}).update(
         connect_timeout=DATABASE_CONNECT_TIMEOUT,
-        # Notice a dead peer within seconds instead of the kernel's default of minutes.
+        # Notice a dead peer within seconds instead of the kernel's default of minutes:
+        # keepalives while waiting for an answer, tcp_user_timeout while data is unanswered.
         keepalives=1,
         keepalives_idle=10,
         keepalives_interval=5,
         keepalives_count=3,
+        tcp_user_timeout=25_000,
     )
 elif "sqlite3" in _database["ENGINE"]:
     _database.setdefault("OPTIONS", {}).setdefault("timeout", DATABASE_CONNECT_TIMEOUT)

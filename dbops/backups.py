@@ -267,7 +267,9 @@ def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> No
     names = sorted(
         row[0] for row in cursor.fetchall() if re.fullmatch("[0-9a-f]{10}", row[0][len(prefix) :])
     )
-    held = locks.held_keys(cursor, locks.SCRATCH_DATABASE)
+    # Any database: another database whose name starts alike has scratch databases of the
+    # same prefix, and its verifications hold their locks from sessions of their own.
+    held = locks.held_keys(cursor, locks.SCRATCH_DATABASE, any_database=True)
     for stale in names:
         if locks.key_of_name(stale) in held:
             continue

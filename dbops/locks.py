@@ -19,6 +19,12 @@ BACKUP_RUN = 0x64620002
 SCRATCH_DATABASE = 0x64620003
 
 
+def key_of_number(number: int) -> int:
+    """An int4 key for a record's (bigint) primary key: the same for the first 2**31 records,
+    and unlikely to meet another live run's after."""
+    return number & 0x7FFFFFFF
+
+
 def key_of_name(name: str) -> int:
     """A stable int4 key for something known by name (a scratch database)."""
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
@@ -35,12 +41,16 @@ def release(cursor, kind: int, key: int) -> None:
     cursor.fetchone()
 
 
-def held_keys(cursor, kind: int) -> set[int]:
-    """The keys of `kind` that some session of this database holds now."""
+def held_keys(cursor, kind: int, *, any_database: bool = False) -> set[int]:
+    """The keys of `kind` that some session of this database (or, with `any_database`, of
+    any database on the server) holds now."""
+    this_database = (
+        "" if any_database
+        else "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )  # fmt: skip
     cursor.execute(
         "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND objsubid = 2 AND classid = %s::bigint::oid "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        f"AND objsubid = 2 AND classid = %s::bigint::oid {this_database}",
         [kind],
     )
     return {row[0] for row in cursor.fetchall()}

@@ -25,7 +25,8 @@ RECORD_RETRY_INTERVAL = 0.5
 
 ABANDONED_REASON = (
     "abandoned: its process (pid {pid} on {host}) ended without recording an outcome "
-    "(killed, or its machine stopped)"
+    "(killed, or its machine stopped; or this database was restored from a backup taken "
+    "while the run went on)"
 )
 
 
@@ -39,23 +40,25 @@ def start_run(model, using: str, **fields):
         )
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                locks.hold(cursor, model.RUN_LOCK, record.pk)
+                locks.hold(cursor, model.RUN_LOCK, locks.key_of_number(record.pk))
                 # The server releases the lock when it notices the session is gone: within
-                # about 25 s of a client machine's crash, not the system default of 2 hours.
+                # about 25 s of a client machine's crash, not the system default of 2 hours
+                # (keepalives while the session is idle, tcp_user_timeout while the server
+                # has data on the way to it, as during a COPY TO).
                 cursor.execute(
                     "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
-                    "SET tcp_keepalives_count = 3"
+                    "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 25000"
                 )
     record.lock_session = connection.connection
     return record
 
 
-def save_outcome(record, *, retry_seconds: float = RECORD_RETRY_SECONDS) -> bool:
+def save_outcome(record) -> bool:
     """Save a finished record, retrying while the database is unreachable; False if it could
     not be saved in time (its lock is gone with the session, so it will show as abandoned)."""
     using = record._state.db
     connection = connections[using]
-    deadline = time.monotonic() + retry_seconds
+    deadline = time.monotonic() + RECORD_RETRY_SECONDS
     while True:
         try:
             connection.close_if_unusable_or_obsolete()
@@ -79,7 +82,7 @@ def release(record) -> None:
         return  # that session is gone, and its lock with it
     try:
         with connection.cursor() as cursor:
-            locks.release(cursor, record.RUN_LOCK, record.pk)
+            locks.release(cursor, record.RUN_LOCK, locks.key_of_number(record.pk))
     except DatabaseError:
         connection.close()
 
@@ -105,7 +108,7 @@ def mark_abandoned(model, using: str = "default") -> int:
             alive = locks.held_keys(cursor, model.RUN_LOCK)
         abandoned = 0
         for pk, pid, host in running:
-            if pk in alive:
+            if locks.key_of_number(pk) in alive:
                 continue
             abandoned += (
                 model.objects.using(using)

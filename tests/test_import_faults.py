@@ -530,8 +530,11 @@ def test_a_killed_import_is_shown_as_abandoned_by_the_next_command(
     assert ImportRun.objects.get().status == ImportRun.Status.RUNNING
 
     call_command("import_sqlite", str(filled_source), "--dry-run", verbosity=0)
+    after_a_dry_run = ImportRun.objects.get().status  # a dry run writes nothing at all
+    call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
 
-    run = ImportRun.objects.get()
+    assert after_a_dry_run == ImportRun.Status.RUNNING
+    run = ImportRun.objects.order_by("started_at").first()
     assert run.status == ImportRun.Status.ABANDONED
     assert run.finished_at is not None
     assert f"its process (pid {process.pid} on " in run.error
@@ -555,22 +558,24 @@ def test_a_killed_import_is_shown_as_abandoned_on_the_status_page(
 
 
 def test_an_import_still_running_is_not_taken_for_abandoned(
-    large_source, test_database_url, tmp_path, empty_source
+    large_source, test_database_url, tmp_path, client
 ):
-    process = start_import(large_source, test_database_url, tmp_path)
+    process = start_import(large_source, test_database_url, tmp_path, "--truncate")
     deadline = time.monotonic() + 60
     while not ImportRun.objects.filter(status=ImportRun.Status.RUNNING).exists():
         assert time.monotonic() < deadline, "the import never recorded its start"
         time.sleep(0.01)
-    # Alive, in preflight (no table locked yet), and not about to finish.
-    process.send_signal(signal.SIGSTOP)
+    process.send_signal(signal.SIGSTOP)  # alive, and not about to finish
     try:
-        call_command("import_sqlite", str(empty_source), "--dry-run", verbosity=0)
+        # --truncate replaces this user, whatever the import had done before it stopped.
+        client.force_login(User.objects.create_superuser("staff", "staff@example.com", "pw"))
+        listed = client.get("/admin/dbops/importrun/")
         status_while_running = ImportRun.objects.get().status
     finally:
         process.send_signal(signal.SIGCONT)
     process.communicate(timeout=120)
 
+    assert listed.status_code == 200
     assert status_while_running == ImportRun.Status.RUNNING
     assert process.returncode == 0
     assert ImportRun.objects.get().status == ImportRun.Status.SUCCEEDED

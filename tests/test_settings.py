@@ -301,6 +301,9 @@ def test_connect_timeout_defaults_to_five_seconds(print_settings):
     )
 
     assert values["options"]["connect_timeout"] == 5
+    # A vanished server is given up within 25 s, whether or not data is on the way to it.
+    assert values["options"]["keepalives_idle"] + 5 * 3 == 25
+    assert values["options"]["tcp_user_timeout"] == 25_000
 
 
 def test_an_invalid_number_names_its_variable(manage):

@@ -121,7 +121,6 @@ class Command(UsageErrorExitsOne, BaseCommand):
             self.confirm_truncate(database, interactive)
         progress = Progress(self.stdout, verbosity, is_terminal=self.stdout.isatty())
         importer = SqliteImport(import_options, progress)
-        runs.mark_abandoned(ImportRun, database)
         record = None if dry_run else self.start_record(import_options)
         started = time.monotonic()
         try:
@@ -192,6 +191,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
     # -- the ImportRun record, kept outside the import's transaction
 
     def start_record(self, options: ImportOptions) -> ImportRun | None:
+        runs.mark_abandoned(ImportRun, options.database)  # a dry run writes nothing at all
         try:
             return runs.start_run(
                 ImportRun,

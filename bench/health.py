@@ -7,7 +7,8 @@ next to a baseline measured on the same machine in the same run, so this script:
 
   1. creates two PostgreSQL databases, migrates them and fills `caloria_user` with 1,000 and
      1,000,000 users in SQL (`generate_series`), then ANALYZE;
-  2. serves each with gunicorn (2 sync workers, production settings, persistent connections)
+  2. serves each with gunicorn as gunicorn.conf.py configures it (2 gthread workers of 4
+     threads by default), production settings and persistent connections,
      on loopback and loads it with wrk (`-t2 -c16 -d10s` by default) after a short warm-up:
      `/health/database/` (JSON) on each server, then on the 1k-user server `/health/live/`
      (a plain HttpResponse, no database; the baseline), back to back with its probe;
@@ -591,7 +592,8 @@ def machine_description() -> str:
     gunicorn_version = re.sub(r"[^\d.]", "", gunicorn_version)
     return (
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"gunicorn {gunicorn_version} ({WORKERS} sync workers, CONN_MAX_AGE 600), "
+        f"gunicorn {gunicorn_version} ({WORKERS} gthread workers x "
+        f"{os.environ.get('GUNICORN_THREADS', '4')} threads, CONN_MAX_AGE 600), "
         f"PostgreSQL {version} on {DEFAULT_SERVER.split('@')[-1]}; server, database and "
         f"load generator share the machine"
     )

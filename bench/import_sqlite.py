@@ -12,6 +12,11 @@ PostgreSQL database:
       when the command does not exist yet);
   (c) pgloader, data only, into the Django schema (when the Debian package installs);
   (d) `dumpdata` + `loaddata` on a tenth of the data, its time scaled by ten;
+  (e) the physical reference: the same rows restored by `pg_restore -j 2` from a
+      directory-format dump into an empty database (tables, COPY, indexes and constraints in
+      parallel, nothing checked): what PostgreSQL itself needs to load them;
+  (f) with `--baseline TREE`, `import_sqlite` of another checkout of this project (a git
+      worktree of an earlier commit), so a change is measured against the code before it;
 
 and prints wall time, rows/s, peak memory (the largest resident set of the child process
 tree, from os.wait4, the call GNU time uses; the PostgreSQL server's own memory is not
@@ -19,18 +24,19 @@ counted for any method) and the ratio to the ceiling, then the issue's targets. 
 load it checks the target independently (row counts, sequences, foreign keys, a sample of
 values), because a fast copy that loses data is not a result.
 
-(a), (b) and (c) take about as long as each other, so one slow moment of the machine could
-decide which is faster: they run in `--rounds` interleaved rounds (default 3) and the median
-run of each counts. Before every measured run the server is settled: every bench database is
-vacuumed, no autovacuum worker runs and a CHECKPOINT has written the dirty buffers (when the
-role may: superuser or pg_checkpoint), so no method pays for cleaning up after another.
+(a), (b), (c), (e) and (f) take about as long as each other, so one slow moment of the
+machine could decide which is faster: they run in `--rounds` interleaved rounds (default 3)
+and the median run of each counts. Before every measured run the server is settled: every
+bench database is vacuumed, no autovacuum worker runs and a CHECKPOINT has written the dirty
+buffers (when the role may: superuser or pg_checkpoint), so no method pays for cleaning up
+after another.
 
 The source is generated through this project's migrations, then filled with the stdlib
 `sqlite3` module, deterministically. `--scale-check` also imports a database with five times
 the food entries (users and weights unchanged) to show whether peak memory stays flat.
 
     .venv/bin/python bench/import_sqlite.py [--food-entries 1000000] [--users 20000]
-        [--weights 200000] [--rounds 3] [--scale-check] [--markdown FILE]
+        [--weights 200000] [--rounds 3] [--scale-check] [--baseline TREE] [--markdown FILE]
 
 Temporary files and the `bench_import_*` databases are removed at the end, also on failure.
 """
@@ -61,7 +67,6 @@ import psycopg2.errors
 
 PROJECT = Path(__file__).resolve().parent.parent
 GNU_TIME = "/usr/bin/time"  # Debian package "time"; installed by ensure_debian_package()
-MANAGE = PROJECT / "manage.py"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
 DATABASE_PREFIX = "bench_import_"
 DATA_TABLES = ("caloria_user", "caloria_foodentry", "caloria_weightentry")
@@ -79,6 +84,9 @@ TARGET_CEILING_RATIO = 2.0
 TARGET_DUMPDATA_RATIO = 50.0
 TARGET_PEAK_MIB = 200.0
 TARGET_FLATNESS = 0.10
+TARGET_BASELINE_RATIO = 1.2  # a change may cost at most this against the code before it
+GOAL_PG_RESTORE_RATIO = 1.5  # the long-term goal against pg_restore -j 2
+RESTORE_JOBS = 2
 
 
 class BenchError(Exception):
@@ -147,8 +155,8 @@ def run_checked(cmd: list[str], env: dict[str, str], what: str) -> str:
     return done.stdout
 
 
-def manage(*args: str) -> list[str]:
-    return [sys.executable, str(MANAGE), *args]
+def manage(*args: str, tree: Path = PROJECT) -> list[str]:
+    return [sys.executable, str(tree / "manage.py"), *args]
 
 
 # --------------------------------------------------------------------------- workspace
@@ -693,18 +701,59 @@ def import_sqlite_available(workspace: Workspace, source: Path) -> bool:
 
 
 def measure_import_sqlite(
-    workspace: Workspace, source: Path, rows: int, method: str = "import_sqlite"
+    workspace: Workspace,
+    source: Path,
+    rows: int,
+    method: str = "import_sqlite",
+    tree: Path = PROJECT,
 ) -> Result:
-    """(b) the command under test, its own verification included."""
-    url = workspace.create_database(f"import_{rows}")
+    """(b) the command under test, its own verification included; (f) from another tree."""
+    label = "baseline" if tree != PROJECT else "import"
+    url = workspace.create_database(f"{label}_{rows}")
     keys_before = foreign_keys(url)
     run = run_measured(
-        manage("import_sqlite", str(source), "--noinput"), workspace.django_env(url), workspace.dir
+        manage("import_sqlite", str(source), "--noinput", tree=tree),
+        workspace.django_env(url),
+        workspace.dir,
     )
     if "Unknown command" in run.stderr:
         return not_measured(method, rows, "not available (Unknown command)")
     problems = check_target(source, url, keys_before) if run.returncode == 0 else None
     return measured(method, rows, run, problems)
+
+
+def dump_reference(workspace: Workspace, source: Path, files: dict[str, Path]) -> Path:
+    """A directory-format dump of the rows, loaded once by the ceiling's commands (untimed)."""
+    url = workspace.create_database("reference")
+    psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", url]
+    run_checked([*psql, *ceiling_commands(source, files)], os.environ.copy(), "the reference")
+    folder = workspace.dir / "reference.dump"
+    run_checked(
+        ["pg_dump", "--format=directory", f"--jobs={RESTORE_JOBS}", "-f", str(folder), url],
+        os.environ.copy(),
+        "pg_dump of the reference",
+    )
+    return folder
+
+
+def measure_pg_restore(workspace: Workspace, source: Path, dump: Path, rows: int) -> Result:
+    """(e) pg_restore -j 2 of the reference dump into an empty database (not migrated)."""
+    name = f"{DATABASE_PREFIX}{os.getpid()}_restore"
+    with postgres(workspace.url("postgres")) as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    if name not in workspace.databases:
+        workspace.databases.append(name)
+    url = workspace.url(name)
+    run = run_measured(
+        ["pg_restore", f"--jobs={RESTORE_JOBS}", "--no-owner", "--exit-on-error", "-d", url,
+         str(dump)],
+        os.environ.copy(),
+        workspace.dir,
+    )  # fmt: skip
+    keys = foreign_keys(url)
+    problems = check_target(source, url, keys) if run.returncode == 0 else None
+    return measured(f"reference: pg_restore -j {RESTORE_JOBS} (no checks)", rows, run, problems)
 
 
 def ensure_debian_package(command: str, package: str) -> str | None:
@@ -799,11 +848,14 @@ class Measurements:
     import_sqlite: Result
     pgloader: Result
     dumpdata: Result
+    pg_restore: Result
+    baseline: Result | None = None
     scale_check: Result | None = None
     details: list[Result] = field(default_factory=list)
 
     def results(self) -> list[Result]:
-        main = [self.ceiling, self.import_sqlite, self.pgloader, self.dumpdata]
+        main = [self.ceiling, self.import_sqlite, self.pgloader, self.dumpdata, self.pg_restore]
+        main += [self.baseline] if self.baseline else []
         return main + ([self.scale_check] if self.scale_check else []) + self.details
 
     def table_rows(self) -> list[list[str]]:
@@ -886,6 +938,22 @@ def targets(m: Measurements) -> list[str]:
         f"{verdict(imp.peak_mib < TARGET_PEAK_MIB)} peak memory under {TARGET_PEAK_MIB:g} MiB: "
         f"{imp.peak_mib:.0f} MiB"
     )
+    if m.baseline is not None and m.baseline.measured:
+        against = imp.seconds / m.baseline.seconds
+        lines.append(
+            f"{verdict(against <= TARGET_BASELINE_RATIO)} within {TARGET_BASELINE_RATIO:g}x of "
+            f"the baseline tree: {imp.seconds:.1f} s vs {m.baseline.seconds:.1f} s = "
+            f"{against:.2f}x"
+        )
+    elif m.baseline is not None:
+        lines.append(f"n/a  within {TARGET_BASELINE_RATIO:g}x of the baseline: {m.baseline.status}")
+    if m.pg_restore.measured:
+        physical = imp.seconds / m.pg_restore.seconds
+        lines.append(
+            f"info against pg_restore -j {RESTORE_JOBS}: {imp.seconds:.1f} s vs "
+            f"{m.pg_restore.seconds:.1f} s = {physical:.2f}x (the long-term goal: "
+            f"{GOAL_PG_RESTORE_RATIO:g}x)"
+        )
     big = m.scale_check
     if big is not None and big.measured:
         growth = (big.peak_kib - imp.peak_kib) / imp.peak_kib
@@ -962,8 +1030,19 @@ def parse_arguments() -> argparse.Namespace:
         help="runs of the ceiling, import_sqlite and pgloader, interleaved; the median counts "
         "(default 3)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="also measure import_sqlite of this checkout of the project (e.g. `git worktree "
+        "add /tmp/before HEAD~3`), interleaved with the others",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the Markdown report here")
     arguments = parser.parse_args()
+    if arguments.baseline is not None:
+        arguments.baseline = arguments.baseline.resolve()
+        if not (arguments.baseline / "manage.py").is_file():
+            parser.error(f"--baseline {arguments.baseline}: no manage.py there")
     if arguments.rounds < 1:
         parser.error("--rounds must be at least 1")
     if arguments.users < DUMPDATA_FRACTION or arguments.food_entries < 0 or arguments.weights < 0:
@@ -972,7 +1051,7 @@ def parse_arguments() -> argparse.Namespace:
 
 
 def measure_all(
-    workspace: Workspace, sizes: Sizes, scale_check: bool, rounds: int
+    workspace: Workspace, sizes: Sizes, scale_check: bool, rounds: int, baseline: Path | None
 ) -> tuple[Measurements, str]:
     source = workspace.dir / "source.sqlite3"
     tenth = workspace.dir / "tenth.sqlite3"
@@ -986,7 +1065,9 @@ def measure_all(
     print("(a) ceiling: CSV export ...", flush=True)
     export, files = export_ceiling_csv(source, workspace.dir, sizes.total)
     available = import_sqlite_available(workspace, source)
-    ceilings, imports, pgloads = [], [], []
+    print("(e) reference: a directory-format dump of the rows ...", flush=True)
+    dump = dump_reference(workspace, source, files)
+    ceilings, imports, pgloads, restores, baselines = [], [], [], [], []
     for round_number in range(1, rounds + 1):
         workspace.settle()
         print(f"round {round_number}/{rounds}: (a) ceiling, psql \\copy ...", flush=True)
@@ -1002,13 +1083,34 @@ def measure_all(
         workspace.settle()
         print(f"round {round_number}/{rounds}: (c) pgloader ...", flush=True)
         pgloads.append(measure_pgloader(workspace, source, sizes.total))
+        workspace.settle()
+        print(f"round {round_number}/{rounds}: (e) pg_restore -j {RESTORE_JOBS} ...", flush=True)
+        restores.append(measure_pg_restore(workspace, source, dump, sizes.total))
+        if baseline is not None:
+            workspace.settle()
+            print(f"round {round_number}/{rounds}: (f) import_sqlite of {baseline} ...", flush=True)
+            baselines.append(
+                measure_import_sqlite(
+                    workspace, source, sizes.total, f"import_sqlite (baseline: {baseline.name})",
+                    baseline,
+                )
+            )  # fmt: skip
     for path in files.values():
         path.unlink()
+    shutil.rmtree(dump)
     ceiling, imported, pgloaded = median_of(ceilings), median_of(imports), median_of(pgloads)
     workspace.settle()
     print(f"(d) dumpdata + loaddata on 1/{DUMPDATA_FRACTION} ...", flush=True)
     dumped, *steps = measure_dumpdata_loaddata(workspace, tenth, tenth_sizes.total)
-    measurements = Measurements(ceiling, imported, pgloaded, dumped, details=[export, *steps])
+    measurements = Measurements(
+        ceiling,
+        imported,
+        pgloaded,
+        dumped,
+        median_of(restores),
+        median_of(baselines) if baselines else None,
+        details=[export, *steps],
+    )
     if scale_check:
         measurements.scale_check = measure_scale_check(workspace, sizes, imported)
     return measurements, f"generated in {seconds:.1f} s"
@@ -1039,7 +1141,7 @@ def main() -> int:
     workspace = Workspace(DEFAULT_SERVER)
     try:
         measurements, generation = measure_all(
-            workspace, sizes, arguments.scale_check, arguments.rounds
+            workspace, sizes, arguments.scale_check, arguments.rounds, arguments.baseline
         )
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)

@@ -21,7 +21,8 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.models import ImportRun
-from dbops.sqlite_import import columns, importer, source
+from dbops.sqlite_import import fields as columns
+from dbops.sqlite_import import importer, source
 from dbops.sqlite_import import plan as plan_module
 from tests import import_data
 from tests.fieldtypes.models import EveryField, Tag

@@ -5,7 +5,8 @@ import sqlite3
 import pytest
 from django.test.utils import isolate_apps
 
-from dbops.sqlite_import import columns, importer, plan, source
+from dbops.sqlite_import import fields as columns
+from dbops.sqlite_import import importer, plan, source
 
 
 def accepted(condition: str, value) -> bool:

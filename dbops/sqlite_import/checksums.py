@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import io
-import ipaddress
-import json
 import sqlite3
-import struct
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dbops import pgcopy
 from dbops.sqlite_import import source
-from dbops.sqlite_import.columns import NULL, Column
+from dbops.sqlite_import.fields import NULL, Column
 
 SEPARATOR = "\x1f"
 SEPARATOR_BYTES = b"\x1f"
@@ -73,56 +69,6 @@ class TableChecksum:
     digest: str
 
 
-# --------------------------------------------------------------------------- Python canonicals
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _float(value) -> str:
-    return struct.pack(">d", float(value)).hex()
-
-
-def _jsonb_text(value) -> str:
-    """Render a parsed JSON value the way PostgreSQL prints jsonb."""
-    if isinstance(value, dict):
-        keys = sorted(value, key=lambda key: (len(key.encode()), key.encode()))
-        return "{" + ", ".join(f"{_jsonb_text(k)}: {_jsonb_text(value[k])}" for k in keys) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_jsonb_text(item) for item in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    if value.is_zero():  # PostgreSQL's numeric has no negative zero: -0.0 prints as 0.0
-        value = value.copy_abs()
-    return format(value, "f")
-
-
-def _json(value) -> str:
-    return _jsonb_text(json.loads(_text(value), parse_float=Decimal, parse_int=Decimal))
-
-
-def _ip(value) -> str:
-    """An address as PostgreSQL's host() prints it: an IPv6 address that embeds an IPv4 one
-    (::ffff:1.2.3.4, ::1.2.3.4) with the IPv4 part dotted, as inet_net_ntop does, where
-    Python prints hexadecimal words."""
-    address = ipaddress.ip_address(_text(value))
-    if address.version == 6:
-        words = struct.unpack(">8H", address.packed)
-        mapped = words[:5] == (0,) * 5 and words[5] == 0xFFFF
-        compatible = words[:6] == (0,) * 6 and words[6] != 0
-        if mapped or compatible:
-            dotted = ipaddress.IPv4Address(address.packed[12:])
-            return f"::ffff:{dotted}" if mapped else f"::{dotted}"
-    return str(address)
-
-
 def cached(normalize: Callable[[object], str]) -> Callable[[object], str]:
     """Memoise a normaliser: decimals and the like repeat a lot in real data."""
     cache: dict = {}
@@ -138,42 +84,6 @@ def cached(normalize: Callable[[object], str]) -> Callable[[object], str]:
             return result
 
     return lookup
-
-
-def python_normalizer(kind: str) -> Callable[[object], str]:
-    return {"FloatField": _float, "JSONField": _json, "GenericIPAddressField": _ip}[kind]
-
-
-# --------------------------------------------------------------------------- PostgreSQL canonicals
-
-
-def postgresql_value(kind: str, column: str) -> str:
-    """SQL whose value PostgreSQL's output function (COPY TO) writes as the canonical text of
-    a column of the given type: for most types the column itself, so COPY converts each value
-    once, with no text built per row (a quarter of the checksum of the food entries)."""
-    # Dates and times as PostgreSQL prints them in the ISO DateStyle (set for the checksum):
-    # to_char() cost a third of the checksum of a table with two datetimes.
-    if kind == "DateTimeField":
-        return f"({column} AT TIME ZONE 'UTC')"
-    if kind == "FloatField":
-        return f"encode(float8send({column}), 'hex')"
-    if kind == "DurationField":
-        return f"(extract(epoch from {column}) * 1000000)::numeric(40, 0)::text"
-    if kind == "UUIDField":
-        return f"replace({column}::text, '-', '')"
-    if kind == "BinaryField":
-        return f"encode({column}, 'hex')"
-    if kind == "GenericIPAddressField":
-        return f"host({column})"
-    # Booleans print as t and f; integers, decimals, text, dates, times and JSON as they are.
-    return column
-
-
-def postgresql_expression(kind: str, column: str) -> str:
-    """SQL giving the canonical text of a PostgreSQL column of the given type as text."""
-    if kind == "BooleanField":  # a cast to text gives 'true' and 'false', not boolout's t/f
-        return f"CASE WHEN {column} THEN 't' WHEN NOT {column} THEN 'f' END"
-    return f"{postgresql_value(kind, column)}::text"
 
 
 # --------------------------------------------------------------------------- the row layout
@@ -225,25 +135,24 @@ class RowLayout:
         pk = self.pk.quoted
         return f'SELECT {pk}, {sql}{raw} FROM "{self.source_table}" ORDER BY {pk}'
 
-    def postgresql_values(self, qn, render: Callable[[str, str], str]) -> list[str]:
-        """SQL of each column's canonical value in PostgreSQL, rendered by `render`
-        (postgresql_value or postgresql_expression), marked by '=' where text could read as
-        NULL."""
+    def postgresql_values(self, qn, as_text: bool = False) -> list[str]:
+        """SQL of each column's canonical value in PostgreSQL (as text with `as_text`), marked
+        by '=' where text could read as NULL."""
         values = []
         for c in [*self.sql_columns, *self.python_columns]:
-            value = render(c.kind, qn(c.name))
+            value = c.postgresql_text(qn(c.name)) if as_text else c.postgresql_value(qn(c.name))
             values.append(f"'=' || {value}" if c.text_could_read_as_null else value)
         return values
 
     def postgresql_query(self, qn) -> str:
         """The canonical values of each row, a column each, in key order (for COPY TO)."""
-        values = ", ".join(self.postgresql_values(qn, postgresql_value))
+        values = ", ".join(self.postgresql_values(qn))
         return f"SELECT {values} FROM {qn(self.table)} {self.key_order(qn)}"
 
     def postgresql_digest_query(self, qn) -> str:
         """(key, md5 of the canonical row joined by U+001F) in key order, as sqlite_row_digests
         gives them: for finding the first differing row."""
-        texts = self.postgresql_values(qn, postgresql_expression)
+        texts = self.postgresql_values(qn, as_text=True)
         canonical = " || chr(31) || ".join(f"COALESCE({text}, '{NULL}')" for text in texts)
         return (
             f"SELECT {qn(self.pk.name)}, md5({canonical}) FROM {qn(self.table)} "

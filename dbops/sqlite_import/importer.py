@@ -29,12 +29,9 @@ from django.db.migrations.recorder import MigrationRecorder
 from dbops import pgcopy
 from dbops.database import restart_sequence_past_largest_key, sequence_state
 from dbops.sqlite_import import checksums, source
-from dbops.sqlite_import.columns import (
-    COPY_ESCAPED,
+from dbops.sqlite_import.fields import (
     NUL_IN_TEXT,
     NULL,
-    TEXT_KINDS,
-    TEXT_REFUSED_KINDS,
     Check,
     Column,
     UnsupportedField,
@@ -624,13 +621,13 @@ class SqliteImport:
         found = ValueProblems()
         may_hold_nul = set()
         for plan in self.plans:
-            scanned = [column for column in plan.columns if column.kind not in TEXT_REFUSED_KINDS]
+            scanned = [column for column in plan.columns if column.rule.reads_text]
             if not scanned:
                 continue
             scan = scan_text(connection, plan, scanned)
             if scan is None or scan.holds_nul:
                 may_hold_nul.add(plan.table)
-            text_columns = [column for column in plan.columns if column.kind in TEXT_KINDS]
+            text_columns = [column for column in plan.columns if column.rule.is_text]
             if not text_columns or (scan is not None and scan.valid_utf8):
                 continue
             # One scan per table, however many text columns it has; a column's value comes
@@ -893,6 +890,14 @@ def scan_text(
                 scan.valid_utf8 = False
     return scan
 
+
+# Escape for COPY's text format, but only scan-and-replace the rare values that need it.
+COPY_ESCAPED = (
+    "CASE WHEN instr({c}, '\\') + instr({c}, char(9)) + instr({c}, char(10)) "
+    "+ instr({c}, char(13)) = 0 THEN {c} ELSE "
+    "replace(replace(replace(replace({c}, '\\', '\\\\'), char(9), '\\t'), char(10), '\\n'), "
+    "char(13), '\\r') END"
+)
 
 # The fast COPY text: SQLite joins values and rows by bytes that preflight keeps out of the
 # values, and Python escapes a whole chunk before it turns them into COPY's own.

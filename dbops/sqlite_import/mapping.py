@@ -32,7 +32,7 @@ from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 
-from dbops.sqlite_import.columns import Column
+from dbops.sqlite_import.fields import Column
 from dbops.sqlite_import.plan import TablePlan, table_plan
 
 TRANSFORMS = {"boolean", "naive_datetime", "decimal", "password_hash"}

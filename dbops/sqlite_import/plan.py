@@ -17,7 +17,7 @@ from django.db import models
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 
 from dbops.sqlite_import.checksums import RowLayout
-from dbops.sqlite_import.columns import Column, column_for
+from dbops.sqlite_import.fields import Column, column_for
 
 ALWAYS_EXCLUDED_APPS = {"dbops"}
 REPLACED_TABLES = {"django_content_type", "auth_permission"}

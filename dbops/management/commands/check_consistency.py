@@ -34,7 +34,7 @@ from dbops.database import (
 )
 from dbops.envinfo import describe_database
 from dbops.sqlite_import import checksums, source
-from dbops.sqlite_import.columns import UnsupportedField, shorten
+from dbops.sqlite_import.fields import UnsupportedField, shorten
 from dbops.sqlite_import.plan import build_plan, table_models
 
 EXAMPLES = 5

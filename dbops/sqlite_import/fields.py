@@ -1,0 +1,521 @@
+"""One rule per kind of column: everything the import knows about it, in one place.
+
+A rule says how a SQLite value of that kind is checked, how it becomes COPY text, and what its
+canonical text is on each side of the checksum: in SQLite's SQL (or in Python, where SQLite
+cannot print it the way PostgreSQL does) and in PostgreSQL's SQL. The COPY text and the two
+canonical texts are separate expressions on purpose, so a wrong conversion shows up as a
+checksum mismatch instead of being repeated on both sides.
+
+SQLite enforces almost nothing (GUIDE section 4), so every column gets checks, and the checks
+and the conversion run *inside SQLite*, as SQL: a million rows are checked in one scan and
+turned into COPY text without a Python call per value. The few values SQL cannot judge
+(decimals kept as text, IP addresses) are re-checked in Python, only for the rows SQL points
+at. Which rule a field gets is decided in one function, `rule_for`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Context, Decimal, localcontext
+
+from django.db import models
+
+NULL = "\\N"
+
+
+class UnsupportedField(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Check:
+    """A SQL test of a non-NULL value: `ok` is true for a good value, `bad` for a bad one.
+
+    With `recheck`, rows failing the SQL test are only suspects: a Python function decides,
+    returning the reason for a bad value or None for a good one.
+    """
+
+    reason: str
+    ok: str = ""
+    bad: str = ""
+    recheck: Callable[[object], str | None] | None = None
+
+    def bad_sql(self, column: str) -> str:
+        """SQL true exactly for the rows this check rejects (or suspects)."""
+        if self.bad:
+            return f"{column} IS NOT NULL AND ({self.bad.format(c=column)})"
+        return f"{column} IS NOT NULL AND NOT coalesce(({self.ok.format(c=column)}), 0)"
+
+
+NUL_IN_TEXT = Check(
+    "contains a NUL character, which PostgreSQL text cannot hold",
+    bad="instr(CAST({c} AS BLOB), x'00') > 0",
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one kind of column is checked, copied and compared. Templates take `{c}`."""
+
+    kind: str
+    checks: tuple[Check, ...]
+    copy: str = "CAST({c} AS TEXT)"  # SQLite: the value as COPY's text format reads it
+    canonical: str = "CAST({c} AS TEXT)"  # SQLite: its canonical text, unless in Python
+    python_canonical: Callable[[object], str] | None = None
+    postgresql: str = "{c}"  # PostgreSQL: a value whose COPY TO output is the canonical text
+    postgresql_text: str = "{c}::text"  # ... and the same as text (for row digests)
+    reads_text: bool = True  # text may arrive: scanned for NUL characters
+    is_text: bool = False  # a string kind: its text must be valid UTF-8
+
+    @property
+    def canonical_is_the_value(self) -> bool:
+        """Its canonical text is the value itself, any text, '\\N' included."""
+        return self.is_text and self.python_canonical is None
+
+
+# --------------------------------------------------------------------------- checks in SQL
+
+
+def fraction_ok(whole: int) -> str:
+    """SQL true when a value's first `whole` characters are all there is, or are followed by
+    a '.' and 1 to 6 digits.
+
+    Django writes six digits or none. That case is one GLOB without a '*', which SQLite matches
+    several times faster than scanning for a non-digit (that scan was a third of the cost of
+    checking a datetime).
+    """
+    six_digits = "?" * whole + "." + "[0-9]" * 6
+    return (
+        f"CASE length({{c}}) WHEN {whole} THEN 1 WHEN {whole + 7} THEN {{c}} GLOB '{six_digits}' "
+        f"ELSE length({{c}}) BETWEEN {whole + 2} AND {whole + 6} "
+        f"AND substr({{c}}, {whole + 1}, 1) = '.' "
+        f"AND substr({{c}}, {whole + 2}) NOT GLOB '*[^0-9]*' END"
+    )
+
+
+def without_trailing_zeros(whole: int) -> str:
+    """SQL of a checked datetime or time as PostgreSQL prints it in the ISO DateStyle: the
+    fraction of a second without its trailing zeros, and without the '.' when it is zero."""
+    return f"CASE length({{c}}) WHEN {whole} THEN {{c}} ELSE rtrim(rtrim({{c}}, '0'), '.') END"
+
+
+# Django's SQLite format for aware datetimes: naive UTC text, microseconds optional. The
+# '+0 days' modifier makes SQLite normalise, so 2025-02-30 no longer equals itself; only the
+# whole seconds go through datetime(), which would round microseconds.
+# SQLite's date functions know a year 0000, which PostgreSQL refuses: years start at 0001. (A
+# GLOB, not `>= '0001'`, which a column of NUMERIC affinity would compare with the number 1.)
+DATETIME_OK = (
+    "typeof({c}) = 'text' AND datetime(substr({c}, 1, 19), '+0 days') IS substr({c}, 1, 19) "
+    f"AND {{c}} NOT GLOB '0000*' AND {fraction_ok(19)}"
+)
+DATE_OK = (
+    "typeof({c}) = 'text' AND length({c}) = 10 AND date({c}, '+0 days') IS {c} "
+    "AND {c} NOT GLOB '0000*'"
+)
+TIME_OK = (
+    "typeof({c}) = 'text' AND {c} GLOB '[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*' "
+    f"AND time(substr({{c}}, 1, 8), '+0 seconds') IS substr({{c}}, 1, 8) AND {fraction_ok(8)}"
+)
+
+# A number as PostgreSQL's numeric input reads it (ASCII digits, C-locale spaces around it).
+# Python's Decimal alone is laxer: it takes '1_000', other scripts' digits and more spaces.
+NUMERIC_TEXT = re.compile(
+    r"[ \t\n\r\v\f]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t\n\r\v\f]*", re.ASCII
+)
+
+
+def _recheck_decimal(max_digits: int, decimal_places: int):
+    step = Decimal(1).scaleb(-decimal_places)
+
+    def recheck(value) -> str | None:
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        if not NUMERIC_TEXT.fullmatch(text):
+            return "text in a decimal column"
+        number = Decimal(text.strip(" \t\n\r\v\f"))
+        # The size first: quantize() fails on a number too long for the context.
+        if number != 0 and number.adjusted() + 1 > max_digits - decimal_places:
+            return f"more than {max_digits - decimal_places} digits before the decimal point"
+        with localcontext(Context(prec=max(max_digits, 28))):
+            if number.quantize(step) != number:
+                return f"more than {decimal_places} decimal places"
+        return None
+
+    return recheck
+
+
+def _recheck_ip(value) -> str | None:
+    try:
+        ipaddress.ip_address(value.decode("utf-8") if isinstance(value, bytes) else value)
+    except (ValueError, UnicodeDecodeError):
+        return "not an IP address"
+    return None
+
+
+def text_checks(max_length: int | None) -> tuple[Check, ...]:
+    checks = (Check("not text", "typeof({c}) = 'text'"),)
+    if max_length is not None:
+        checks += (
+            Check(f"longer than max_length {max_length}", bad=f"length({{c}}) > {max_length}"),
+        )
+    return checks
+
+
+# --------------------------------------------------------------------------- canonical in Python
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def float_canonical(value) -> str:
+    """A float by its exact bits (PostgreSQL: float8send)."""
+    return struct.pack(">d", float(value)).hex()
+
+
+def _jsonb_text(value) -> str:
+    """Render a parsed JSON value the way PostgreSQL prints jsonb."""
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda key: (len(key.encode()), key.encode()))
+        return "{" + ", ".join(f"{_jsonb_text(k)}: {_jsonb_text(value[k])}" for k in keys) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb_text(item) for item in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if value.is_zero():  # PostgreSQL's numeric has no negative zero: -0.0 prints as 0.0
+        value = value.copy_abs()
+    return format(value, "f")
+
+
+def json_canonical(value) -> str:
+    return _jsonb_text(json.loads(_text(value), parse_float=Decimal, parse_int=Decimal))
+
+
+def ip_canonical(value) -> str:
+    """An address as PostgreSQL's host() prints it: an IPv6 address that embeds an IPv4 one
+    (::ffff:1.2.3.4, ::1.2.3.4) with the IPv4 part dotted, as inet_net_ntop does, where
+    Python prints hexadecimal words."""
+    address = ipaddress.ip_address(_text(value))
+    if address.version == 6:
+        words = struct.unpack(">8H", address.packed)
+        mapped = words[:5] == (0,) * 5 and words[5] == 0xFFFF
+        compatible = words[:6] == (0,) * 6 and words[6] != 0
+        if mapped or compatible:
+            dotted = ipaddress.IPv4Address(address.packed[12:])
+            return f"::ffff:{dotted}" if mapped else f"::{dotted}"
+    return str(address)
+
+
+# --------------------------------------------------------------------------- the rules
+
+INTEGER_RANGES = {
+    "SmallIntegerField": (-(2**15), 2**15 - 1),
+    "IntegerField": (-(2**31), 2**31 - 1),
+    "BigIntegerField": (-(2**63), 2**63 - 1),
+    "PositiveSmallIntegerField": (0, 2**15 - 1),
+    "PositiveIntegerField": (0, 2**31 - 1),
+    "PositiveBigIntegerField": (0, 2**63 - 1),
+}
+AUTO_FIELD_KINDS = {
+    "AutoField": "IntegerField",
+    "BigAutoField": "BigIntegerField",
+    "SmallAutoField": "SmallIntegerField",
+}
+SQLITE_INTEGER_RANGE = (-(2**63), 2**63 - 1)
+STRING_KINDS = {
+    "CharField",
+    "TextField",
+    "EmailField",
+    "SlugField",
+    "URLField",
+    "FilePathField",
+    "FileField",
+    "ImageField",
+}
+
+
+def integer_rule(kind: str) -> Rule:
+    low, high = INTEGER_RANGES[kind]
+    checks = (Check("not an integer", "typeof({c}) = 'integer'"),)
+    if (low, high) != SQLITE_INTEGER_RANGE:  # a SQLite integer always fits 64 bits
+        checks += (
+            Check(
+                f"out of range {low}..{high}",
+                f"typeof({{c}}) != 'integer' OR {{c}} BETWEEN {low} AND {high}",
+            ),
+        )
+    return Rule(kind, checks, reads_text=False)
+
+
+def decimal_rule(field: models.Field) -> Rule:
+    places, digits = field.decimal_places, field.max_digits
+    checks = (
+        Check(
+            "text in a decimal column",
+            "typeof({c}) IN ('integer', 'real')",
+            recheck=_recheck_decimal(digits, places),
+        ),
+        Check(
+            f"more than {places} decimal places",
+            bad=f"typeof({{c}}) = 'real' AND CAST(printf('%.{places}f', {{c}}) AS REAL) != {{c}}",
+        ),
+        Check(
+            f"more than {digits - places} digits before the decimal point",
+            bad=f"typeof({{c}}) IN ('integer', 'real') AND abs({{c}}) >= 1e{digits - places}",
+        ),
+    )
+    # COPY: SQLite prints a REAL with 15 significant digits ('12.5'), which PostgreSQL scales
+    # to the column's places; preflight has made sure no value needs rounding. The canonical
+    # text is printed at the column's scale instead ('12.50', as PostgreSQL does): a different
+    # path from the COPY text, so a wrong conversion cannot hide.
+    canonical = f"CASE typeof({{c}}) WHEN 'text' THEN {{c}} ELSE printf('%.{places}f', {{c}}) END"
+    return Rule("DecimalField", checks, canonical=canonical, reads_text=False)
+
+
+def string_rule(kind: str, max_length: int | None) -> Rule:
+    return Rule(kind, text_checks(max_length), copy="{c}", canonical="{c}", is_text=True)
+
+
+DATETIME_RULE = Rule(
+    "DateTimeField",
+    (Check("not a datetime in Django's SQLite format", DATETIME_OK),),
+    copy="{c} || '+00'",
+    canonical=without_trailing_zeros(19),
+    # As PostgreSQL prints it in the ISO DateStyle (set for the checksum): to_char() cost a
+    # third of the checksum of a table with two datetimes.
+    postgresql="({c} AT TIME ZONE 'UTC')",
+)
+DATE_RULE = Rule("DateField", (Check("not a date", DATE_OK),), copy="{c}", canonical="{c}")
+TIME_RULE = Rule(
+    "TimeField",
+    (Check("not a time", TIME_OK),),
+    copy="{c}",
+    canonical=without_trailing_zeros(8),
+)
+BOOLEAN_TEMPLATE = "CASE {c} WHEN 1 THEN 't' WHEN 0 THEN 'f' END"
+BOOLEAN_RULE = Rule(
+    "BooleanField",
+    (Check("not a boolean (0 or 1)", "typeof({c}) = 'integer' AND {c} IN (0, 1)"),),
+    copy=BOOLEAN_TEMPLATE,
+    canonical=BOOLEAN_TEMPLATE,
+    # A cast to text gives 'true' and 'false', not boolout's t and f.
+    postgresql_text="CASE WHEN {c} THEN 't' WHEN NOT {c} THEN 'f' END",
+    reads_text=False,
+)
+FLOAT_RULE = Rule(
+    "FloatField",
+    (Check("not a number", "typeof({c}) IN ('integer', 'real')"),),
+    copy="printf('%!.17g', {c})",
+    canonical="{c}",
+    python_canonical=float_canonical,
+    postgresql="encode(float8send({c}), 'hex')",
+    reads_text=False,
+)
+DURATION_RULE = Rule(
+    "DurationField",
+    (Check("not a duration (integer microseconds)", "typeof({c}) = 'integer'"),),
+    copy="{c} || ' microseconds'",
+    postgresql="(extract(epoch from {c}) * 1000000)::numeric(40, 0)::text",
+    reads_text=False,
+)
+UUID_RULE = Rule(
+    "UUIDField",
+    (
+        Check(
+            "not a UUID (32 hexadecimal digits)",
+            "typeof({c}) = 'text' AND length({c}) = 32 AND lower({c}) NOT GLOB '*[^0-9a-f]*'",
+        ),
+    ),
+    copy="{c}",
+    canonical="lower({c})",
+    postgresql="replace({c}::text, '-', '')",
+)
+BINARY_RULE = Rule(
+    "BinaryField",
+    (Check("not binary data", "typeof({c}) = 'blob'"),),
+    copy="'\\x' || hex({c})",
+    canonical="lower(hex({c}))",
+    postgresql="encode({c}, 'hex')",
+    reads_text=False,
+)
+JSON_RULE = Rule(
+    "JSONField",
+    (
+        Check("invalid JSON", "typeof({c}) = 'text' AND json_valid({c})"),
+        Check(
+            "JSON with a \\u0000 character, which PostgreSQL jsonb cannot hold",
+            bad="instr({c}, '\\u0000') > 0",
+        ),
+    ),
+    copy="{c}",
+    canonical="{c}",
+    python_canonical=json_canonical,
+    is_text=True,
+)
+IP_RULE = Rule(
+    "GenericIPAddressField",
+    (*text_checks(None), Check("not an IP address", "0", recheck=_recheck_ip)),
+    copy="{c}",
+    canonical="{c}",
+    python_canonical=ip_canonical,
+    postgresql="host({c})",
+    is_text=True,
+)
+RULES = {
+    rule.kind: rule
+    for rule in (
+        DATETIME_RULE,
+        DATE_RULE,
+        TIME_RULE,
+        BOOLEAN_RULE,
+        FLOAT_RULE,
+        DURATION_RULE,
+        UUID_RULE,
+        BINARY_RULE,
+        JSON_RULE,
+        IP_RULE,
+    )
+}
+
+
+def stored_field(field: models.Field) -> models.Field:
+    """The field whose values a column holds: a relation's is its target's, followed to the
+    end (a foreign key to a one-to-one parent link is a key of the parent)."""
+    while field.is_relation and getattr(field, "target_field", None) is not None:
+        field = field.target_field
+    return field
+
+
+def stored_kind(field: models.Field) -> str:
+    kind = stored_field(field).get_internal_type()
+    return AUTO_FIELD_KINDS.get(kind, kind)
+
+
+def rule_for(field: models.Field) -> Rule:
+    """The one place that decides how a field's column is imported."""
+    kind = stored_kind(field)
+    if kind in INTEGER_RANGES:
+        return integer_rule(kind)
+    if kind == "DecimalField":
+        return decimal_rule(stored_field(field))
+    if kind in STRING_KINDS:
+        max_length = None if kind == "TextField" else stored_field(field).max_length
+        return string_rule(kind, max_length)
+    if kind in RULES:
+        return RULES[kind]
+    raise UnsupportedField(f"{field.model._meta.label}.{field.name}: {kind} is not supported")
+
+
+# --------------------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column to import: its field and its rule (a mapped import may override both the
+    SQL that reads it and its canonical text in Python)."""
+
+    name: str
+    field: models.Field
+    rule: Rule
+    nullable: bool
+    # For a mapped import: the SQL giving this column's value from the source row.
+    source_sql: str = ""
+    # For a mapped import: a Python canonical form that replaces the rule's.
+    python_normalizer: Callable[[object], str] | None = None
+    # For a mapped import: the conversion of the source value (replaces the rule's copy).
+    copy_template: str = ""
+    checks: tuple[Check, ...] | None = None  # None: the rule's
+
+    def __post_init__(self):
+        if self.checks is None:
+            object.__setattr__(self, "checks", self.rule.checks)
+        if not self.copy_template:
+            object.__setattr__(self, "copy_template", self.rule.copy)
+
+    @property
+    def kind(self) -> str:
+        return self.rule.kind
+
+    @property
+    def quoted(self) -> str:
+        if self.source_sql:
+            return f"({self.source_sql})"
+        return '"' + self.name.replace('"', '""') + '"'
+
+    def problem_conditions(self) -> list[tuple[Check, str]]:
+        """Every check of this column with the SQL that is true for the rows it rejects."""
+        c = self.quoted
+        found = [(check, check.bad_sql(c)) for check in self.checks]
+        if self.rule.reads_text:
+            # Strings arrive as text, and dates, times, UUIDs and JSON too. length(), substr()
+            # and GLOB stop at a NUL, so a NUL and junk after a valid start would pass the
+            # checks above; PostgreSQL cannot store it.
+            found.append((NUL_IN_TEXT, f"typeof({c}) = 'text' AND {NUL_IN_TEXT.bad.format(c=c)}"))
+        if not self.nullable:
+            found.insert(0, (Check("NULL in a NOT NULL column"), f"{c} IS NULL"))
+        return found
+
+    @property
+    def canonical_in_python(self) -> bool:
+        return self.python_normalizer is not None or self.rule.python_canonical is not None
+
+    def python_canonical(self) -> Callable[[object], str]:
+        return self.python_normalizer or self.rule.python_canonical
+
+    def copy_sql(self) -> str:
+        """SQL of the value as COPY's text format reads it, before escaping; NULL for NULL."""
+        c = self.quoted
+        if not self.nullable:
+            return self.copy_template.format(c=c)
+        return f"CASE WHEN {c} IS NULL THEN NULL ELSE {self.copy_template.format(c=c)} END"
+
+    @property
+    def text_could_read_as_null(self) -> bool:
+        """A nullable text column whose canonical text is its value: the text '\\N' would
+        read as NULL, so the canonical text marks every value with a leading '=' (on both
+        sides, see verify.py), and a copy that turns '\\N' into NULL cannot pass."""
+        return self.nullable and self.rule.canonical_is_the_value and not self.canonical_in_python
+
+    def canonical_sql(self) -> str:
+        if self.text_could_read_as_null:
+            return self._null_safe(f"'=' || {self.rule.canonical}")
+        return self._null_safe(self.rule.canonical)
+
+    def _null_safe(self, template: str) -> str:
+        # Not coalesce(): several SQLite functions turn NULL into a value (hex(NULL) is '',
+        # printf('%g', NULL) is '0.0'). A NOT NULL column needs no test: preflight has made
+        # sure it holds no NULL.
+        c = self.quoted
+        if not self.nullable:
+            return template.format(c=c)
+        return f"CASE WHEN {c} IS NULL THEN '{NULL}' ELSE {template.format(c=c)} END"
+
+    def postgresql_value(self, quoted_name: str) -> str:
+        """PostgreSQL SQL of this column's canonical value (COPY TO prints its text)."""
+        return self.rule.postgresql.format(c=quoted_name)
+
+    def postgresql_text(self, quoted_name: str) -> str:
+        """PostgreSQL SQL of this column's canonical text, as text."""
+        return self.rule.postgresql_text.format(c=self.postgresql_value(quoted_name))
+
+
+def column_for(model_field: models.Field) -> Column:
+    return Column(model_field.column, model_field, rule_for(model_field), model_field.null)
+
+
+def shorten(value: object, limit: int = 40) -> str:
+    """A value as it may appear in a report: short, and undecodable bytes shown safely."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

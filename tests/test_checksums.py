@@ -8,15 +8,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.db import connection, models
 
-from dbops.sqlite_import import checksums, fields, source
-from dbops.sqlite_import.checksums import (
+from dbops.sqlite_import import fields, source
+from dbops.sqlite_import import verify as checksums
+from dbops.sqlite_import.fields import RULES, column_for
+from dbops.sqlite_import.mapping import _utc_text_in
+from dbops.sqlite_import.verify import (
     RowLayout,
     TableDigest,
     canonical_cursor,
     copy_out_escaped,
 )
-from dbops.sqlite_import.fields import RULES, column_for
-from dbops.sqlite_import.mapping import _utc_text_in
 
 pytestmark = pytest.mark.django_db
 

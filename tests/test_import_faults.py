@@ -475,7 +475,7 @@ def test_an_import_failing_verification_leaves_the_sequences_as_they_were(
 def test_an_import_whose_checksum_child_dies_leaves_the_sequences_as_they_were(
     large_source, target_ahead_of_the_source, monkeypatch
 ):
-    from dbops.sqlite_import import checksums
+    from dbops.sqlite_import import verify as checksums
 
     monkeypatch.setattr(checksums, "sqlite_table_checksum", lambda *args: os._exit(7))
 
@@ -582,7 +582,7 @@ def test_an_import_still_running_is_not_taken_for_abandoned(
 
 
 def test_an_unexpected_error_is_recorded_as_a_failure(filled_source, monkeypatch):
-    from dbops.sqlite_import import checksums
+    from dbops.sqlite_import import verify as checksums
 
     def broken(*args):
         raise RuntimeError("a bug")

@@ -28,7 +28,7 @@ from django.db.migrations.recorder import MigrationRecorder
 
 from dbops import pgcopy
 from dbops.database import restart_sequence_past_largest_key, sequence_state
-from dbops.sqlite_import import checksums, source
+from dbops.sqlite_import import source, verify
 from dbops.sqlite_import.fields import (
     NUL_IN_TEXT,
     NULL,
@@ -808,9 +808,9 @@ class SqliteImport:
 
     def compute_source_checksums(
         self, connection: sqlite3.Connection
-    ) -> dict[str, checksums.TableChecksum]:
+    ) -> dict[str, verify.TableChecksum]:
         return {
-            plan.table: checksums.sqlite_table_checksum(connection, plan.layout)
+            plan.table: verify.sqlite_table_checksum(connection, verify.layout_of(plan))
             for plan in self.plans
         }
 
@@ -818,7 +818,7 @@ class SqliteImport:
         """Compare each table's count and checksum, computed independently on both sides."""
         self.progress.phase("Verifying row counts and checksums")
         targets = {
-            plan.table: checksums.postgresql_table_checksum(self.connection, plan.layout)
+            plan.table: verify.postgresql_table_checksum(self.connection, verify.layout_of(plan))
             for plan in self.plans
         }
         try:
@@ -835,7 +835,9 @@ class SqliteImport:
             result.target_checksum = target.digest
             source_rows = self.count_source_rows(plan)
             if not result.matches or {source_checksum.rows, result.source_rows} != {source_rows}:
-                first = checksums.first_difference(self.sqlite, self.connection, plan.layout)
+                first = verify.first_difference(
+                    self.sqlite, self.connection, verify.layout_of(plan)
+                )
                 raise ImportFailed(
                     f"verification failed for {plan.table}: {source_checksum.rows} rows in the "
                     f"source, {target.rows} in the target, checksums "

@@ -16,7 +16,6 @@ from django.apps import apps
 from django.db import models
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 
-from dbops.sqlite_import.checksums import RowLayout
 from dbops.sqlite_import.fields import Column, column_for
 
 ALWAYS_EXCLUDED_APPS = {"dbops"}
@@ -82,10 +81,6 @@ class TablePlan:
     @property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
-
-    @property
-    def layout(self) -> RowLayout:
-        return RowLayout.of(self.table, self.columns, self.pk, self.source_table)
 
 
 def table_models() -> list[type[models.Model]]:

@@ -33,7 +33,7 @@ from dbops.database import (
     sequence_state,
 )
 from dbops.envinfo import describe_database
-from dbops.sqlite_import import checksums, source
+from dbops.sqlite_import import source, verify
 from dbops.sqlite_import.fields import UnsupportedField, shorten
 from dbops.sqlite_import.plan import build_plan, table_models
 
@@ -492,7 +492,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
                 )
                 continue
             try:
-                theirs = checksums.sqlite_table_checksum(sqlite, plan.layout)
+                theirs = verify.sqlite_table_checksum(sqlite, verify.layout_of(plan))
             except ValueError as exc:
                 findings.append(
                     self.against_finding(
@@ -503,11 +503,11 @@ class Command(UsageErrorExitsOne, BaseCommand):
                     )
                 )
                 continue
-            ours = checksums.postgresql_table_checksum(self.connection, plan.layout)
+            ours = verify.postgresql_table_checksum(self.connection, verify.layout_of(plan))
             compared += 1
             if (theirs.rows, theirs.digest) == (ours.rows, ours.digest):
                 continue
-            first = checksums.first_difference(sqlite, self.connection, plan.layout)
+            first = verify.first_difference(sqlite, self.connection, verify.layout_of(plan))
             findings.append(
                 self.against_finding(
                     plan.table,

@@ -35,6 +35,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from dbops import pgcopy
 from dbops.sqlite_import import source
 from dbops.sqlite_import.fields import NULL, Column
+from dbops.sqlite_import.plan import TablePlan
 
 SEPARATOR = "\x1f"
 SEPARATOR_BYTES = b"\x1f"
@@ -166,6 +167,11 @@ class RowLayout:
 
     def canonical_rows(self) -> CanonicalRows:
         return CanonicalRows([column.python_canonical() for column in self.python_columns])
+
+
+def layout_of(plan: TablePlan) -> RowLayout:
+    """The row layout of a table to import (its plan says which columns, read how)."""
+    return RowLayout.of(plan.table, plan.columns, plan.pk, plan.source_table)
 
 
 class CanonicalRows:

@@ -10,8 +10,9 @@ from django.db import connection, models
 
 from dbops.sqlite_import import fields, source
 from dbops.sqlite_import import verify as checksums
-from dbops.sqlite_import.fields import RULES, column_for
+from dbops.sqlite_import.fields import RULES
 from dbops.sqlite_import.mapping import _utc_text_in
+from dbops.sqlite_import.plan import column_for
 from dbops.sqlite_import.verify import (
     RowLayout,
     TableDigest,

@@ -356,11 +356,11 @@ def test_bulk_loading_keeps_what_other_tables_and_content_types_need(large_sourc
 def test_a_big_import_that_fails_verification_restores_indexes_and_foreign_keys(
     large_source, monkeypatch
 ):
-    from dbops.sqlite_import import fields as columns
+    from dbops.sqlite_import import plan as plan_module
 
-    original = columns.Column.copy_sql
+    original = plan_module.Column.copy_sql
     monkeypatch.setattr(
-        columns.Column,
+        plan_module.Column,
         "copy_sql",
         lambda column: "'7'" if column.name == "calories" else original(column),
     )
@@ -457,11 +457,11 @@ def test_an_import_stopped_after_setting_sequences_leaves_them_as_they_were(
 def test_an_import_failing_verification_leaves_the_sequences_as_they_were(
     large_source, target_ahead_of_the_source, monkeypatch
 ):
-    from dbops.sqlite_import import fields as columns
+    from dbops.sqlite_import import plan as plan_module
 
-    original = columns.Column.copy_sql
+    original = plan_module.Column.copy_sql
     monkeypatch.setattr(
-        columns.Column,
+        plan_module.Column,
         "copy_sql",
         lambda column: "'7'" if column.name == "calories" else original(column),
     )

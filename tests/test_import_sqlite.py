@@ -21,7 +21,6 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.models import ImportRun
-from dbops.sqlite_import import fields as columns
 from dbops.sqlite_import import importer, source
 from dbops.sqlite_import import plan as plan_module
 from tests import import_data
@@ -808,9 +807,9 @@ def test_a_conversion_bug_fails_verification_rolls_back_and_names_the_table_and_
     filled_source, monkeypatch, corrupt, table
 ):
     """Simulate a conversion bug: the verifier, not the converter, must catch it."""
-    original = columns.Column.copy_sql
+    original = plan_module.Column.copy_sql
     monkeypatch.setattr(
-        columns.Column, "copy_sql", lambda column: corrupt(column, original(column))
+        plan_module.Column, "copy_sql", lambda column: corrupt(column, original(column))
     )
 
     output = failed_import(filled_source)

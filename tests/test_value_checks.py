@@ -208,7 +208,7 @@ def text_table(*rows, definition="(id INTEGER PRIMARY KEY, a TEXT, b TEXT)"):
     fields = [models.TextField(null=True), models.TextField(null=True)]
     for field, name in zip(fields, ["a", "b"], strict=True):
         field.set_attributes_from_name(name)
-    return connection, SimpleNamespace(source_table="t"), [columns.column_for(f) for f in fields]
+    return connection, SimpleNamespace(source_table="t"), [plan.column_for(f) for f in fields]
 
 
 @pytest.mark.parametrize(

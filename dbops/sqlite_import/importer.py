@@ -33,7 +33,6 @@ from dbops.sqlite_import.fields import (
     NUL_IN_TEXT,
     NULL,
     Check,
-    Column,
     UnsupportedField,
     shorten,
 )
@@ -47,6 +46,7 @@ from dbops.sqlite_import.mapping import (
     resolve_models,
 )
 from dbops.sqlite_import.plan import (
+    Column,
     PlanError,
     TableCheck,
     TablePlan,

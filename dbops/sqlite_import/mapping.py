@@ -32,8 +32,7 @@ from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 
-from dbops.sqlite_import.fields import Column
-from dbops.sqlite_import.plan import TablePlan, table_plan
+from dbops.sqlite_import.plan import Column, TablePlan, table_plan
 
 TRANSFORMS = {"boolean", "naive_datetime", "decimal", "password_hash"}
 HASHER_PREFIXES = {"werkzeug": "werkzeug$"}

@@ -9,6 +9,7 @@ key to them (admin log, user permissions) keeps pointing at the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -16,7 +17,7 @@ from django.apps import apps
 from django.db import models
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 
-from dbops.sqlite_import.fields import Column, column_for
+from dbops.sqlite_import.fields import NUL_IN_TEXT, NULL, Check, Rule, rule_for
 
 ALWAYS_EXCLUDED_APPS = {"dbops"}
 REPLACED_TABLES = {"django_content_type", "auth_permission"}
@@ -81,6 +82,100 @@ class TablePlan:
     @property
     def column_names(self) -> list[str]:
         return [column.name for column in self.columns]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column to import: its field and its rule (a mapped import may override both the
+    SQL that reads it and its canonical text in Python)."""
+
+    name: str
+    field: models.Field
+    rule: Rule
+    nullable: bool
+    # For a mapped import: the SQL giving this column's value from the source row.
+    source_sql: str = ""
+    # For a mapped import: a Python canonical form that replaces the rule's.
+    python_normalizer: Callable[[object], str] | None = None
+    # For a mapped import: the conversion of the source value (replaces the rule's copy).
+    copy_template: str = ""
+    checks: tuple[Check, ...] | None = None  # None: the rule's
+
+    def __post_init__(self):
+        if self.checks is None:
+            object.__setattr__(self, "checks", self.rule.checks)
+        if not self.copy_template:
+            object.__setattr__(self, "copy_template", self.rule.copy)
+
+    @property
+    def kind(self) -> str:
+        return self.rule.kind
+
+    @property
+    def quoted(self) -> str:
+        if self.source_sql:
+            return f"({self.source_sql})"
+        return '"' + self.name.replace('"', '""') + '"'
+
+    def problem_conditions(self) -> list[tuple[Check, str]]:
+        """Every check of this column with the SQL that is true for the rows it rejects."""
+        c = self.quoted
+        found = [(check, check.bad_sql(c)) for check in self.checks]
+        if self.rule.reads_text:
+            # Strings arrive as text, and dates, times, UUIDs and JSON too. length(), substr()
+            # and GLOB stop at a NUL, so a NUL and junk after a valid start would pass the
+            # checks above; PostgreSQL cannot store it.
+            found.append((NUL_IN_TEXT, f"typeof({c}) = 'text' AND {NUL_IN_TEXT.bad.format(c=c)}"))
+        if not self.nullable:
+            found.insert(0, (Check("NULL in a NOT NULL column"), f"{c} IS NULL"))
+        return found
+
+    @property
+    def canonical_in_python(self) -> bool:
+        return self.python_normalizer is not None or self.rule.python_canonical is not None
+
+    def python_canonical(self) -> Callable[[object], str]:
+        return self.python_normalizer or self.rule.python_canonical
+
+    def copy_sql(self) -> str:
+        """SQL of the value as COPY's text format reads it, before escaping; NULL for NULL."""
+        c = self.quoted
+        if not self.nullable:
+            return self.copy_template.format(c=c)
+        return f"CASE WHEN {c} IS NULL THEN NULL ELSE {self.copy_template.format(c=c)} END"
+
+    @property
+    def text_could_read_as_null(self) -> bool:
+        """A nullable text column whose canonical text is its value: the text '\\N' would
+        read as NULL, so the canonical text marks every value with a leading '=' (on both
+        sides, see verify.py), and a copy that turns '\\N' into NULL cannot pass."""
+        return self.nullable and self.rule.canonical_is_the_value and not self.canonical_in_python
+
+    def canonical_sql(self) -> str:
+        if self.text_could_read_as_null:
+            return self._null_safe(f"'=' || {self.rule.canonical}")
+        return self._null_safe(self.rule.canonical)
+
+    def _null_safe(self, template: str) -> str:
+        # Not coalesce(): several SQLite functions turn NULL into a value (hex(NULL) is '',
+        # printf('%g', NULL) is '0.0'). A NOT NULL column needs no test: preflight has made
+        # sure it holds no NULL.
+        c = self.quoted
+        if not self.nullable:
+            return template.format(c=c)
+        return f"CASE WHEN {c} IS NULL THEN '{NULL}' ELSE {template.format(c=c)} END"
+
+    def postgresql_value(self, quoted_name: str) -> str:
+        """PostgreSQL SQL of this column's canonical value (COPY TO prints its text)."""
+        return self.rule.postgresql.format(c=quoted_name)
+
+    def postgresql_text(self, quoted_name: str) -> str:
+        """PostgreSQL SQL of this column's canonical text, as text."""
+        return self.rule.postgresql_text.format(c=self.postgresql_value(quoted_name))
+
+
+def column_for(model_field: models.Field) -> Column:
+    return Column(model_field.column, model_field, rule_for(model_field), model_field.null)
 
 
 def table_models() -> list[type[models.Model]]:

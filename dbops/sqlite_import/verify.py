@@ -34,8 +34,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dbops import pgcopy
 from dbops.sqlite_import import source
-from dbops.sqlite_import.fields import NULL, Column
-from dbops.sqlite_import.plan import TablePlan
+from dbops.sqlite_import.fields import NULL
+from dbops.sqlite_import.plan import Column, TablePlan
 
 SEPARATOR = "\x1f"
 SEPARATOR_BYTES = b"\x1f"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -18,7 +19,6 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User
 from dbops.models import ImportRun
-from dbops.sqlite_import import importer
 from dbops.sqlite_import.report import Progress
 from tests.conftest import PROJECT_ROOT, clean_environment, leave_free
 
@@ -60,6 +60,7 @@ def start_import(path, database_url, tmp_path, *options):
             DATABASE_URL=database_url,
             CALORIA_ENV_FILE=str(env_file),
             DBOPS_BACKUP_DIR=str(tmp_path / "backups"),
+            PYTHONUNBUFFERED="1",  # progress lines arrive as they are written
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -179,43 +180,59 @@ def test_a_run_logs_one_line_per_table_and_the_summary(filled_source):
     assert "total" in output and "match" in output
 
 
+def children_of(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(child) for child in found.stdout.split()]
+
+
+def wait_for_line(process, text: str, timeout: float = 60) -> None:
+    """Read the import's (unbuffered) output until a line holds `text`."""
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        if text in line:
+            return
+        assert time.monotonic() < deadline, f"no line with {text!r} within {timeout} s"
+    raise AssertionError(f"the import ended before printing {text!r}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0]
+    return status != "Z"
+
+
 def test_sigterm_during_preflight_stops_the_child_processes_and_records_it(
-    filled_source, monkeypatch
+    large_source, test_database_url, tmp_path
 ):
-    children = []
-    start_child = importer.ForkedRead.__init__
+    process = start_import(large_source, test_database_url, tmp_path)
+    wait_for_line(process, "Checking every value against its target column")
+    children = children_of(process.pid)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
 
-    def remember(self, *args, **kwargs):
-        start_child(self, *args, **kwargs)
-        children.append(self)
-
-    find_bad_values = importer.SqliteImport.tables_with_bad_values_in_halves
-
-    def terminated(self):
-        os.kill(os.getpid(), signal.SIGTERM)
-        return find_bad_values(self)
-
-    monkeypatch.setattr(importer.ForkedRead, "__init__", remember)
-    monkeypatch.setattr(importer.SqliteImport, "tables_with_bad_values_in_halves", terminated)
-
-    with pytest.raises(CommandError) as raised:
-        call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
-
-    assert "interrupted (signal SIGTERM)" in str(raised.value)
-    assert children and not any(child.process.is_alive() for child in children)
+    assert children, "preflight runs child processes"
+    assert not any(alive(child) for child in children)
+    assert process.returncode == 1
+    assert "interrupted (signal SIGTERM)" in stderr
     assert ImportRun.objects.get().status == ImportRun.Status.FAILED
     assert not User.objects.exists()
 
 
-def test_a_child_process_that_dies_fails_the_import_cleanly(filled_source, monkeypatch):
-    monkeypatch.setattr(importer, "read_and_send", lambda *args: os._exit(7))
+def test_a_child_process_that_dies_fails_the_import_cleanly(
+    large_source, test_database_url, tmp_path
+):
+    process = start_import(large_source, test_database_url, tmp_path)
+    wait_for_line(process, "Checking every value against its target column")
+    for child in children_of(process.pid):
+        os.kill(child, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
 
-    with pytest.raises(CommandError) as raised:
-        call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
-
-    assert "child process reading the snapshot ended without an answer (exit code 7)" in str(
-        raised.value
-    )
+    assert process.returncode == 1
+    assert "child process reading the snapshot ended without an answer (exit code -9)" in stderr
+    assert "Traceback" not in stderr
     assert not User.objects.exists()
     assert ImportRun.objects.get().status == ImportRun.Status.FAILED
 
@@ -299,22 +316,28 @@ def test_a_big_import_leaves_every_index_and_foreign_key_as_migrate_made_them(la
     assert any("food_user_eaten_at" in name for name, _ in before[0])
 
 
-def test_a_big_table_is_loaded_without_any_index_or_key(large_source, monkeypatch):
-    # Maintaining the primary key's index row by row was a quarter of a big table's COPY.
-    indexes_during_copy = {}
-    original = importer.SqliteImport.copy_table
+def test_a_big_table_is_loaded_without_any_index_or_key(large_source, test_database_url, tmp_path):
+    # Maintaining the primary key's index row by row was a quarter of a big table's COPY. The
+    # import drops a big table's indexes in its transaction: other sessions still see them,
+    # and the import's backend holds each dropped one in ACCESS EXCLUSIVE mode.
+    process = start_import(large_source, test_database_url, tmp_path)
+    pid = copy_backend_pid("caloria_foodentry")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indrelid::regclass::text, count(*), count(l.pid) FROM pg_index i "
+            "LEFT JOIN pg_locks l ON l.relation = i.indexrelid AND l.pid = %s "
+            "AND l.mode = 'AccessExclusiveLock' "
+            "WHERE i.indrelid IN ('caloria_foodentry'::regclass, 'caloria_user'::regclass) "
+            "GROUP BY 1 ORDER BY 1",
+            [pid],
+        )
+        indexes_and_dropped = cursor.fetchall()
+    process.communicate(timeout=120)
 
-    def copy_table(self, cursor, plan):
-        cursor.execute("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass", [plan.table])
-        indexes_during_copy[plan.table] = cursor.fetchone()[0]
-        original(self, cursor, plan)
-
-    monkeypatch.setattr(importer.SqliteImport, "copy_table", copy_table)
-
-    call_command("import_sqlite", str(large_source), "--noinput", verbosity=0)
-
-    assert indexes_during_copy["caloria_foodentry"] == 0
-    assert indexes_during_copy["caloria_user"] > 0  # one row: loaded with its indexes
+    assert process.returncode == 0
+    foodentry, user = indexes_and_dropped
+    assert foodentry[0] == "caloria_foodentry" and foodentry[1] == foodentry[2] > 0
+    assert user[0] == "caloria_user" and user[2] == 0  # one row: loaded with its indexes
 
 
 def test_bulk_loading_keeps_what_other_tables_and_content_types_need(large_source, monkeypatch):
@@ -322,7 +345,9 @@ def test_bulk_loading_keeps_what_other_tables_and_content_types_need(large_sourc
     # migrate made are deleted first, and the admin log, whose foreign key to content types
     # is checked when its rows are in; ALTER TABLE refuses a table with checks pending. The
     # empty group memberships keep their foreign keys to caloria_user, so its key stays.
-    monkeypatch.setattr(importer, "BULK_LOAD_MIN_ROWS", 1)
+    from dbops.sqlite_import import load
+
+    monkeypatch.setattr(load, "BULK_LOAD_MIN_ROWS", 1)
     with sqlite3.connect(large_source) as source:
         source.execute(
             "INSERT INTO django_admin_log (id, action_time, object_id, object_repr, action_flag, "
@@ -330,24 +355,11 @@ def test_bulk_loading_keeps_what_other_tables_and_content_types_need(large_sourc
             "'big', 1, '[]', id, 1 FROM django_content_type WHERE model = 'user'"
         )
     source.close()
-    user_keys_during_copy = []
-    original = importer.SqliteImport.copy_table
-
-    def copy_table(self, cursor, plan):
-        cursor.execute(
-            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'caloria_user'::regclass "
-            "AND contype = 'p'"
-        )
-        user_keys_during_copy.append(cursor.fetchone()[0])
-        original(self, cursor, plan)
-
-    monkeypatch.setattr(importer.SqliteImport, "copy_table", copy_table)
     before = catalog_of_imported_tables()
 
     call_command("import_sqlite", str(large_source), "--noinput", verbosity=0)
 
     assert catalog_of_imported_tables() == before
-    assert set(user_keys_during_copy) == {1}
     with connection.cursor() as cursor:
         cursor.execute("SELECT object_repr FROM django_admin_log")
         assert cursor.fetchall() == [("big",)]

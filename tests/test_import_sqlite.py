@@ -21,7 +21,7 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User, WeightEntry
 from dbops.models import ImportRun
-from dbops.sqlite_import import importer, source
+from dbops.sqlite_import import load, source, value_checks
 from dbops.sqlite_import import plan as plan_module
 from tests import import_data
 from tests.fieldtypes.models import EveryField, Tag
@@ -115,7 +115,7 @@ def test_copy_lines_are_the_same_built_by_printf_or_by_concatenation(
 ):
     # Tables too wide for one printf call are built by concatenation; both must give the
     # same COPY lines for every field type.
-    monkeypatch.setattr(importer, "PRINTF_MAX_VALUES", printf_max_values)
+    monkeypatch.setattr(load, "PRINTF_MAX_VALUES", printf_max_values)
 
     stdout, _ = import_sqlite(filled_source)
 
@@ -559,7 +559,9 @@ def test_rows_that_break_a_check_constraint_are_a_preflight_problem(filled_sourc
 
 
 def test_a_check_constraint_broken_in_the_half_a_child_checks_is_found(filled_source, monkeypatch):
-    monkeypatch.setattr(importer, "SPLIT_CHECKS_MIN_ROWS", 2)  # food rows 1-2 here, 3 in a child
+    monkeypatch.setattr(
+        value_checks, "SPLIT_CHECKS_MIN_ROWS", 2
+    )  # food rows 1-2 here, 3 in a child
     execute(filled_source, "UPDATE caloria_foodentry SET calories = 50001 WHERE id = 3")
 
     output = failed_import(filled_source)

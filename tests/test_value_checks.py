@@ -6,7 +6,7 @@ import pytest
 from django.test.utils import isolate_apps
 
 from dbops.sqlite_import import fields as columns
-from dbops.sqlite_import import importer, plan, source
+from dbops.sqlite_import import load, plan, source, value_checks
 
 
 def accepted(condition: str, value) -> bool:
@@ -76,10 +76,10 @@ def table_with(rows: int, definition: str) -> sqlite3.Connection:
 
 
 def test_a_big_table_is_checked_in_two_halves_of_its_rows_that_cover_every_row():
-    rows = importer.SPLIT_CHECKS_MIN_ROWS * 2
+    rows = value_checks.SPLIT_CHECKS_MIN_ROWS * 2
     connection = table_with(rows, "(id INTEGER PRIMARY KEY, v)")
 
-    first, second = importer.row_halves(connection, "t", rows)
+    first, second = value_checks.row_halves(connection, "t", rows)
 
     counts = [connection.execute(f"SELECT count(*) FROM t WHERE {half}").fetchone()[0]
               for half in (first, second)]  # fmt: skip
@@ -89,10 +89,10 @@ def test_a_big_table_is_checked_in_two_halves_of_its_rows_that_cover_every_row()
 def test_halves_cover_every_row_of_negative_and_sparse_rowids_once():
     connection = sqlite3.connect(":memory:")
     connection.execute("CREATE TABLE t (v)")
-    rowids = [-(2**62), -5, 0, 7, *range(10**9, 10**9 + importer.SPLIT_CHECKS_MIN_ROWS), 2**62]
+    rowids = [-(2**62), -5, 0, 7, *range(10**9, 10**9 + value_checks.SPLIT_CHECKS_MIN_ROWS), 2**62]
     connection.executemany("INSERT INTO t (rowid, v) VALUES (?, 0)", ((r,) for r in rowids))
 
-    halves = importer.row_halves(connection, "t", len(rowids))
+    halves = value_checks.row_halves(connection, "t", len(rowids))
 
     found = [
         row[0] for half in halves for row in connection.execute(f"SELECT rowid FROM t WHERE {half}")
@@ -105,10 +105,10 @@ def test_halves_cover_every_row_of_negative_and_sparse_rowids_once():
     "rows, definition",
     [
         (10, "(id INTEGER PRIMARY KEY, v)"),
-        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, v) WITHOUT ROWID"),
+        (value_checks.SPLIT_CHECKS_MIN_ROWS, "(id INTEGER PRIMARY KEY, v) WITHOUT ROWID"),
         # INT, unlike INTEGER, does not make the key the rowid; the column hides rowid.
-        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INT PRIMARY KEY, RowID)"),
-        (importer.SPLIT_CHECKS_MIN_ROWS, "(id INT PRIMARY KEY, v, rowid AS (NULL))"),
+        (value_checks.SPLIT_CHECKS_MIN_ROWS, "(id INT PRIMARY KEY, RowID)"),
+        (value_checks.SPLIT_CHECKS_MIN_ROWS, "(id INT PRIMARY KEY, v, rowid AS (NULL))"),
     ],
     ids=["small", "without rowid", "a column called rowid", "a generated column called rowid"],
 )
@@ -117,7 +117,7 @@ def test_a_table_that_cannot_be_halved_by_rowid_is_checked_whole(rows, definitio
     if "RowID)" in definition:
         connection.execute("UPDATE t SET RowID = NULL")
 
-    assert importer.row_halves(connection, "t", rows) == ("1", None)
+    assert value_checks.row_halves(connection, "t", rows) == ("1", None)
 
 
 @pytest.mark.parametrize(
@@ -225,7 +225,7 @@ def text_table(*rows, definition="(id INTEGER PRIMARY KEY, a TEXT, b TEXT)"):
 def test_text_is_checked_for_utf8_a_chunk_of_rows_at_a_time(rows, valid):
     connection, plan, text_columns = text_table(*rows)
 
-    assert importer.scan_text(connection, plan, text_columns).valid_utf8 is valid
+    assert value_checks.scan_text(connection, plan, text_columns).valid_utf8 is valid
 
 
 @pytest.mark.parametrize(
@@ -239,20 +239,20 @@ def test_text_is_checked_for_utf8_a_chunk_of_rows_at_a_time(rows, valid):
 def test_a_nul_in_any_value_is_found_a_chunk_of_rows_at_a_time(rows, holds_nul):
     connection, plan, text_columns = text_table(*rows)
 
-    assert importer.scan_text(connection, plan, text_columns).holds_nul is holds_nul
+    assert value_checks.scan_text(connection, plan, text_columns).holds_nul is holds_nul
 
 
 def test_a_table_without_a_rowid_of_its_own_is_checked_row_by_row():
     definition = "(id INTEGER PRIMARY KEY, a TEXT, b TEXT) WITHOUT ROWID"
     connection, plan, text_columns = text_table((b"plain", b"text"), definition=definition)
 
-    assert importer.scan_text(connection, plan, text_columns) is None
+    assert value_checks.scan_text(connection, plan, text_columns) is None
 
 
 def test_copy_text_escapes_a_chunk_as_copys_text_format_reads_it():
     joined = b"1\x1fa\\b\tc\x1f\x1e\x00" + b"2\x1fline\r\nbreak\x1f\\N\x00"
 
-    text = importer.copy_text(joined, rows=2, nulls=1, width=3)
+    text = load.copy_text(joined, rows=2, nulls=1, width=3)
 
     assert text == b"1\ta\\\\b\\tc\t\\N\n" + b"2\tline\\r\\nbreak\t\\\\N\n"
 
@@ -266,7 +266,7 @@ def test_copy_text_escapes_a_chunk_as_copys_text_format_reads_it():
     ],
 )
 def test_copy_text_gives_up_on_a_chunk_whose_values_hold_a_joining_byte(joined):
-    assert importer.copy_text(joined, rows=1, nulls=0, width=3) is None
+    assert load.copy_text(joined, rows=1, nulls=0, width=3) is None
 
 
 @isolate_apps("caloria")

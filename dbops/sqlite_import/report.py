@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from dbops.sqlite_import.importer import NullProgress, TableResult
+from dbops.sqlite_import.results import NullProgress, TableResult
 
 PLAIN_INTERVAL_SECONDS = 10.0
 TERMINAL_INTERVAL_SECONDS = 0.2

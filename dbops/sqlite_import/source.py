@@ -345,6 +345,29 @@ def joined_chunks(
         rows, last, text, total, nulls = connection.execute(following, (last,)).fetchone()
 
 
+def schema(connection: sqlite3.Connection) -> dict[str, list[str]]:
+    """Each table (SQLite's own excepted) with its column names."""
+    return {
+        table: table_columns(connection, table)
+        for table in sorted(table_names(connection))
+        if not table.startswith("sqlite_")
+    }
+
+
+class RowCounts:
+    """The rows of each table of the snapshot, counted once: the snapshot does not change."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+        self.counts: dict[str, int] = {}
+
+    def of(self, table: str) -> int:
+        if table not in self.counts:
+            query = f'SELECT count(*) FROM "{table}"'
+            self.counts[table] = self.connection.execute(query).fetchone()[0]
+        return self.counts[table]
+
+
 def applied_migrations(connection: sqlite3.Connection) -> set[tuple[str, str]] | None:
     """(app, name) of the source's applied migrations; None when it is not a Django database."""
     if "django_migrations" not in table_names(connection):

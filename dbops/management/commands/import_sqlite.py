@@ -1,6 +1,6 @@
 """`import_sqlite PATH`: move a SQLite database of this project into PostgreSQL, all or nothing.
 
-See dbops/sqlite_import/importer.py for the flow. This command parses options, asks before
+See dbops/sqlite_import/ for the flow. This command parses options, asks before
 `--truncate` deletes anything, shows progress, prints the proof, writes the JSON report, and
 records every real run as an ImportRun in the target (after the rollback, for a failed one).
 """
@@ -22,13 +22,7 @@ from dbops import runs
 from dbops.commands import UsageErrorExitsOne
 from dbops.database import safe_error
 from dbops.models import ImportRun
-from dbops.sqlite_import import source
-from dbops.sqlite_import.importer import (
-    ImportFailed,
-    ImportOptions,
-    Interrupted,
-    SqliteImport,
-)
+from dbops.sqlite_import import ImportFailed, ImportOptions, Interrupted, SqliteImport, source
 from dbops.sqlite_import.report import Progress, summary_lines
 
 

@@ -1,0 +1,252 @@
+"""Preflight: every problem the import would meet, found before anything is written.
+
+Read-only on both sides. The target must be reachable, PostgreSQL, fully migrated, and empty
+(or `--truncate`); the source must be a database of this project at the same migrations, with
+every table and column the models expect; then its keys, unique values, text encoding and
+every value are checked (value_checks.py). Child processes check integrity, keys and text
+encoding, and the values of the second half of every big table's rows, while this process
+checks the rest, so preflight uses every core. Every problem is collected and reported at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.recorder import MigrationRecorder
+
+from dbops.sqlite_import import source
+from dbops.sqlite_import.mapping import (
+    Mapping,
+    MappingError,
+    builtin_mappings,
+    load_mapping,
+    looks_like,
+)
+from dbops.sqlite_import.plan import TablePlan, unique_column_sets
+from dbops.sqlite_import.results import ImportFailed, ImportOptions, NullProgress
+from dbops.sqlite_import.value_checks import ValueProblems, ValueScan
+from dbops.sqlite_import.workers import Workers
+
+KEY_CHECK_CACHE_KIB = 16 * 1024
+
+
+class Preflight:
+    def __init__(
+        self,
+        options: ImportOptions,
+        plans: list[TablePlan],
+        mapping: Mapping | None,
+        sqlite: sqlite3.Connection,
+        connection,
+        rows: source.RowCounts,
+        workers: Workers,
+        progress: NullProgress,
+    ):
+        self.options, self.plans, self.mapping = options, plans, mapping
+        self.sqlite, self.connection, self.rows = sqlite, connection, rows
+        self.workers, self.progress = workers, progress
+        self.values = ValueScan(plans, sqlite, rows, workers, progress)
+
+    def run(self) -> None:
+        """Raise ImportFailed with every problem found; return when there is none."""
+        # Child processes check integrity, keys and text encoding, and the values of the second
+        # half of every big table's rows, while this process checks the rest: preflight uses
+        # every core.
+        mode = self.options.integrity_check
+        self.progress.phase(
+            f"Checking the snapshot's integrity ({source.INTEGRITY_PRAGMAS[mode]}, "
+            f"in the background)"
+        )
+        integrity = self.workers.read(lambda sqlite: source.integrity_problems(sqlite, mode))
+        try:
+            problems = self.check_target()
+            if self.mapping is None and source.applied_migrations(self.sqlite) is None:
+                # Not a database of this project: the list of missing tables would be noise.
+                raise ImportFailed("the source is not a database of this project", [
+                    f"{self.options.source_path} has no django_migrations table, so it is not "
+                    f"a database of this project; a database of another schema needs "
+                    f"--mapping{self.suggested_mapping()}"
+                ])  # fmt: skip
+            if self.mapping is None:
+                problems += self.check_migrations()
+                problems += self.check_tables_and_columns()
+            if not problems:
+                self.progress.phase(
+                    "Checking foreign keys, unique values and text encoding (in the background)"
+                )
+                key_checks = self.workers.read(self.check_keys_and_encoding)
+                self.progress.phase("Checking every value against its target column")
+                flagged = self.values.tables_with_bad_values_in_halves()
+                key_problems, may_hold_nul = key_checks.result()
+                problems += (
+                    key_problems + self.values.value_problems(flagged | may_hold_nul).lines()
+                )
+        except sqlite3.DatabaseError:
+            problems = ["the source could not be read while checking it"]
+        damage = integrity.result()
+        if damage:
+            # A damaged file makes every other finding doubtful: report the damage alone.
+            raise ImportFailed(
+                "the source database is damaged",
+                [f"source integrity check: {message}" for message in damage],
+            )
+        if problems:
+            raise ImportFailed(
+                f"preflight found {len(problems)} problem(s); nothing was written", problems
+            )
+
+    def check_target(self) -> list[str]:
+        self.progress.phase("Checking the target database")
+        problems = []
+        if self.connection.vendor != "postgresql":
+            return [
+                f"target database '{self.options.database}' is {self.connection.vendor}; "
+                f"import_sqlite writes to PostgreSQL only"
+            ]
+        try:
+            executor = MigrationExecutor(self.connection)
+        except Exception as exc:  # noqa: BLE001 - unreachable, or no permission
+            return [
+                f"target database '{self.options.database}' is unreachable ({type(exc).__name__})"
+            ]
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if plan:
+            names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:5])
+            problems.append(
+                f"target database is not fully migrated ({len(plan)} unapplied: {names}); "
+                f"run 'manage.py migrate --database {self.options.database}' first"
+            )
+            return problems
+        non_empty = [
+            plan.table
+            for plan in self.plans
+            if not plan.replaced and self.target_has_rows(plan.table)
+        ]
+        if non_empty and not self.options.truncate:
+            problems.append(
+                "target tables are not empty: "
+                + ", ".join(non_empty)
+                + "; import into an empty database, or pass --truncate to replace their rows"
+            )
+        return problems
+
+    def target_has_rows(self, table: str) -> bool:
+        with self.connection.cursor() as cursor:
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {self.qn(table)})")
+            return cursor.fetchone()[0]
+
+    def check_migrations(self) -> list[str]:
+        source_applied = source.applied_migrations(self.sqlite)
+        apps_imported = {plan.app_label for plan in self.plans}
+        target_applied = set(MigrationRecorder(self.connection).applied_migrations())
+        only_source = sorted(m for m in source_applied - target_applied if m[0] in apps_imported)
+        only_target = sorted(m for m in target_applied - source_applied if m[0] in apps_imported)
+        problems = []
+        if only_source:
+            problems.append(
+                "migrations applied in the source but not in the target: "
+                + ", ".join(f"{app}.{name}" for app, name in only_source)
+                + f"; update this code base, then run 'manage.py migrate --database "
+                f"{self.options.database}'"
+            )
+        if only_target:
+            problems.append(
+                "migrations applied in the target but not in the source: "
+                + ", ".join(f"{app}.{name}" for app, name in only_target)
+                + "; run 'manage.py migrate' against the SQLite database first (with "
+                "DATABASE_URL=sqlite:////path/to/it), then import again"
+            )
+        return problems
+
+    def suggested_mapping(self) -> str:
+        schema = source.schema(self.sqlite)
+        for name in sorted(builtin_mappings()):
+            try:
+                if looks_like(load_mapping(name), schema):
+                    return f" (it looks like the legacy schema: try --mapping {name})"
+            except MappingError:
+                continue
+        return ""
+
+    def check_tables_and_columns(self) -> list[str]:
+        tables = source.table_names(self.sqlite)
+        problems = []
+        for plan in self.plans:
+            if plan.table not in tables:
+                problems.append(f"source has no table {plan.table} (model {plan.label})")
+                continue
+            present = set(source.table_columns(self.sqlite, plan.table))
+            missing = [name for name in plan.column_names if name not in present]
+            if missing:
+                problems.append(f"source table {plan.table} lacks column(s) {', '.join(missing)}")
+        return problems
+
+    def check_keys_and_encoding(self, connection: sqlite3.Connection) -> tuple[list[str], set]:
+        """Problems with foreign keys, unique values and text encoding, and the tables that may
+        hold a NUL character (see check_text_encoding)."""
+        # A foreign key check looks up every row's parent: with SQLite's default 2 MiB page
+        # cache, the pages of a parent table of a few MiB were read again and again (a third of
+        # the check's time went to read() calls). The cache is a ceiling, not an allocation.
+        connection.execute(f"PRAGMA cache_size = -{KEY_CHECK_CACHE_KIB}")
+        problems = self.check_foreign_keys(connection) + self.check_unique_values(connection)
+        encoding_problems, may_hold_nul = self.values.check_text_encoding(connection)
+        return problems + encoding_problems, may_hold_nul
+
+    def check_foreign_keys(self, connection: sqlite3.Connection) -> list[str]:
+        problems = []
+        imported = {plan.table for plan in self.plans}
+        for plan in self.plans:
+            for column, target_table, _ in plan.foreign_keys:
+                if target_table not in imported:
+                    problems.append(
+                        f"{plan.table}.{column} refers to {target_table}, which is excluded; "
+                        f"exclude {plan.label} too, or import both"
+                    )
+            rows = connection.execute(f'PRAGMA foreign_key_check("{plan.source_table}")').fetchall()
+            if not rows:
+                continue
+            dangling = ValueProblems()
+            for _, rowid, parent, fk_index in rows:
+                pk, column, value = self.describe_dangling(connection, plan, rowid, fk_index)
+                reason = f"point at missing rows of {source.as_text(parent)}"
+                dangling.add(plan.source_table, pk, column, value, reason)
+            problems += dangling.lines()
+        return problems
+
+    def describe_dangling(self, connection, plan, rowid, fk_index):
+        fk_rows = connection.execute(f'PRAGMA foreign_key_list("{plan.source_table}")').fetchall()
+        column = next((source.as_text(r[3]) for r in fk_rows if r[0] == fk_index), "?")
+        row = connection.execute(
+            f'SELECT {plan.source_pk}, "{column}" FROM "{plan.source_table}" WHERE rowid = ?',
+            (rowid,),
+        ).fetchone()
+        return (row[0], column, row[1]) if row else (rowid, column, None)
+
+    def check_unique_values(self, connection: sqlite3.Connection) -> list[str]:
+        problems = []
+        for plan in self.plans:
+            column_sets = unique_column_sets(plan.model)
+            if self.mapping is not None:
+                # A Django source's key is unique by its schema; a mapping can make the key
+                # of any column or expression.
+                column_sets = [(plan.pk,), *column_sets]
+            for columns in column_sets:
+                expressions = [plan.column(name).quoted for name in columns]
+                names = ", ".join(expressions)
+                not_null = " AND ".join(f"{expression} IS NOT NULL" for expression in expressions)
+                duplicates = connection.execute(
+                    f'SELECT {names}, count(*), min({plan.source_pk}) FROM "{plan.source_table}" '
+                    f"WHERE {not_null} GROUP BY {names} HAVING count(*) > 1"
+                ).fetchall()
+                if duplicates:
+                    found = ValueProblems()
+                    for row in duplicates:
+                        value = row[0] if len(columns) == 1 else tuple(row[: len(columns)])
+                        found.add(plan.where, row[-1], "+".join(columns), value,
+                                  "duplicated, breaking a unique constraint")  # fmt: skip
+                    problems += found.lines()
+        return problems
+
+    def qn(self, name: str) -> str:
+        return self.connection.ops.quote_name(name)

@@ -1,8 +1,10 @@
-"""A cheap, safe look at a database connection: is it there, what is it, how fast did it answer.
+"""The facts about a database connection that more than one command or page shows.
 
-Shared by the system checks, the WSGI start-up guard, runserver's banner and
-validate_environment, so that all of them agree and none of them leaks connection details:
-a failure is described by its exception class only, never by psycopg2's text (which names the
+Is it there, what is it, how fast did it answer (the system checks, the WSGI start-up guard,
+runserver's banner, validate_environment); which migrations it lacks; where its sequences
+stand. Computed once here, so that every
+command and page agrees, and none of them leaks connection details: a failure is described
+by its exception class or through `safe_error`, never by psycopg2's raw text (which names the
 host and port).
 """
 
@@ -15,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.executor import MigrationExecutor
 
 from dbops.envinfo import describe_database, describe_location, mask_text
 
@@ -106,6 +109,43 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
         reachable=True,
         server_version=version,
         elapsed_ms=(time.monotonic() - started) * 1000,
+    )
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """What `migrate` would do to this database, as Django's own executor plans it."""
+
+    applied: int  # migrations recorded in django_migrations
+    unapplied: tuple[tuple[str, str], ...]  # (app label, name), in the order migrate runs them
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{app_label}.{name}" for app_label, name in self.unapplied]
+
+    @property
+    def lagging_apps(self) -> set[str]:
+        """Apps whose tables and columns cannot be expected yet."""
+        return {app_label for app_label, _ in self.unapplied}
+
+    def shown(self, limit: int = 5) -> str:
+        """The first unapplied migrations, for one line: 'a.0002_x, b.0003_y and 4 more'."""
+        more = f" and {len(self.unapplied) - limit} more" if len(self.unapplied) > limit else ""
+        return ", ".join(self.names[:limit]) + more
+
+
+def migration_state(connection: BaseDatabaseWrapper) -> MigrationState:
+    """The migrations of this code base not applied to `connection`, from Django's migration
+    executor (the plan `migrate` would run, so replaced and squashed migrations count as
+    Django counts them). Raises DatabaseError when django_migrations cannot be read."""
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return MigrationState(
+        applied=len(executor.loader.applied_migrations),
+        unapplied=tuple((migration.app_label, migration.name) for migration, _ in plan),
     )
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
-from django.db.migrations.executor import MigrationExecutor
 
 from dbops.backup_files import loose_permissions
 from dbops.commands import UsageErrorExitsOne
 from dbops.database import (
     DatabaseProbe,
     client_major_version,
+    migration_state,
     probe_connection,
     safe_error,
 )
@@ -242,8 +242,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
 
     def check_migrations(self, connection) -> Result:
         try:
-            executor = MigrationExecutor(connection)
-            plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+            state = migration_state(connection)
         except DatabaseError as exc:
             # A role that may connect but not read django_migrations (wrong user in the URL,
             # grants not yet given) must get a line, not a traceback.
@@ -255,15 +254,12 @@ class Command(UsageErrorExitsOne, BaseCommand):
                 hint=f"Grant {user} SELECT on django_migrations (and the application's "
                 "tables), or set DATABASE_URL to the role that owns them.",
             )
-        if not plan:
-            applied = len(executor.loader.applied_migrations)
-            return Result("migrations", PASSED, f"all applied ({applied})")
-        names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:5])
-        more = f" and {len(plan) - 5} more" if len(plan) > 5 else ""
+        if not state.unapplied:
+            return Result("migrations", PASSED, f"all applied ({state.applied})")
         return Result(
             "migrations",
             FAILED,
-            f"{len(plan)} not applied: {names}{more}",
+            f"{len(state.unapplied)} not applied: {state.shown()}",
             hint=f"Run 'manage.py migrate --database {connection.alias}'.",
         )
 

@@ -2,7 +2,7 @@
 
 Is it there, what is it, how fast did it answer (the system checks, the WSGI start-up guard,
 runserver's banner, validate_environment); which migrations it lacks; where its sequences
-stand. Computed once here, so that every
+stand; how rows pointing at missing rows are described. Computed once here, so that every
 command and page agrees, and none of them leaks connection details: a failure is described
 by its exception class or through `safe_error`, never by psycopg2's raw text (which names the
 host and port).
@@ -20,6 +20,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 
 from dbops.envinfo import describe_database, describe_location, mask_text
+from dbops.sqlite_import.columns import shorten
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,123 @@ def migration_state(connection: BaseDatabaseWrapper) -> MigrationState:
         applied=len(executor.loader.applied_migrations),
         unapplied=tuple((migration.app_label, migration.name) for migration, _ in plan),
     )
+
+
+# --------------------------------------------------------------------------- foreign keys
+
+EXAMPLES = 5  # dangling rows named in a description; the count covers all of them
+
+# Foreign keys PostgreSQL has not checked against the rows already there: their columns, the
+# referenced columns, and the referencing table's primary key (to name example rows).
+NOT_VALID_FOREIGN_KEYS = """
+SELECT c.conname, child.relname, c.conrelid::regclass::text,
+       parent.relname, c.confrelid::regclass::text,
+       ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+             ORDER BY k.n),
+       ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum
+             ORDER BY k.n),
+       ARRAY(SELECT a.attname::text FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE i.indrelid = c.conrelid AND i.indisprimary)
+FROM pg_constraint c
+JOIN pg_class child ON child.oid = c.conrelid
+JOIN pg_class parent ON parent.oid = c.confrelid
+WHERE c.contype = 'f' AND NOT c.convalidated AND pg_table_is_visible(c.conrelid)
+ORDER BY child.relname, c.conname
+"""
+
+
+@dataclass(frozen=True)
+class DanglingRows:
+    """The rows of `table` whose foreign key `columns` point at rows `parent` lacks."""
+
+    table: str
+    columns: list[str]
+    parent: str
+    count: int
+    examples: list[tuple[object, dict]]  # (primary key, {column: value}), the first few
+    constraint: str = ""  # PostgreSQL: the NOT VALID constraint over them
+    table_sql: str = ""  # PostgreSQL: the table as SQL names it (schema-qualified if needed)
+
+    @property
+    def detail(self) -> str:
+        return dangling_detail(self.table, self.columns, self.parent, self.count, self.examples)
+
+
+def dangling_detail(table, columns, parent, count, examples) -> str:
+    """Rows whose foreign key points at missing rows, in one line that names a few of them:
+    'T.col: N row(s) point at missing rows of P: pk 2: col=999; ... (and M more)'.
+
+    `examples` are (primary key, {column: value}) pairs; values are shortened and bytes shown
+    safely, since a dangling value is whatever some tool wrote."""
+    shown = "; ".join(
+        f"pk {pk}: " + ", ".join(f"{column}={shorten(value)}" for column, value in values.items())
+        for pk, values in examples
+    )
+    more = f" (and {count - len(examples)} more)" if count > len(examples) else ""
+    return (
+        f"{table}.{'+'.join(columns)}: {count} row(s) point at missing rows of {parent}: "
+        f"{shown}{more}"
+    )
+
+
+def not_valid_foreign_keys(connection: BaseDatabaseWrapper) -> list[DanglingRows]:
+    """Every foreign key PostgreSQL never checked the old rows of (created NOT VALID, as
+    bulk loaders do), with the rows that point at missing rows: one anti-join each, so the
+    cost is that of a VALIDATE CONSTRAINT. A constraint whose rows all match has count 0."""
+    qn = connection.ops.quote_name
+    found = []
+    with connection.cursor() as cursor:
+        cursor.execute(NOT_VALID_FOREIGN_KEYS)
+        for name, child, child_sql, parent, parent_sql, columns, refs, pk in cursor.fetchall():
+            key = f"child.{qn(pk[0])}" if len(pk) == 1 else "child.ctid::text"
+            values = ", ".join(f"child.{qn(c)}" for c in columns)
+            not_null = " AND ".join(f"child.{qn(c)} IS NOT NULL" for c in columns)
+            match = " AND ".join(
+                f"parent.{qn(r)} = child.{qn(c)}" for c, r in zip(columns, refs, strict=True)
+            )
+            # count(*) OVER () counts every dangling row before LIMIT keeps a few examples.
+            cursor.execute(
+                f"SELECT count(*) OVER (), {key}, {values} FROM {child_sql} AS child "
+                f"WHERE {not_null} AND NOT EXISTS "
+                f"(SELECT 1 FROM {parent_sql} AS parent WHERE {match}) "
+                f"ORDER BY 2 LIMIT {EXAMPLES}"
+            )
+            rows = cursor.fetchall()
+            examples = [(row[1], dict(zip(columns, row[2:], strict=True))) for row in rows]
+            count = rows[0][0] if rows else 0
+            found.append(DanglingRows(child, columns, parent, count, examples, name, child_sql))
+    return found
+
+
+def sqlite_dangling_rows(connection: BaseDatabaseWrapper) -> list[DanglingRows]:
+    """Rows of a SQLite database (through Django) that point at missing rows, one entry per
+    foreign key: SQLite lets any tool write them (PRAGMA foreign_key_check finds them)."""
+    qn = connection.ops.quote_name
+    found = []
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA foreign_key_check")
+        dangling: dict[tuple[str, int], tuple[str, list]] = {}
+        for table, rowid, parent, fk_id in cursor.fetchall():
+            dangling.setdefault((table, fk_id), (parent, []))[1].append(rowid)
+        for (table, fk_id), (parent, rowids) in dangling.items():
+            cursor.execute(f"PRAGMA foreign_key_list({qn(table)})")
+            columns = [row[3] for row in cursor.fetchall() if row[0] == fk_id]
+            cursor.execute(f"PRAGMA table_info({qn(table)})")
+            pk = next((row[1] for row in cursor.fetchall() if row[5] == 1), "rowid")
+            examples = []
+            for rowid in [r for r in rowids if r is not None][:EXAMPLES]:
+                cursor.execute(
+                    f"SELECT {qn(pk)}, {', '.join(qn(c) for c in columns)} "
+                    f"FROM {qn(table)} WHERE rowid = %s",
+                    [rowid],
+                )
+                row = cursor.fetchone()
+                examples.append((row[0], dict(zip(columns, row[1:], strict=True))))
+            found.append(DanglingRows(table, columns, parent, len(rowids), examples))
+    return found
 
 
 # --------------------------------------------------------------------------- sequences

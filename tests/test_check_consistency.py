@@ -187,7 +187,7 @@ def test_a_sequence_behind_the_largest_key_is_reported_and_fix_resets_it():
 def test_fix_waits_for_a_writer_a_bounded_time_and_then_leaves_the_sequence_reported(
     monkeypatch,
 ):
-    from dbops.management.commands import check_consistency as command
+    from dbops import consistency as command
 
     user = User.objects.create(username="ana")
     insert_food(FoodEntry.objects.create(user=user, name="Toast", calories=1).pk + 1000, user.pk)

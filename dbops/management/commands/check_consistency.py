@@ -11,7 +11,6 @@ largest key.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import Counter
 from dataclasses import asdict
@@ -21,14 +20,19 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
 from dbops import consistency
-from dbops.commands import UsageErrorExitsOne
+from dbops.commands import (
+    add_database_argument,
+    add_json_argument,
+    report_on_stdout,
+    write_json_report,
+)
 from dbops.consistency import Finding, Fixed, SqliteDatabase
 from dbops.database import safe_error
 from dbops.envinfo import describe_database
 from dbops.sqlite_import import source
 
 
-class Command(UsageErrorExitsOne, BaseCommand):
+class Command(BaseCommand):
     help = (
         "Report where the database disagrees with this code base: unapplied migrations, "
         "tables or columns the models expect but the database lacks, sequences behind the "
@@ -40,18 +44,11 @@ class Command(UsageErrorExitsOne, BaseCommand):
     requires_system_checks = []
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--database",
-            default="default",
-            choices=tuple(connections),
-            help="Database alias to check (default: default).",
-        )
-        parser.add_argument(
-            "--json",
-            action="store_true",
-            dest="as_json",
-            help='Print {"ok": ..., "findings": [{"check", "table", "detail", "hint"}, ...]} '
-            "to stdout instead of lines.",
+        add_database_argument(parser, "Database alias to check (default: default).")
+        add_json_argument(
+            parser,
+            '"database", "findings": [{"check", "table", "detail", "hint"}, ...], "fixed": '
+            '[{"check", "table", "detail"}, ...], "error": null or why no check ran',
         )
         parser.add_argument(
             "--fix",
@@ -68,18 +65,36 @@ class Command(UsageErrorExitsOne, BaseCommand):
             "import_sqlite verifies an import. The database checked must be PostgreSQL.",
         )
 
-    def handle(self, *args, database, as_json, fix, against, verbosity, **options):
+    def handle(self, *args, database, json_report, fix, against, verbosity, **options):
         self.alias = database
         self.connection = connections[database]
-        self.verbosity = 0 if as_json else verbosity
+        self.verbosity = 0 if report_on_stdout(json_report) else verbosity
         self.against = against.expanduser().resolve() if against else None
+        try:
+            findings, fixed = self.check(fix)
+        except CommandError as exc:
+            self.write_json(json_report, [], [], error=str(exc))
+            raise
+        if not report_on_stdout(json_report):
+            self.write_lines(findings, fixed)
+        self.write_json(json_report, findings, fixed)
+        if findings:
+            kinds = Counter(finding.check for finding in findings)
+            raise CommandError(
+                f"{len(findings)} finding(s) in database '{database}': "
+                + ", ".join(f"{check} {count}" for check, count in kinds.items()),
+                returncode=1,
+            )
+
+    def check(self, fix: bool) -> tuple[list[Finding], list[Fixed]]:
+        """Run every check, or stop with a CommandError that says why none could run."""
         sqlite = self.open_against() if self.against else None
         if self.verbosity >= 1:
             described = describe_database(self.connection.settings_dict)
-            self.stdout.write(f"Checking database '{database}' ({described})")
+            self.stdout.write(f"Checking database '{self.alias}' ({described})")
         try:
             self.connect()
-            findings, fixed = consistency.run_checks(
+            return consistency.run_checks(
                 self.connection, fix=fix, against=sqlite, note=self.detail
             )
         except consistency.ConsistencyError as exc:
@@ -97,17 +112,6 @@ class Command(UsageErrorExitsOne, BaseCommand):
         finally:
             if sqlite is not None:
                 sqlite.connection.close()
-        if as_json:
-            self.write_json(findings, fixed)
-        else:
-            self.write_lines(findings, fixed)
-        if findings:
-            kinds = Counter(finding.check for finding in findings)
-            raise CommandError(
-                f"{len(findings)} finding(s) in database '{database}': "
-                + ", ".join(f"{check} {count}" for check, count in kinds.items()),
-                returncode=1,
-            )
 
     # ------------------------------------------------------------------ preparation
 
@@ -180,11 +184,13 @@ class Command(UsageErrorExitsOne, BaseCommand):
         else:
             self.stdout.write(self.style.SUCCESS(f"check_consistency: no findings{repaired}"))
 
-    def write_json(self, findings: list[Finding], fixed: list[Fixed]) -> None:
-        report = {
-            "ok": not findings,
-            "database": self.alias,
-            "findings": [asdict(finding) for finding in findings],
-            "fixed": [asdict(repair) for repair in fixed],
-        }
-        self.stdout.write(json.dumps(report, indent=2))
+    def write_json(self, destination, findings, fixed, error: str | None = None) -> None:
+        write_json_report(
+            self.stdout,
+            destination,
+            ok=not findings and error is None,
+            database=self.alias,
+            findings=[asdict(finding) for finding in findings],
+            fixed=[asdict(repair) for repair in fixed],
+            error=error,
+        )

@@ -32,7 +32,7 @@ def add_database_argument(parser, help: str, *short_flags: str) -> None:
     )
 
 
-def add_json_argument(parser, keys: str) -> None:
+def add_json_argument(parser, keys: str, note: str = "") -> None:
     """`--json [FILE]`; `keys` names what the report holds beside "ok"."""
     parser.add_argument(
         "--json",
@@ -42,7 +42,7 @@ def add_json_argument(parser, keys: str) -> None:
         dest="json_report",
         metavar="FILE",
         help=f'Write a JSON report {{"ok": true|false, {keys}}}: to stdout alone with no FILE '
-        f"or '-', else to FILE (the usual lines still print).",
+        f"or '-', else to FILE (the usual lines still print). {note}".rstrip(),
     )
 
 

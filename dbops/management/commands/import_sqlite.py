@@ -95,8 +95,8 @@ class Command(BaseCommand):
         add_json_argument(
             parser,
             '"status", "source", "snapshot", "snapshot_sha256", "database", "seconds", '
-            '"tables", "mapping", "skipped_tables", "total_rows", "problems"; give FILE after '
-            "PATH, or as --json=FILE",
+            '"tables", "mapping", "skipped_tables", "total_rows", "problems"',
+            "Give FILE after PATH, or as --json=FILE.",
         )
         parser.add_argument(
             "--noinput",

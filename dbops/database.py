@@ -1,8 +1,10 @@
-"""A cheap, safe look at a database connection: is it there, what is it, how fast did it answer.
+"""The facts about a database connection that more than one command or page shows.
 
-Shared by the system checks, the WSGI start-up guard, runserver's banner and
-validate_environment, so that all of them agree and none of them leaks connection details:
-a failure is described by its exception class only, never by psycopg2's text (which names the
+Is it there, what is it, how fast did it answer (the system checks, the WSGI start-up guard,
+runserver's banner, validate_environment); which migrations it lacks; where its sequences
+stand; how rows pointing at missing rows are described. Computed once here, so that every
+command and page agrees, and none of them leaks connection details: a failure is described
+by its exception class or through `safe_error`, never by psycopg2's raw text (which names the
 host and port).
 """
 
@@ -15,8 +17,9 @@ import time
 from dataclasses import dataclass
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.executor import MigrationExecutor
 
-from dbops.envinfo import describe_database, describe_location, mask_text
+from dbops.envinfo import describe_database, describe_location, mask_text, shorten
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,171 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
         server_version=version,
         elapsed_ms=(time.monotonic() - started) * 1000,
     )
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """What `migrate` would do to this database, as Django's own executor plans it."""
+
+    applied: int  # migrations recorded in django_migrations
+    unapplied: tuple[tuple[str, str], ...]  # (app label, name), in the order migrate runs them
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{app_label}.{name}" for app_label, name in self.unapplied]
+
+    @property
+    def lagging_apps(self) -> set[str]:
+        """Apps whose tables and columns cannot be expected yet."""
+        return {app_label for app_label, _ in self.unapplied}
+
+    def shown(self, limit: int = 5) -> str:
+        """The first unapplied migrations, for one line: 'a.0002_x, b.0003_y and 4 more'."""
+        more = f" and {len(self.unapplied) - limit} more" if len(self.unapplied) > limit else ""
+        return ", ".join(self.names[:limit]) + more
+
+
+def migration_state(connection: BaseDatabaseWrapper) -> MigrationState:
+    """The migrations of this code base not applied to `connection`, from Django's migration
+    executor (the plan `migrate` would run, so replaced and squashed migrations count as
+    Django counts them). Raises DatabaseError when django_migrations cannot be read."""
+    executor = MigrationExecutor(connection)
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return MigrationState(
+        applied=len(executor.loader.applied_migrations),
+        unapplied=tuple((migration.app_label, migration.name) for migration, _ in plan),
+    )
+
+
+# --------------------------------------------------------------------------- foreign keys
+
+EXAMPLES = 5  # dangling rows named in a description; the count covers all of them
+
+# Foreign keys PostgreSQL has not checked against the rows already there: their columns, the
+# referenced columns, and the referencing table's primary key (to name example rows).
+NOT_VALID_FOREIGN_KEYS = """
+SELECT c.conname, child.relname, c.conrelid::regclass::text,
+       parent.relname, c.confrelid::regclass::text,
+       ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+             ORDER BY k.n),
+       ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum
+             ORDER BY k.n),
+       ARRAY(SELECT a.attname::text FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE i.indrelid = c.conrelid AND i.indisprimary)
+FROM pg_constraint c
+JOIN pg_class child ON child.oid = c.conrelid
+JOIN pg_class parent ON parent.oid = c.confrelid
+WHERE c.contype = 'f' AND NOT c.convalidated AND pg_table_is_visible(c.conrelid)
+ORDER BY child.relname, c.conname
+"""
+
+
+@dataclass(frozen=True)
+class DanglingRows:
+    """The rows of `table` whose foreign key `columns` point at rows `parent` lacks."""
+
+    table: str
+    columns: list[str]
+    parent: str
+    count: int
+    examples: list[tuple[object, dict]]  # (primary key, {column: value}), the first few
+    constraint: str = ""  # PostgreSQL: the NOT VALID constraint over them
+    table_sql: str = ""  # PostgreSQL: the table as SQL names it (schema-qualified if needed)
+
+    @property
+    def detail(self) -> str:
+        return dangling_detail(self.table, self.columns, self.parent, self.count, self.examples)
+
+
+def dangling_detail(table, columns, parent, count, examples) -> str:
+    """Rows whose foreign key points at missing rows, in one line that names a few of them:
+    'T.col: N row(s) point at missing rows of P: pk 2: col=999; ... (and M more)'.
+
+    `examples` are (primary key, {column: value}) pairs; values are shortened and bytes shown
+    safely, since a dangling value is whatever some tool wrote."""
+    shown = "; ".join(
+        f"pk {pk}: " + ", ".join(f"{column}={shorten(value)}" for column, value in values.items())
+        for pk, values in examples
+    )
+    more = f" (and {count - len(examples)} more)" if count > len(examples) else ""
+    return (
+        f"{table}.{'+'.join(columns)}: {count} row(s) point at missing rows of {parent}: "
+        f"{shown}{more}"
+    )
+
+
+def not_valid_foreign_keys(connection: BaseDatabaseWrapper) -> list[DanglingRows]:
+    """Every foreign key PostgreSQL never checked the old rows of (created NOT VALID, as
+    bulk loaders do), with the rows that point at missing rows: one anti-join each, so the
+    cost is that of a VALIDATE CONSTRAINT. A constraint whose rows all match has count 0."""
+    qn = connection.ops.quote_name
+    found = []
+    with connection.cursor() as cursor:
+        cursor.execute(NOT_VALID_FOREIGN_KEYS)
+        for name, child, child_sql, parent, parent_sql, columns, refs, pk in cursor.fetchall():
+            key = f"child.{qn(pk[0])}" if len(pk) == 1 else "child.ctid::text"
+            values = ", ".join(f"child.{qn(c)}" for c in columns)
+            not_null = " AND ".join(f"child.{qn(c)} IS NOT NULL" for c in columns)
+            match = " AND ".join(
+                f"parent.{qn(r)} = child.{qn(c)}" for c, r in zip(columns, refs, strict=True)
+            )
+            # count(*) OVER () counts every dangling row before LIMIT keeps a few examples.
+            cursor.execute(
+                f"SELECT count(*) OVER (), {key}, {values} FROM {child_sql} AS child "
+                f"WHERE {not_null} AND NOT EXISTS "
+                f"(SELECT 1 FROM {parent_sql} AS parent WHERE {match}) "
+                f"ORDER BY 2 LIMIT {EXAMPLES}"
+            )
+            rows = cursor.fetchall()
+            examples = [(row[1], dict(zip(columns, row[2:], strict=True))) for row in rows]
+            count = rows[0][0] if rows else 0
+            found.append(DanglingRows(child, columns, parent, count, examples, name, child_sql))
+    return found
+
+
+def sqlite_dangling_rows(
+    cursor, placeholder: str = "%s", tables: list[str] | None = None
+) -> list[DanglingRows]:
+    """Rows of a SQLite database that point at missing rows, one entry per foreign key (of
+    `tables`, or of every table): SQLite lets any tool write them, PRAGMA foreign_key_check
+    finds them. `cursor` is Django's (placeholder %s) or the sqlite3 module's (?), which may
+    return text as bytes."""
+    checks = [f"PRAGMA foreign_key_check({_quoted(table)})" for table in tables or []]
+    dangling: dict[tuple[str, int], tuple[str, list]] = {}
+    for check in checks or ["PRAGMA foreign_key_check"]:
+        cursor.execute(check)
+        for table, rowid, parent, fk_id in cursor.fetchall():
+            dangling.setdefault((_text(table), fk_id), (_text(parent), []))[1].append(rowid)
+    found = []
+    for (table, fk_id), (parent, rowids) in dangling.items():
+        cursor.execute(f"PRAGMA foreign_key_list({_quoted(table)})")
+        columns = [_text(row[3]) for row in cursor.fetchall() if row[0] == fk_id]
+        cursor.execute(f"PRAGMA table_info({_quoted(table)})")
+        pk = next((_text(row[1]) for row in cursor.fetchall() if row[5] == 1), "rowid")
+        examples = []
+        for rowid in [r for r in rowids if r is not None][:EXAMPLES]:
+            selected = ", ".join(_quoted(name) for name in [pk, *columns])
+            cursor.execute(
+                f"SELECT {selected} FROM {_quoted(table)} WHERE rowid = {placeholder}", [rowid]
+            )
+            row = cursor.fetchone()
+            examples.append((_text(row[0]), dict(zip(columns, row[1:], strict=True))))
+        found.append(DanglingRows(table, columns, parent, len(rowids), examples))
+    return found
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _text(value) -> object:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
 # --------------------------------------------------------------------------- sequences

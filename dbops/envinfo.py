@@ -139,6 +139,14 @@ def mask_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
 _SPACED_PASSWORD = re.compile(r"([A-Za-z][\w+.\-]*:/+[^:/@\s]*):[^@\n]*\s[^@\n]*@")
 
 
+def shorten(value: object, limit: int = 40) -> str:
+    """A value as it may appear in a report: short, and undecodable bytes shown safely."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def describe_location(settings_dict: dict) -> str:
     """Where a database is: a SQLite path, or host:port/name with its user; password masked."""
     name = settings_dict.get("NAME") or ""

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
-from django.db.migrations.executor import MigrationExecutor
 from django.template.response import TemplateResponse
 
 from dbops import runs
 from dbops.backup_files import loose_permissions
-from dbops.database import probe_connection
+from dbops.database import migration_state, probe_connection
 from dbops.envinfo import describe_location
 from dbops.health import ALL_CHECKS
 from dbops.models import BackupRecord, ImportRun
@@ -92,12 +91,8 @@ def _env_file() -> str:
 
 
 def _migrations(connection) -> dict:
-    executor = MigrationExecutor(connection)
-    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    return {
-        "applied": len(executor.loader.applied_migrations),
-        "unapplied": [f"{migration.app_label}.{migration.name}" for migration, _ in plan],
-    }
+    state = migration_state(connection)
+    return {"applied": state.applied, "unapplied": state.names}
 
 
 def _tables(connection) -> list[dict]:

@@ -185,8 +185,18 @@ def test_row_counts_that_differ_from_the_record_fail_verification():
     assert scratch_databases() == []
 
 
+def test_verify_backup_of_a_good_backup_exits_0_from_the_command_line():
+    make_rows(users=1, entries_each=1)
+    record = backup()
+
+    completed = run_manage("verify_backup", record.filename)
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith(f"{record.filename}: ")
+
+
 def test_verify_backup_needs_a_name_or_latest():
-    with pytest.raises(CommandError, match="Give a backup file name or --latest"):
+    with pytest.raises(CommandError, match="one of the arguments name --latest is required"):
         call_command("verify_backup")
     with pytest.raises(CommandError, match="No record of a successful backup named nope"):
         call_command("verify_backup", "nope")

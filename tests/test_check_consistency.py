@@ -1,4 +1,5 @@
-"""check_consistency against the real PostgreSQL server, real SQLite files and child processes.
+"""check_consistency against the real PostgreSQL server, real SQLite files and child processes
+(--against has tests of its own: test_check_consistency_against.py).
 
 Damage that PostgreSQL can undo (dropped tables and columns, replaced constraints, rows) is
 done inside the test's transaction, which pytest-django rolls back: DDL is transactional in
@@ -16,10 +17,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from caloria.models import FoodEntry, User, WeightEntry
+from caloria.models import FoodEntry, User
 from dbops.management.commands.check_consistency import Command
 from tests.conftest import database_url
-from tests.fieldtypes.models import Tag
 
 
 def check_consistency(*args) -> str:
@@ -187,7 +187,7 @@ def test_a_sequence_behind_the_largest_key_is_reported_and_fix_resets_it():
 def test_fix_waits_for_a_writer_a_bounded_time_and_then_leaves_the_sequence_reported(
     monkeypatch,
 ):
-    from dbops.management.commands import check_consistency as command
+    from dbops import consistency as command
 
     user = User.objects.create(username="ana")
     insert_food(FoodEntry.objects.create(user=user, name="Toast", calories=1).pk + 1000, user.pk)
@@ -273,90 +273,6 @@ def test_rows_of_a_sqlite_database_that_point_at_missing_rows_are_reported(
     assert "foreign_key 1" in completed.stderr
 
 
-# --------------------------------------------------------------------------- --against
-
-
-def import_and_check_against(path, change=None) -> str:
-    """Import `path`, apply `change` to PostgreSQL, and return what --against reports."""
-    call_command("import_sqlite", str(path), "--noinput", verbosity=0)
-    if change is not None:
-        change()
-    try:
-        return check_consistency("--against", str(path))
-    except CommandError as error:
-        return error.stdout + str(error)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_fresh_import_matches_its_source_which_stays_untouched(filled_source):
-    before = (filled_source.read_bytes(), filled_source.stat().st_mtime_ns)
-
-    stdout = import_and_check_against(filled_source)
-
-    assert "check_consistency: no findings" in stdout
-    assert (filled_source.read_bytes(), filled_source.stat().st_mtime_ns) == before
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(
-    "change, expected",
-    [
-        (
-            lambda: FoodEntry.objects.filter(pk=2).update(name="Salad with dressing"),
-            "finding  against caloria_foodentry: 3 row(s) in source.sqlite3, 3 in the "
-            "database; checksums differ; first differing key: 2",
-        ),
-        (
-            lambda: WeightEntry.objects.filter(pk=1).delete(),
-            "finding  against caloria_weightentry: 2 row(s) in source.sqlite3, 1 in the "
-            "database; checksums differ; first differing key: 1",
-        ),
-        (
-            lambda: Tag.objects.filter(pk="b-tag").update(title="Wasp"),
-            "finding  against fieldtypes_tag: 4 row(s) in source.sqlite3, 4 in the "
-            "database; checksums differ; first differing key: b-tag",
-        ),
-    ],
-    ids=["changed-row", "deleted-row", "text-key"],
-)
-def test_a_table_that_differs_from_the_source_is_named_with_the_first_differing_key(
-    filled_source, change, expected
-):
-    before = filled_source.read_bytes()
-
-    output = import_and_check_against(filled_source, change)
-
-    assert expected in output
-    assert "1 finding(s) in database 'default': against 1" in output
-    assert filled_source.read_bytes() == before
-
-
-@pytest.mark.parametrize(
-    "content, expected",
-    [
-        (None, "no such file"),
-        (b"id,name\n1,ana\n", "not a SQLite database"),
-        ("no-migrations", "not a database of this project (it has no django_migrations table)"),
-    ],
-)
-def test_an_against_path_that_is_not_a_database_of_this_project_is_a_clear_error(
-    tmp_path, content, expected
-):
-    path = tmp_path / "other.sqlite3"
-    if content == "no-migrations":
-        with sqlite3.connect(path) as other:
-            other.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
-        other.close()
-    elif content is not None:
-        path.write_bytes(content)
-
-    with pytest.raises(CommandError) as raised:
-        check_consistency("--against", str(path))
-
-    assert raised.value.returncode == 1
-    assert str(raised.value).startswith(f"--against {path}: {expected}")
-
-
 # --------------------------------------------------------------------------- output, errors
 
 
@@ -395,3 +311,11 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(
     assert "database 'default' is unreachable (OperationalError" in completed.stderr
     assert "SECRETPW" not in completed.output
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.django_db
+def test_a_clean_database_exits_0_from_the_command_line(manage, test_database_url):
+    completed = manage("check_consistency", CALORIA_ENV="test", DATABASE_URL=test_database_url)
+
+    assert completed.returncode == 0, completed.output
+    assert "check_consistency: no findings" in completed.stdout

@@ -5,7 +5,6 @@ connection outside it.
 """
 
 import pytest
-from django.core.management import call_command
 from django.db import connection, connections
 
 from dbops.checks import check_databases, database_problems
@@ -63,11 +62,19 @@ def test_the_check_does_nothing_when_django_asks_without_databases():
     assert check_databases(databases=None) == []
 
 
-@pytest.mark.django_db
-def test_check_database_default_runs_the_database_check(capsys):
-    call_command("check", "--database", "default")
+def test_check_database_default_runs_the_registered_check_and_plain_check_does_not(
+    manage, tmp_path
+):
+    development = {"CALORIA_ENV": "development", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3"}
 
-    assert "no issues" in capsys.readouterr().out
+    with_database = manage("check", "--database", "default", **development)
+    without = manage("check", **development)
+
+    assert with_database.returncode == 0, with_database.output
+    assert "dbops.W001" in with_database.stderr
+    assert without.returncode == 0, without.output
+    assert "dbops.W001" not in without.output
+    assert "System check identified no issues" in without.stdout
 
 
 def test_check_and_migrate_fail_with_e001_when_the_database_is_down(

@@ -501,8 +501,8 @@ def recreate_without_constraints(path, table):
                 "PRAGMA foreign_keys = OFF",
                 "UPDATE caloria_foodentry SET user_id = 999 WHERE id = 2",
             ],
-            "caloria_foodentry.user_id: 1 value(s) point at missing rows of caloria_user: "
-            "pk 2: 999",
+            "caloria_foodentry.user_id: 1 row(s) point at missing rows of caloria_user: "
+            "pk 2: user_id=999",
         ),
     ],
 )

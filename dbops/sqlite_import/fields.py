@@ -414,11 +414,3 @@ def rule_for(field: models.Field) -> Rule:
     if kind in RULES:
         return RULES[kind]
     raise UnsupportedField(f"{field.model._meta.label}.{field.name}: {kind} is not supported")
-
-
-def shorten(value: object, limit: int = 40) -> str:
-    """A value as it may appear in a report: short, and undecodable bytes shown safely."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "backslashreplace")
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 
+from dbops.database import migration_state, sqlite_dangling_rows
 from dbops.sqlite_import import source
 from dbops.sqlite_import.mapping import (
     Mapping,
@@ -105,17 +105,17 @@ class Preflight:
                 f"import_sqlite writes to PostgreSQL only"
             ]
         try:
-            executor = MigrationExecutor(self.connection)
+            migrations = migration_state(self.connection)
         except Exception as exc:  # noqa: BLE001 - unreachable, or no permission
             return [
                 f"target database '{self.options.database}' is unreachable ({type(exc).__name__})"
             ]
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-        if plan:
-            names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:5])
+        if migrations.unapplied:
+            names = ", ".join(f"{app}.{name}" for app, name in migrations.unapplied[:5])
             problems.append(
-                f"target database is not fully migrated ({len(plan)} unapplied: {names}); "
-                f"run 'manage.py migrate --database {self.options.database}' first"
+                f"target database is not fully migrated ({len(migrations.unapplied)} "
+                f"unapplied: {names}); run 'manage.py migrate --database "
+                f"{self.options.database}' first"
             )
             return problems
         non_empty = [
@@ -203,25 +203,9 @@ class Preflight:
                         f"{plan.table}.{column} refers to {target_table}, which is excluded; "
                         f"exclude {plan.label} too, or import both"
                     )
-            rows = connection.execute(f'PRAGMA foreign_key_check("{plan.source_table}")').fetchall()
-            if not rows:
-                continue
-            dangling = ValueProblems()
-            for _, rowid, parent, fk_index in rows:
-                pk, column, value = self.describe_dangling(connection, plan, rowid, fk_index)
-                reason = f"point at missing rows of {source.as_text(parent)}"
-                dangling.add(plan.source_table, pk, column, value, reason)
-            problems += dangling.lines()
-        return problems
-
-    def describe_dangling(self, connection, plan, rowid, fk_index):
-        fk_rows = connection.execute(f'PRAGMA foreign_key_list("{plan.source_table}")').fetchall()
-        column = next((source.as_text(r[3]) for r in fk_rows if r[0] == fk_index), "?")
-        row = connection.execute(
-            f'SELECT {plan.source_pk}, "{column}" FROM "{plan.source_table}" WHERE rowid = ?',
-            (rowid,),
-        ).fetchone()
-        return (row[0], column, row[1]) if row else (rowid, column, None)
+        tables = [plan.source_table for plan in self.plans]
+        dangling = sqlite_dangling_rows(connection.cursor(), "?", tables)
+        return problems + [rows.detail for rows in dangling]
 
     def check_unique_values(self, connection: sqlite3.Connection) -> list[str]:
         problems = []

@@ -12,8 +12,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbops.envinfo import shorten
 from dbops.sqlite_import import source
-from dbops.sqlite_import.fields import NUL_IN_TEXT, Check, shorten
+from dbops.sqlite_import.fields import NUL_IN_TEXT, Check
 from dbops.sqlite_import.plan import Column, TableCheck, TablePlan
 from dbops.sqlite_import.results import NullProgress
 from dbops.sqlite_import.workers import Workers

@@ -15,7 +15,6 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from caloria.models import FoodEntry, Meal, User, WeightEntry
-from dbops.commands import UsageErrorExitsOne
 
 DEMO_PREFIX = "demo"
 DEMO_END = date(2026, 11, 1)
@@ -40,7 +39,7 @@ FOODS = [
 ]
 
 
-class Command(UsageErrorExitsOne, BaseCommand):
+class Command(BaseCommand):
     help = (
         "Create deterministic demo users with food and weight entries (development and test "
         "only), plus a development superuser whose credentials are printed."

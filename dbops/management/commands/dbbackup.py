@@ -20,12 +20,12 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from dbops import backup_files, backups, runs
-from dbops.commands import UsageErrorExitsOne
+from dbops.commands import add_database_argument
 from dbops.database import safe_error
 from dbops.models import BackupRecord
 
 
-class Command(UsageErrorExitsOne, DbbackupCommand):
+class Command(DbbackupCommand):
     help = (
         "Back up the database (gzipped) and record the run as a BackupRecord. --clean keeps "
         "every backup younger than DBOPS_BACKUP_KEEP_DAYS, never fewer than "
@@ -34,8 +34,17 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
         "counts. Exit 1 on any failure."
     )
 
+    # One database per run (each run is one record): --database is an alias argparse checks,
+    # not dbbackup's comma-separated list, so that a wrong one is a bad command line (exit 2).
+    option_list = tuple(
+        (flags, kwargs)
+        for flags, kwargs in DbbackupCommand.option_list
+        if "--database" not in flags
+    )
+
     def add_arguments(self, parser):
         super().add_arguments(parser)
+        add_database_argument(parser, "Database alias to back up (default: default).", "-d")
         parser.add_argument(
             "--verify",
             action="store_true",
@@ -43,7 +52,7 @@ class Command(UsageErrorExitsOne, DbbackupCommand):
         )
 
     def handle(self, **options):
-        alias = (options.get("database") or "default").split(",")[0].strip()
+        alias = options["database"]
         verify, clean = options.pop("verify", False), options.get("clean")
         options.update(compress=True, clean=False, database=alias)
         self.record = self.start_record(alias)

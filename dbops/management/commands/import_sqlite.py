@@ -7,7 +7,6 @@ records every real run as an ImportRun in the target (after the rollback, for a 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,14 +18,19 @@ from django.db import DatabaseError, OperationalError, connections
 from django.utils import timezone
 
 from dbops import runs
-from dbops.commands import UsageErrorExitsOne
+from dbops.commands import (
+    add_database_argument,
+    add_json_argument,
+    report_on_stdout,
+    write_json_report,
+)
 from dbops.database import safe_error
 from dbops.models import ImportRun
 from dbops.sqlite_import import ImportFailed, ImportOptions, Interrupted, SqliteImport, source
 from dbops.sqlite_import.report import Progress, summary_lines
 
 
-class Command(UsageErrorExitsOne, BaseCommand):
+class Command(BaseCommand):
     help = (
         "Copy a SQLite database of this project into the configured PostgreSQL database in "
         "one transaction: snapshot, preflight (every problem listed, nothing written), COPY, "
@@ -36,12 +40,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="The SQLite database file to import.")
-        parser.add_argument(
-            "--database",
-            default="default",
-            choices=tuple(connections),
-            help="Target database alias (default: default).",
-        )
+        add_database_argument(parser, "Target database alias (default: default).")
         parser.add_argument(
             "--dry-run",
             action="store_true",
@@ -87,7 +86,12 @@ class Command(UsageErrorExitsOne, BaseCommand):
             help="With --dry-run, keep the snapshot in DBOPS_BACKUP_DIR/imports/ (a dry run "
             "removes it when it ends; a real import always keeps it).",
         )
-        parser.add_argument("--json", type=Path, metavar="FILE", help="Write a JSON report.")
+        add_json_argument(
+            parser,
+            '"status", "source", "snapshot", "snapshot_sha256", "database", "seconds", '
+            '"tables", "mapping", "skipped_tables", "total_rows", "problems"',
+            "Give FILE after PATH, or as --json=FILE.",
+        )
         parser.add_argument(
             "--noinput",
             "--no-input",
@@ -96,9 +100,11 @@ class Command(UsageErrorExitsOne, BaseCommand):
             help="Do not ask for confirmation (needed with --truncate when not on a terminal).",
         )
 
-    def handle(self, *args, path, database, dry_run, truncate, exclude, json, interactive,
-               verbosity, mapping, source_timezone, integrity_check, keep_snapshot,
-               **options):  # fmt: skip
+    def handle(self, *args, path, database, dry_run, truncate, exclude, json_report,
+               interactive, verbosity, mapping, source_timezone, integrity_check,
+               keep_snapshot, **options):  # fmt: skip
+        if report_on_stdout(json_report):
+            verbosity = 0
         import_options = ImportOptions(
             source_path=path.expanduser().resolve(),
             database=database,
@@ -111,27 +117,30 @@ class Command(UsageErrorExitsOne, BaseCommand):
             integrity_check=integrity_check,
             keep_snapshot=keep_snapshot,
         )
-        if truncate and not dry_run:
-            self.confirm_truncate(database, interactive)
         progress = Progress(self.stdout, verbosity, is_terminal=self.stdout.isatty())
         importer = SqliteImport(import_options, progress)
+        if truncate and not dry_run:
+            refusal = self.truncate_refusal(database, interactive)
+            if refusal:
+                self.write_json(json_report, importer, "failed", 0.0, [refusal])
+                raise CommandError(refusal, returncode=1)
         record = None if dry_run else self.start_record(import_options)
         started = time.monotonic()
         try:
             results = importer.run()
         except ImportFailed as exc:
-            self.fail(importer, record, json, started, exc.summary, exc.problems)
+            self.fail(importer, record, json_report, started, exc.summary, exc.problems)
         except (KeyboardInterrupt, Interrupted) as exc:
             reason = f"interrupted ({exc or 'Ctrl-C'}); nothing was committed"
-            self.fail(importer, record, json, started, reason, [])
+            self.fail(importer, record, json_report, started, reason, [])
         except DatabaseError as exc:
-            self.fail(importer, record, json, started, database_failure(exc, database), [])
+            self.fail(importer, record, json_report, started, database_failure(exc, database), [])
         except Exception as exc:  # noqa: BLE001 - recorded, then shown with --traceback
             reason = (
                 f"unexpected error ({type(exc).__name__}: {safe_error(exc, database, 300)}); "
                 f"nothing was committed"
             )
-            self.fail(importer, record, json, started, reason, [])
+            self.fail(importer, record, json_report, started, reason, [])
         seconds = time.monotonic() - started
         if verbosity >= 1:
             for line in summary_lines(results, seconds):
@@ -151,25 +160,31 @@ class Command(UsageErrorExitsOne, BaseCommand):
         self.finish_record(record, importer, ImportRun.Status.SUCCEEDED, seconds, "")
         # Content type ids may have changed under Django's cache.
         ContentType.objects.clear_cache()
-        self.write_json(json, importer, "dry-run passed" if dry_run else "succeeded", seconds, [])
+        self.write_json(
+            json_report, importer, "dry-run passed" if dry_run else "succeeded", seconds, []
+        )
 
     # -- confirmation
 
-    def confirm_truncate(self, database: str, interactive: bool) -> None:
+    def truncate_refusal(self, database: str, interactive: bool) -> str | None:
+        """Why `--truncate` may not go ahead, or None once confirmed. The question goes to
+        stderr: stdout may belong to the JSON report."""
         if not interactive:
-            return
+            return None
         if not sys.stdin.isatty():
-            raise CommandError(
+            return (
                 "--truncate deletes the rows in the target tables; pass --noinput to confirm "
-                "when not running on a terminal.",
-                returncode=1,
+                "when not running on a terminal."
             )
-        answer = input(
+        self.stderr.write(
             f"This deletes every row of the imported tables in database '{database}' before "
-            f"the import (all in one transaction). Type 'yes' to continue: "
+            f"the import (all in one transaction). Type 'yes' to continue: ",
+            ending="",
         )
-        if answer.strip().lower() != "yes":
-            raise CommandError("Import cancelled; nothing was changed.", returncode=1)
+        self.stderr.flush()
+        if input().strip().lower() != "yes":
+            return "Import cancelled; nothing was changed."
+        return None
 
     # -- failure
 
@@ -224,23 +239,23 @@ class Command(UsageErrorExitsOne, BaseCommand):
             )
 
     def write_json(self, json_path, importer, status, seconds, problems) -> None:
-        if json_path is None:
-            return
         snapshot = importer.snapshot
-        report = {
-            "status": status,
-            "source": str(importer.options.source_path),
-            "snapshot": str(snapshot.path) if snapshot and not snapshot.removed else None,
-            "snapshot_sha256": snapshot.sha256 if snapshot else None,
-            "database": importer.options.database,
-            "seconds": round(seconds, 3),
-            "tables": [result.as_dict() for result in importer.results.values()],
-            "mapping": importer.options.mapping,
-            "skipped_tables": importer.skipped,
-            "total_rows": sum(result.source_rows for result in importer.results.values()),
-            "problems": problems,
-        }
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        write_json_report(
+            self.stdout,
+            json_path,
+            ok=status != "failed",
+            status=status,
+            source=str(importer.options.source_path),
+            snapshot=str(snapshot.path) if snapshot and not snapshot.removed else None,
+            snapshot_sha256=snapshot.sha256 if snapshot else None,
+            database=importer.options.database,
+            seconds=round(seconds, 3),
+            tables=[result.as_dict() for result in importer.results.values()],
+            mapping=importer.options.mapping,
+            skipped_tables=importer.skipped,
+            total_rows=sum(result.source_rows for result in importer.results.values()),
+            problems=problems,
+        )
 
 
 def database_failure(exc: DatabaseError, alias: str) -> str:

@@ -11,7 +11,6 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from dbops.commands import UsageErrorExitsOne
 from dbops.database import probe_connection
 
 if "django.contrib.staticfiles" in settings.INSTALLED_APPS:
@@ -22,7 +21,7 @@ else:  # pragma: no cover - Caloria installs staticfiles
     from django.core.management.commands.runserver import Command as BaseRunserverCommand
 
 
-class Command(UsageErrorExitsOne, BaseRunserverCommand):
+class Command(BaseRunserverCommand):
     def handle(self, *args, **options):
         # With the autoreloader the command runs twice: in the watching parent and in the
         # serving child (RUN_MAIN=true). The parent speaks and refuses; the child just serves.

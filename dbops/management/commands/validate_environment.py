@@ -9,7 +9,6 @@ prints a secret.
 
 from __future__ import annotations
 
-import json
 import shutil
 import stat
 import tempfile
@@ -19,13 +18,18 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
-from django.db.migrations.executor import MigrationExecutor
 
 from dbops.backup_files import loose_permissions
-from dbops.commands import UsageErrorExitsOne
+from dbops.commands import (
+    add_database_argument,
+    add_json_argument,
+    report_on_stdout,
+    write_json_report,
+)
 from dbops.database import (
     DatabaseProbe,
     client_major_version,
+    migration_state,
     probe_connection,
     safe_error,
 )
@@ -50,7 +54,7 @@ class Result:
     hint: str = ""
 
 
-class Command(UsageErrorExitsOne, BaseCommand):
+class Command(BaseCommand):
     help = (
         "Check the configuration and the database one step at a time: .env file, variables, "
         "DATABASE_URL, connection, server version, engine, migrations, pg_dump, pg_restore, "
@@ -60,24 +64,26 @@ class Command(UsageErrorExitsOne, BaseCommand):
     requires_system_checks = []
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--database",
-            default="default",
-            choices=tuple(connections),
-            help="Database alias to check (default: default).",
-        )
-        parser.add_argument("--json", action="store_true", help="Print a JSON report instead.")
+        add_database_argument(parser, "Database alias to check (default: default).")
+        add_json_argument(parser, '"checks": [{"name", "status", "detail", "hint"}, ...]')
         parser.add_argument(
             "--strict", action="store_true", help="Treat warnings as failures (exit 1)."
         )
 
-    def handle(self, *args, database, json: bool, strict: bool, **options):
+    def handle(self, *args, database, json_report, strict: bool, **options):
         results = self.run_checks(database)
         failed = [r for r in results if r.status == FAILED or (strict and r.status == WARNING)]
-        if json:
-            self.write_json(results, ok=not failed)
-        else:
+        if not report_on_stdout(json_report):
             self.write_lines(results)
+        write_json_report(
+            self.stdout,
+            json_report,
+            ok=not failed,
+            environment=settings.CALORIA_ENV,
+            env_file=str(settings.CALORIA_ENV_FILE),
+            env_file_exists=settings.CALORIA_ENV_FILE_EXISTS,
+            checks=[asdict(r) for r in results],
+        )
         if failed:
             raise CommandError(
                 f"{len(failed)} of {len(results)} checks failed: "
@@ -242,8 +248,7 @@ class Command(UsageErrorExitsOne, BaseCommand):
 
     def check_migrations(self, connection) -> Result:
         try:
-            executor = MigrationExecutor(connection)
-            plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+            state = migration_state(connection)
         except DatabaseError as exc:
             # A role that may connect but not read django_migrations (wrong user in the URL,
             # grants not yet given) must get a line, not a traceback.
@@ -255,15 +260,12 @@ class Command(UsageErrorExitsOne, BaseCommand):
                 hint=f"Grant {user} SELECT on django_migrations (and the application's "
                 "tables), or set DATABASE_URL to the role that owns them.",
             )
-        if not plan:
-            applied = len(executor.loader.applied_migrations)
-            return Result("migrations", PASSED, f"all applied ({applied})")
-        names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan[:5])
-        more = f" and {len(plan) - 5} more" if len(plan) > 5 else ""
+        if not state.unapplied:
+            return Result("migrations", PASSED, f"all applied ({state.applied})")
         return Result(
             "migrations",
             FAILED,
-            f"{len(plan)} not applied: {names}{more}",
+            f"{len(state.unapplied)} not applied: {state.shown()}",
             hint=f"Run 'manage.py migrate --database {connection.alias}'.",
         )
 
@@ -360,16 +362,6 @@ class Command(UsageErrorExitsOne, BaseCommand):
             f"{len(results)} checks: {counts[PASSED]} passed, {counts[FAILED]} failed, "
             f"{counts[WARNING]} warnings, {counts[SKIPPED]} skipped"
         )
-
-    def write_json(self, results: list[Result], ok: bool) -> None:
-        report = {
-            "ok": ok,
-            "environment": settings.CALORIA_ENV,
-            "env_file": str(settings.CALORIA_ENV_FILE),
-            "env_file_exists": settings.CALORIA_ENV_FILE_EXISTS,
-            "checks": [asdict(r) for r in results],
-        }
-        self.stdout.write(json.dumps(report, indent=2))
 
 
 def _writable(directory: Path) -> bool:

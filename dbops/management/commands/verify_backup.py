@@ -9,11 +9,10 @@ record. Exit 1 on any mismatch or restore error.
 from django.core.management.base import BaseCommand, CommandError
 
 from dbops import backups
-from dbops.commands import UsageErrorExitsOne
 from dbops.models import BackupRecord
 
 
-class Command(UsageErrorExitsOne, BaseCommand):
+class Command(BaseCommand):
     help = (
         "Restore a recorded backup into a scratch database and compare its sha256 and row "
         "counts with the record. Exit 1 on any mismatch or restore error."
@@ -21,14 +20,14 @@ class Command(UsageErrorExitsOne, BaseCommand):
     requires_system_checks = []
 
     def add_arguments(self, parser):
-        parser.add_argument("name", nargs="?", help="The backup's file name.")
-        parser.add_argument(
+        # One of the two, as argparse enforces: a bad command line exits 2.
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("name", nargs="?", help="The backup's file name.")
+        which.add_argument(
             "--latest", action="store_true", help="Verify the newest successful backup."
         )
 
     def handle(self, *args, name, latest, verbosity, **options):
-        if bool(name) == bool(latest):
-            raise CommandError("Give a backup file name or --latest (one of them).", returncode=1)
         record = self.find_record(name)
         try:
             detail = backups.verify(record, notice=self.stderr.write)

@@ -226,9 +226,10 @@ def test_exclude_leaves_an_app_out_and_reports_it(filled_source):
 
 
 def test_exclude_of_an_unknown_label_is_an_error(filled_source):
-    output = failed_import(filled_source, "--exclude", "nosuchapp")
+    output = failed_import(filled_source, "--exclude", "nosuchapp", "--exclude", "caloria.Nope")
 
-    assert "--exclude nosuchapp: no installed app with that label" in output
+    assert "--exclude nosuchapp: No installed app with label 'nosuchapp'." in output
+    assert "--exclude caloria.Nope: Unknown model: caloria.Nope" in output
 
 
 def test_excluding_a_table_that_others_refer_to_is_refused(filled_source):

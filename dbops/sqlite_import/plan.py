@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from django.apps import apps
+from django.core.management import CommandError
+from django.core.management.utils import parse_apps_and_model_labels
 from django.db import models
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 
@@ -193,23 +195,22 @@ def importable_models() -> list[type[models.Model]]:
 
 
 def parse_excludes(excludes: list[str]) -> tuple[set[str], set[str]]:
-    """Split `--exclude` values into app labels and model labels (lower case), checking each."""
-    app_labels, model_labels = set(), set()
-    known_models = {model._meta.label_lower for model in importable_models()}
+    """Split `--exclude` values into app labels and model labels (lower case), as Django's
+    dumpdata reads its own, checking every one before saying what is wrong."""
+    app_labels, model_labels, problems = set(), set(), []
     for value in excludes:
-        if "." in value:
-            if value.lower() not in known_models:
-                raise PlanError(
-                    f"--exclude {value}: no such model (expected APP_LABEL.Model, e.g. "
-                    f"sessions.Session)"
-                )
-            model_labels.add(value.lower())
-        else:
-            try:
-                apps.get_app_config(value)
-            except LookupError:
-                raise PlanError(f"--exclude {value}: no installed app with that label") from None
-            app_labels.add(value)
+        try:
+            models_named, apps_named = parse_apps_and_model_labels([value])
+        except CommandError as exc:
+            problems.append(
+                f"--exclude {value}: {exc} (expected APP_LABEL or APP_LABEL.Model, e.g. "
+                f"sessions or sessions.Session)"
+            )
+            continue
+        app_labels |= {app_config.label for app_config in apps_named}
+        model_labels |= {model._meta.label_lower for model in models_named}
+    if problems:
+        raise PlanError("; ".join(problems))
     return app_labels, model_labels
 
 

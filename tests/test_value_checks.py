@@ -293,15 +293,3 @@ def test_a_check_constraint_names_the_columns_it_reads_or_shows_the_whole_row():
     checks = {check.name: check.columns for check in plan.check_constraints(Checked)}
 
     assert checks == {"by_attname": ("owner_id",), "expression": ("id", "owner_id", "amount")}
-
-
-def test_snapshot_connections_run_the_functions_djangos_check_constraints_may_call(tmp_path):
-    path = tmp_path / "snapshot.sqlite3"
-    sqlite3.connect(path).close()
-    connection = source.open_snapshot(source.Snapshot(path, path, 0))
-
-    row = connection.execute(
-        "SELECT 'abc' REGEXP 'b+c$', django_date_extract('year', '2024-05-06')"
-    )
-
-    assert row.fetchone() == (1, 2024)

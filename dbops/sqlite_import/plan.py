@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 
 from django.apps import apps
 from django.core.management import CommandError
 from django.core.management.utils import parse_apps_and_model_labels
 from django.db import models
-from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 
+from dbops.sqlite_import.django_internals import check_sql
 from dbops.sqlite_import.fields import NUL_IN_TEXT, NULL, Check, Rule, rule_for
 
 ALWAYS_EXCLUDED_APPS = {"dbops"}
@@ -276,26 +275,9 @@ def check_constraints(model: type[models.Model]) -> list[TableCheck]:
         names = getattr(constraint.condition, "referenced_base_fields", set())
         fields = {meta.get_field(name) for name in names}
         columns = tuple(f.column for f in meta.local_concrete_fields if f in fields or not names)
-        condition = constraint._get_check_sql(model, sqlite_schema_editor())
+        condition = check_sql(constraint, model)
         checks.append(TableCheck(constraint.name, columns, condition))
     return checks
-
-
-@cache
-def sqlite_schema_editor():
-    """A schema editor of Django's SQLite backend that never connects (it only renders SQL)."""
-    settings = {
-        "NAME": ":memory:",
-        "ENGINE": "django.db.backends.sqlite3",
-        "OPTIONS": {},
-        "TIME_ZONE": None,
-        "CONN_MAX_AGE": 0,
-        "CONN_HEALTH_CHECKS": False,
-        "AUTOCOMMIT": True,
-        "ATOMIC_REQUESTS": False,
-    }
-    connection = SQLiteDatabaseWrapper(settings, alias="dbops_sqlite_checks")
-    return connection.SchemaEditorClass(connection, collect_sql=True)
 
 
 def unique_column_sets(model: type[models.Model]) -> list[tuple[str, ...]]:

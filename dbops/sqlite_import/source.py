@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
-from django.db.backends.sqlite3._functions import register as register_django_functions
-
 from dbops.files import file_sha256, sync_directory, sync_file
+from dbops.sqlite_import.django_internals import add_django_functions
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOCK_TIMEOUT_SECONDS = 5
@@ -234,7 +233,7 @@ def open_snapshot(snapshot: Snapshot) -> sqlite3.Connection:
     may call the functions it adds to its connections (REGEXP, django_date_extract, ...).
     """
     connection = open_read_only(snapshot.path)
-    register_django_functions(connection)
+    add_django_functions(connection)
     connection.text_factory = bytes
     return connection
 

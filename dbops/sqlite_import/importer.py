@@ -96,7 +96,6 @@ class SqliteImport:
                 self.plans, self.skipped = build_plan(self.options.excludes)
         except (PlanError, UnsupportedField, MappingError) as exc:
             raise ImportFailed(str(exc)) from None
-        source.stop_memory_statistics()
         self.progress.phase(f"Taking a snapshot of {self.options.source_path}")
         try:
             self.snapshot = source.take_snapshot(

@@ -7,14 +7,9 @@ SQLite, unlike a file copy), and the snapshot's sha256 identifies exactly what w
 
 from __future__ import annotations
 
-import _sqlite3
-import ctypes
 import os
-import platform
 import shutil
 import sqlite3
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,71 +57,6 @@ def check_source_file(path: Path) -> None:
 def open_read_only(path: Path) -> sqlite3.Connection:
     uri = f"file:{quote(str(path.resolve()))}?mode=ro"
     return sqlite3.connect(uri, uri=True, timeout=LOCK_TIMEOUT_SECONDS)
-
-
-SQLITE_CONFIG_MEMSTATUS = 9  # sqlite3_config(3)
-SQLITE_STATUS_MEMORY_USED = 0  # sqlite3_status(3)
-# Where a variadic C call through ctypes passes its integers as a plain call would.
-VARIADIC_SAFE_MACHINES = {"x86_64", "aarch64"}
-_memory_statistics_stopped = False
-
-
-def stop_memory_statistics() -> bool:
-    """Turn off SQLite's memory statistics in this process; True when this did it.
-
-    With them on (SQLite's default), every allocation takes a global mutex to be counted, and
-    Debian's SQLite, built without lookaside memory, allocates for nearly every value it
-    reads: they cost a quarter of the CPU of the snapshot's checksums and a sixth of the value
-    checks. Nothing here reads them; forked children inherit the setting.
-
-    Python's sqlite3 module offers no sqlite3_config(), which works only before SQLite
-    initialises, and importing the module initialises it. So SQLite is shut down, configured
-    and initialised again, but only when that is provably safe: a single thread, and no SQLite
-    memory in use, with the statistics shown to be on (a probe connection uses some). In any
-    other case SQLite is left as it was.
-    """
-    global _memory_statistics_stopped
-    if _memory_statistics_stopped:
-        return True  # and the statistics can no longer say whether a connection is open
-    library = python_sqlite_library()
-    if library is None or threading.active_count() != 1:
-        return False
-    off = ctypes.c_int(0)
-    if library.sqlite3_config(SQLITE_CONFIG_MEMSTATUS, off) != sqlite3.SQLITE_OK:
-        probe = sqlite3.connect(":memory:")
-        used_by_probe = sqlite_memory_used(library)
-        probe.close()
-        if used_by_probe <= 0 or sqlite_memory_used(library) != 0:
-            return False  # statistics off already, or a connection is open somewhere
-        if library.sqlite3_shutdown() != sqlite3.SQLITE_OK:
-            return False
-        configured = library.sqlite3_config(SQLITE_CONFIG_MEMSTATUS, off) == sqlite3.SQLITE_OK
-        if library.sqlite3_initialize() != sqlite3.SQLITE_OK or not configured:
-            return False
-    _memory_statistics_stopped = True
-    return True
-
-
-def python_sqlite_library() -> ctypes.CDLL | None:
-    """The SQLite library Python's sqlite3 module uses (looked up through its own extension
-    module, so a SQLite linked into it counts too), or None where it cannot be called safely."""
-    if sys.platform != "linux" or platform.machine() not in VARIADIC_SAFE_MACHINES:
-        return None
-    try:
-        library = ctypes.CDLL(_sqlite3.__file__)
-        version = library.sqlite3_libversion_number()
-    except (OSError, AttributeError):
-        return None
-    major, minor, patch = sqlite3.sqlite_version_info
-    return library if version == major * 1_000_000 + minor * 1000 + patch else None
-
-
-def sqlite_memory_used(library: ctypes.CDLL) -> int:
-    used, highest = ctypes.c_int64(), ctypes.c_int64()
-    status = library.sqlite3_status64(
-        SQLITE_STATUS_MEMORY_USED, ctypes.byref(used), ctypes.byref(highest), 0
-    )
-    return used.value if status == sqlite3.SQLITE_OK else -1
 
 
 def take_snapshot(source: Path, directory: Path) -> Snapshot:

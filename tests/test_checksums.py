@@ -2,13 +2,14 @@
 
 import hashlib
 import sqlite3
+from dataclasses import replace
 from io import BytesIO
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, models
 
-from dbops.sqlite_import import fields, source
+from dbops.sqlite_import import fields
 from dbops.sqlite_import import verify as checksums
 from dbops.sqlite_import.fields import RULES
 from dbops.sqlite_import.mapping import _utc_text_in
@@ -164,26 +165,29 @@ def snapshot_table(*names: str) -> tuple[sqlite3.Connection, RowLayout]:
     return sqlite, RowLayout.of("t", [column_for(field) for field in fields], "id")
 
 
-def row_by_row_checksum(sqlite, layout, monkeypatch) -> str:
-    with monkeypatch.context() as patch:
-        patch.setattr(source, "rowid_column", lambda connection, table: None)
-        return checksums.sqlite_table_checksum(sqlite, layout).digest
+def checksum_read_by_python(sqlite, layout) -> str:
+    """The checksum of the same rows in a table without a rowid of its own, which SQLite
+    cannot join by rowid: Python joins its rows."""
+    sqlite.execute("CREATE TABLE t_without_rowid (id INTEGER PRIMARY KEY, name TEXT) WITHOUT ROWID")
+    sqlite.execute("INSERT INTO t_without_rowid SELECT * FROM t")
+    copy = replace(layout, source_table="t_without_rowid")
+    return checksums.sqlite_table_checksum(sqlite, copy).digest
 
 
 NAMES = ["plain", "tab\there", "back\\slash", "line\nbreak", "unit\x1fseparator"]
 
 
-def test_rows_joined_by_sqlite_have_the_checksum_of_rows_read_one_by_one(monkeypatch):
+def test_rows_joined_by_sqlite_have_the_checksum_of_rows_joined_by_python(monkeypatch):
     monkeypatch.setattr(checksums, "FETCH_SIZE", 2)  # three chunks
     sqlite, layout = snapshot_table(*NAMES)
 
     joined = checksums.sqlite_table_checksum(sqlite, layout)
 
     assert joined.rows == len(NAMES)
-    assert joined.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
+    assert joined.digest == checksum_read_by_python(sqlite, layout)
 
 
-def test_a_value_holding_the_row_joiner_makes_the_table_start_over_row_by_row(monkeypatch):
+def test_a_chunk_whose_value_holds_the_row_joiner_is_digested_value_by_value(monkeypatch):
     monkeypatch.setattr(checksums, "FETCH_SIZE", 2)
     sqlite, layout = snapshot_table(*NAMES, "nul\x00inside")
     clean, _ = snapshot_table(*NAMES, "nulinside")
@@ -191,7 +195,7 @@ def test_a_value_holding_the_row_joiner_makes_the_table_start_over_row_by_row(mo
     checksum = checksums.sqlite_table_checksum(sqlite, layout)
 
     assert checksum.rows == len(NAMES) + 1
-    assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
+    assert checksum.digest == checksum_read_by_python(sqlite, layout)
     assert checksum.digest != checksums.sqlite_table_checksum(clean, layout).digest
 
 
@@ -205,7 +209,7 @@ def test_a_null_where_the_table_allows_none_can_only_mismatch(monkeypatch):
     checksum = checksums.sqlite_table_checksum(sqlite, layout)
 
     assert checksum.rows == len(NAMES)
-    assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
+    assert checksum.digest == checksum_read_by_python(sqlite, layout)
     assert checksum.digest != checksums.sqlite_table_checksum(empty, layout).digest
 
 
@@ -218,7 +222,7 @@ MIXED_ROWS = [
 ]
 
 
-def mixed_table(rows) -> tuple[sqlite3.Connection, RowLayout]:
+def mixed_table(rows, storage: str = "") -> tuple[sqlite3.Connection, RowLayout]:
     """The same rows in a SQLite table (as Django stores them) and in a PostgreSQL table."""
     fields = {
         "id": models.IntegerField(primary_key=True),
@@ -235,7 +239,7 @@ def mixed_table(rows) -> tuple[sqlite3.Connection, RowLayout]:
     sqlite.text_factory = bytes
     sqlite.execute(
         "CREATE TABLE mixed (id INTEGER PRIMARY KEY, name varchar(50), note text, flag bool, "
-        "at datetime, amount decimal)"
+        f"at datetime, amount decimal){storage}"
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -254,17 +258,16 @@ def mixed_table(rows) -> tuple[sqlite3.Connection, RowLayout]:
     return sqlite, layout
 
 
-@pytest.mark.parametrize("joined_by", ["sqlite", "python"])
+@pytest.mark.parametrize("storage", ["", " WITHOUT ROWID"], ids=["rowid", "without rowid"])
 @pytest.mark.parametrize(
     "rows", [MIXED_ROWS, [*MIXED_ROWS, (5, "unit\x1fseparator", "\x1f", None, None, None)]]
 )
-def test_both_sides_give_a_table_of_mixed_values_the_same_checksum(rows, joined_by, monkeypatch):
+def test_both_sides_give_a_table_of_mixed_values_the_same_checksum(rows, storage, monkeypatch):
     # PostgreSQL writes the values with its output functions, a tab between them and its NULL;
-    # the snapshot side joins them by U+001F, and a value holding U+001F itself is escaped alone.
+    # the snapshot side joins them by U+001F (in SQLite by rowid, else in Python), and a chunk
+    # whose value holds U+001F itself is escaped value by value.
     monkeypatch.setattr(checksums, "FETCH_SIZE", 2)
-    sqlite, layout = mixed_table(rows)
-    if joined_by == "python":
-        monkeypatch.setattr(source, "rowid_column", lambda connection, table: None)
+    sqlite, layout = mixed_table(rows, storage)
 
     ours = checksums.sqlite_table_checksum(sqlite, layout)
     theirs = checksums.postgresql_table_checksum(connection, layout)
@@ -290,7 +293,7 @@ def test_a_null_row_cannot_be_made_up_for_by_a_value_holding_the_joiners(monkeyp
     checksum = checksums.sqlite_table_checksum(sqlite, layout)
 
     assert checksum.rows == 3
-    assert checksum.digest == row_by_row_checksum(sqlite, layout, monkeypatch)
+    assert checksum.digest == checksum_read_by_python(sqlite, layout)
 
 
 @pytest.mark.parametrize(

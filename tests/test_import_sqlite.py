@@ -123,10 +123,32 @@ def test_copy_lines_are_the_same_built_by_printf_or_by_concatenation(
     assert EveryField.objects.count() == len(import_data.EVERY_FIELD_ROWS)
 
 
-def test_tables_without_a_rowid_of_their_own_are_read_row_by_row(filled_source, monkeypatch):
-    # Chunks joined by SQLite follow the rowid; a table without one (WITHOUT ROWID, or a
-    # column called rowid) is copied and checksummed a row at a time, with the same result.
-    monkeypatch.setattr(source, "rowid_column", lambda connection, table: None)
+def recreate_without_rowid(path, table):
+    """Rebuild a table as WITHOUT ROWID (same columns, same key), as another tool might."""
+    with sqlite3.connect(path) as sqlite:
+        (sql,) = sqlite.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
+        ).fetchone()
+    sqlite.close()
+    rebuilt = sql.replace(" AUTOINCREMENT", "").replace(f'"{table}"', f'"{table}_new"', 1)
+    execute(
+        path,
+        "PRAGMA foreign_keys = OFF",
+        rebuilt + " WITHOUT ROWID",
+        f'INSERT INTO "{table}_new" SELECT * FROM "{table}"',
+        f'DROP TABLE "{table}"',
+        f'ALTER TABLE "{table}_new" RENAME TO "{table}"',
+    )
+    with sqlite3.connect(path) as sqlite, pytest.raises(sqlite3.OperationalError, match="rowid"):
+        sqlite.execute(f'SELECT rowid FROM "{table}"')
+    sqlite.close()
+
+
+def test_tables_without_a_rowid_of_their_own_are_copied_and_verified(filled_source):
+    # Chunks joined by SQLite follow the rowid; a table without one is copied and checksummed
+    # value by value, with the same result.
+    for table in ("caloria_foodentry", "fieldtypes_everyfield"):
+        recreate_without_rowid(filled_source, table)
 
     stdout, _ = import_sqlite(filled_source)
 

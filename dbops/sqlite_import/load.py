@@ -188,30 +188,47 @@ class Load:
         return self.connection.ops.quote_name(name)
 
 
-# Escape for COPY's text format, but only scan-and-replace the rare values that need it.
-COPY_ESCAPED = (
-    "CASE WHEN instr({c}, '\\') + instr({c}, char(9)) + instr({c}, char(10)) "
-    "+ instr({c}, char(13)) = 0 THEN {c} ELSE "
-    "replace(replace(replace(replace({c}, '\\', '\\\\'), char(9), '\\t'), char(10), '\\n'), "
-    "char(13), '\\r') END"
-)
-
 # The fast COPY text: SQLite joins values and rows by bytes that preflight keeps out of the
 # values, and Python escapes a whole chunk before it turns them into COPY's own.
 VALUE_JOINER, NULL_MARK, ROW_JOINER = b"\x1f", b"\x1e", b"\x00"
 # What COPY's text format needs escaped in a value, the backslash first.
 COPY_IN_ESCAPES = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"))
+NULL_BYTES = NULL.encode()
 
 
-def copy_line_sql(plan: TablePlan, escaped: bool = False) -> str:
-    """SQLite expression of a row's COPY text.
+def copy_chunks(connection: sqlite3.Connection, plan: TablePlan) -> Iterator[tuple[bytes, int]]:
+    """A table's COPY text, COPY_CHUNK_ROWS lines at a time, each with its number of lines.
 
-    By default the values unescaped, joined by VALUE_JOINER, NULL as NULL_MARK (copy_text
-    escapes and converts a chunk of such rows at once: escaping each text value in SQL was a
-    third of the cost of the lines). With `escaped`, the line as COPY reads it: escaped
-    values, tab-separated, NULL as \\N.
+    One way to build the lines: SQLite joins a chunk of rows (source.joined_chunks, keyed by
+    the table's rowid) and Python escapes the whole chunk at once (copy_text). A chunk whose
+    values hold the joining bytes, and every chunk of a table without a rowid of its own, is
+    read value by value and escaped the same way, a value at a time. The order of the lines
+    does not matter to COPY.
+    """
+    table, width = plan.source_table, len(plan.columns)
+    values = [column.copy_sql() for column in plan.columns]
+    rowid = source.rowid_column(connection, table)
+    if rowid is None:
+        for rows in source.rows_in_chunks(connection, table, values, COPY_CHUNK_ROWS):
+            yield escaped_lines(rows), len(rows)
+        return
+    nulls = " + ".join(f"({c.quoted} IS NULL)" for c in plan.columns if c.nullable) or "0"
+    chunks = source.joined_chunks(
+        connection, table, joined_line_sql(plan), rowid, COPY_CHUNK_ROWS, "char(0)", nulls
+    )
+    for chunk in chunks:
+        text = copy_text(chunk.text + ROW_JOINER, chunk.rows, chunk.summed, width)
+        if text is None:
+            text = escaped_lines(source.rows_of_chunk(connection, table, values, rowid, chunk))
+        yield text, chunk.rows
 
-    One printf builds the line in a single pass, where `a || char(9) || b ...` copies the
+
+def joined_line_sql(plan: TablePlan) -> str:
+    """SQLite expression of a row's COPY values, unescaped, joined by VALUE_JOINER, NULL as
+    NULL_MARK (copy_text escapes a chunk of such rows at once: escaping each text value in SQL
+    was a third of the cost of the lines).
+
+    One printf builds the line in a single pass, where `a || char(31) || b ...` copies the
     growing line at every step (20% of the copy's time on an 11-column table). Every part is
     text and never NULL (preflight rejects NUL characters, where printf would stop), so both
     give the same line; printf takes at most PRINTF_MAX_VALUES parts, so very wide tables
@@ -220,63 +237,41 @@ def copy_line_sql(plan: TablePlan, escaped: bool = False) -> str:
     parts = []
     for column in plan.columns:
         value = column.copy_sql()
-        if escaped:
-            parts.append(f"ifnull({COPY_ESCAPED.format(c=value)}, '{NULL}')")
-        elif column.nullable:
-            parts.append(f"ifnull({value}, char({NULL_MARK[0]}))")
-        else:
-            parts.append(value)
-    separator = 9 if escaped else VALUE_JOINER[0]
+        parts.append(f"ifnull({value}, char({NULL_MARK[0]}))" if column.nullable else value)
+    separator = VALUE_JOINER[0]
     if len(parts) >= PRINTF_MAX_VALUES:
         return f" || char({separator}) || ".join(parts)
     return f"printf('{chr(separator).join(['%s'] * len(parts))}', {', '.join(parts)})"
 
 
+def copy_escaped(text: bytes) -> bytes:
+    """Text as COPY's text format reads it (only the rare values that need it are copied)."""
+    for character, escape in COPY_IN_ESCAPES:
+        if character in text:
+            text = text.replace(character, escape)
+    return text
+
+
 def copy_text(joined: bytes, rows: int, nulls: int, width: int) -> bytes | None:
-    """COPY text of `rows` rows of copy_line_sql's unescaped values, each row ended by
-    ROW_JOINER, holding `nulls` NULLs; None when a value holds one of the joining bytes, so
-    the rows must be read as escaped lines instead."""
+    """COPY text of `rows` rows of joined_line_sql's values, each row ended by ROW_JOINER,
+    holding `nulls` NULLs; None when a value holds one of the joining bytes, so the rows must
+    be escaped value by value instead (escaped_lines)."""
     if (
         joined.count(ROW_JOINER) != rows
         or joined.count(VALUE_JOINER) != rows * (width - 1)
         or joined.count(NULL_MARK) != nulls
     ):
         return None
-    for character, escape in COPY_IN_ESCAPES:
-        if character in joined:
-            joined = joined.replace(character, escape)
+    joined = copy_escaped(joined)
     return joined.replace(VALUE_JOINER, b"\t").replace(NULL_MARK, b"\\N").replace(ROW_JOINER, b"\n")
 
 
-def copy_chunks(connection: sqlite3.Connection, plan: TablePlan) -> Iterator[tuple[bytes, int]]:
-    """A table's COPY text, COPY_CHUNK_ROWS lines at a time, each with its number of lines.
-
-    SQLite joins the rows (source.joined_chunks) and Python escapes them (copy_text), unless
-    the table has no rowid of its own, or a chunk's values hold the bytes that join them:
-    then SQLite writes each escaped line. Their order does not matter to COPY.
-    """
-    table, width = plan.source_table, len(plan.columns)
-    escaped = copy_line_sql(plan, escaped=True)
-    rowid = source.rowid_column(connection, table)
-    if rowid is None:
-        cursor = connection.execute(f'SELECT {escaped} FROM "{table}" NOT INDEXED')
-        while rows := cursor.fetchmany(COPY_CHUNK_ROWS):
-            yield b"\n".join([row[0] for row in rows]) + b"\n", len(rows)
-        return
-    nulls = " + ".join(f"({c.quoted} IS NULL)" for c in plan.columns if c.nullable) or "0"
-    chunks = source.joined_chunks(
-        connection, table, copy_line_sql(plan), rowid, COPY_CHUNK_ROWS, "char(0)", nulls
+def escaped_lines(rows: list[tuple]) -> bytes:
+    """COPY text of rows of separate values (bytes, or None for NULL)."""
+    return b"".join(
+        b"\t".join([NULL_BYTES if value is None else copy_escaped(value) for value in row]) + b"\n"
+        for row in rows
     )
-    for chunk in chunks:
-        text = copy_text(chunk.text + ROW_JOINER, chunk.rows, chunk.summed, width)
-        if text is None:
-            after = "1" if chunk.after is None else f"{rowid} > {chunk.after}"
-            lines = connection.execute(
-                f'SELECT {escaped} FROM "{table}" WHERE {after} AND {rowid} <= ?',
-                (chunk.last,),
-            ).fetchall()
-            text = b"\n".join([line for (line,) in lines]) + b"\n"
-        yield text, chunk.rows
 
 
 class CopyStream:

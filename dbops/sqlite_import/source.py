@@ -274,6 +274,54 @@ def joined_chunks(
         rows, last, text, total, nulls = connection.execute(following, (last,)).fetchone()
 
 
+def rows_in_chunks(
+    connection: sqlite3.Connection,
+    table: str,
+    expressions: list[str],
+    rows_per_chunk: int,
+    order_by: str | None = None,
+) -> Iterator[list[tuple]]:
+    """The values of `expressions` for every row, `rows_per_chunk` rows at a time (in the
+    order of `order_by`, or as stored): for tables that joined_chunks cannot read."""
+    # A plain scan reads the table itself, never through an index (see integrity_problems).
+    read = f" ORDER BY {order_by}" if order_by else " NOT INDEXED"
+    cursor = connection.execute(f'SELECT {", ".join(expressions)} FROM "{table}"{read}')
+    while rows := cursor.fetchmany(rows_per_chunk):
+        yield rows
+
+
+def rows_of_chunk(
+    connection: sqlite3.Connection,
+    table: str,
+    expressions: list[str],
+    key: str,
+    chunk: JoinedChunk,
+) -> list[tuple]:
+    """The rows of a joined chunk again, each value on its own (for values that hold the
+    bytes that joined them), in the order of `key`, the rowid the chunk was read by."""
+    return rows_in_range(connection, table, expressions, key, chunk.after, chunk.last)
+
+
+def rows_in_range(
+    connection: sqlite3.Connection,
+    table: str,
+    expressions: list[str],
+    key: str,
+    low,
+    high,
+    low_included: bool = False,
+) -> list[tuple]:
+    """The rows whose unique `key` is past `low` (or at it, with `low_included`; None: from
+    the first) and up to `high`, in key order."""
+    parameters = [] if low is None else [low]
+    after = "1" if low is None else f"{key} {'>=' if low_included else '>'} ?"
+    return connection.execute(
+        f'SELECT {", ".join(expressions)} FROM "{table}" WHERE {after} AND {key} <= ? '
+        f"ORDER BY {key}",
+        (*parameters, high),
+    ).fetchall()
+
+
 def schema(connection: sqlite3.Connection) -> dict[str, list[str]]:
     """Each table (SQLite's own excepted) with its column names."""
     return {

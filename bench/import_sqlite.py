@@ -36,7 +36,8 @@ The source is generated through this project's migrations, then filled with the 
 the food entries (users and weights unchanged) to show whether peak memory stays flat.
 
     .venv/bin/python bench/import_sqlite.py [--food-entries 1000000] [--users 20000]
-        [--weights 200000] [--rounds 3] [--scale-check] [--baseline TREE] [--markdown FILE]
+        [--weights 200000] [--rounds 3] [--scale-check] [--baseline TREE] [--no-dumpdata]
+        [--markdown FILE]
 
 Temporary files and the `bench_import_*` databases are removed at the end, also on failure.
 """
@@ -1037,6 +1038,11 @@ def parse_arguments() -> argparse.Namespace:
         help="also measure import_sqlite of this checkout of the project (e.g. `git worktree "
         "add /tmp/before HEAD~3`), interleaved with the others",
     )
+    parser.add_argument(
+        "--no-dumpdata",
+        action="store_true",
+        help="leave out (d), dumpdata + loaddata (minutes), for a quick comparison",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the Markdown report here")
     arguments = parser.parse_args()
     if arguments.baseline is not None:
@@ -1051,14 +1057,20 @@ def parse_arguments() -> argparse.Namespace:
 
 
 def measure_all(
-    workspace: Workspace, sizes: Sizes, scale_check: bool, rounds: int, baseline: Path | None
+    workspace: Workspace,
+    sizes: Sizes,
+    scale_check: bool,
+    rounds: int,
+    baseline: Path | None,
+    dumpdata: bool = True,
 ) -> tuple[Measurements, str]:
     source = workspace.dir / "source.sqlite3"
     tenth = workspace.dir / "tenth.sqlite3"
     tenth_sizes = sizes.divided(DUMPDATA_FRACTION)
     seconds = generate_source(workspace, source, sizes)
     print(f"source: {sizes.label()}, generated in {seconds:.1f} s", flush=True)
-    generate_source(workspace, tenth, tenth_sizes)
+    if dumpdata:
+        generate_source(workspace, tenth, tenth_sizes)
 
     # The three fast methods run in interleaved rounds, each on a settled server, so that
     # a slow moment of the machine does not fall on one method only; the median run counts.
@@ -1099,9 +1111,12 @@ def measure_all(
         path.unlink()
     shutil.rmtree(dump)
     ceiling, imported, pgloaded = median_of(ceilings), median_of(imports), median_of(pgloads)
-    workspace.settle()
-    print(f"(d) dumpdata + loaddata on 1/{DUMPDATA_FRACTION} ...", flush=True)
-    dumped, *steps = measure_dumpdata_loaddata(workspace, tenth, tenth_sizes.total)
+    if dumpdata:
+        workspace.settle()
+        print(f"(d) dumpdata + loaddata on 1/{DUMPDATA_FRACTION} ...", flush=True)
+        dumped, *steps = measure_dumpdata_loaddata(workspace, tenth, tenth_sizes.total)
+    else:
+        dumped, steps = not_measured("dumpdata + loaddata", sizes.total, "left out"), []
     measurements = Measurements(
         ceiling,
         imported,
@@ -1141,7 +1156,12 @@ def main() -> int:
     workspace = Workspace(DEFAULT_SERVER)
     try:
         measurements, generation = measure_all(
-            workspace, sizes, arguments.scale_check, arguments.rounds, arguments.baseline
+            workspace,
+            sizes,
+            arguments.scale_check,
+            arguments.rounds,
+            arguments.baseline,
+            not arguments.no_dumpdata,
         )
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)

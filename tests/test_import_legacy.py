@@ -329,15 +329,18 @@ PASSWORD = (
 )
 
 
-def test_duplicates_in_the_column_a_mapping_makes_the_key_are_a_preflight_problem(
-    legacy_source, tmp_path
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry run", "import"])
+def test_duplicates_in_the_column_a_mapping_makes_the_key_are_listed(
+    legacy_source, tmp_path, dry_run
 ):
     # A Django source's key is unique by its schema; a mapped one can come from any column.
     table = USER_TABLE.replace('id = "id"', 'id = "is_vip"') + PASSWORD
     mapping = write_mapping(tmp_path, table)
 
-    output = failed_import(legacy_source, "--mapping", str(mapping))
+    output = failed_import(
+        legacy_source, "--mapping", str(mapping), *(["--dry-run"] if dry_run else [])
+    )
 
-    assert "preflight found" in output
+    assert "problem(s); nothing was" in output
     assert "id: 1 value(s) duplicated, breaking a unique constraint: pk 1: 1" in output
     assert not User.objects.exists()

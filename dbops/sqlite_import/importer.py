@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import suppress
 
-from django.db import connections, transaction
+from django.db import DataError, IntegrityError, connections, transaction
 
 from dbops.sqlite_import import source, verify
 from dbops.sqlite_import.fields import UnsupportedField
@@ -28,6 +28,10 @@ from dbops.sqlite_import.plan import PlanError, TablePlan, build_plan
 from dbops.sqlite_import.preflight import Preflight
 from dbops.sqlite_import.results import ImportFailed, ImportOptions, NullProgress, TableResult
 from dbops.sqlite_import.workers import ChildFailed, ForkedRead, Workers, signals_raise_interrupted
+
+
+class VerificationFailed(ImportFailed):
+    """A table's count or checksum differs between the snapshot and the target."""
 
 
 class SqliteImport:
@@ -51,14 +55,15 @@ class SqliteImport:
         try:
             with signals_raise_interrupted() as self.received_signals:
                 self.prepare()
-                Preflight(
+                preflight = Preflight(
                     self.options, self.plans, self.mapping, self.sqlite, self.connection,
                     self.rows, self.workers, self.progress,
-                ).run()  # fmt: skip
+                )  # fmt: skip
+                preflight.run(complete=self.options.dry_run)
                 if self.options.dry_run:
                     self.seal_snapshot()
                 else:
-                    self.load_verify_commit()
+                    self.load_verify_commit(preflight)
         finally:
             try:
                 # A failed run is recorded with its snapshot's sha256 too; an interrupted one
@@ -145,7 +150,24 @@ class SqliteImport:
             f"nothing was committed"
         )
 
-    def load_verify_commit(self) -> None:
+    def load_verify_commit(self, preflight: Preflight) -> None:
+        """Load, verify and commit; a load PostgreSQL refused is explained by the problems
+        preflight left to it (see Preflight.run), every one of them, once rolled back."""
+        try:
+            self.load_and_verify()
+        except (IntegrityError, DataError, VerificationFailed) as refused:
+            problems = preflight.problems_postgresql_refuses()
+            if not problems:
+                raise
+            what = "verification" if isinstance(refused, VerificationFailed) else "PostgreSQL"
+            raise ImportFailed(
+                f"{what} refused the load; the snapshot has {len(problems)} problem(s); "
+                f"nothing was committed",
+                problems,
+            ) from None
+        self.progress.phase("Committing")
+
+    def load_and_verify(self) -> None:
         plans = self.plans
         with transaction.atomic(using=self.options.database):
             # The snapshot's own checksums, in a child from the start of the load: the copy
@@ -164,7 +186,6 @@ class SqliteImport:
             self.progress.phase("Verifying row counts and checksums")
             self.verify(source_checksums)
             self.seal_snapshot()  # the run's record names it
-        self.progress.phase("Committing")
 
     def verify(self, source_checksums: ForkedRead) -> None:
         """Compare each table's count and checksum, computed independently on both sides."""
@@ -192,7 +213,7 @@ class SqliteImport:
                 first = verify.first_difference(
                     self.sqlite, self.connection, verify.layout_of(plan)
                 )
-                raise ImportFailed(
+                raise VerificationFailed(
                     f"verification failed for {plan.table}: {checksum.rows} rows in the "
                     f"source, {target.rows} in the target, checksums "
                     f"{'match' if checksum.digest == target.digest else 'differ'}; "

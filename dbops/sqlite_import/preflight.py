@@ -47,12 +47,20 @@ class Preflight:
         self.sqlite, self.connection, self.rows = sqlite, connection, rows
         self.workers, self.progress = workers, progress
         self.values = ValueScan(plans, sqlite, rows, workers, progress)
+        self.flagged: set[str] = set()
 
-    def run(self) -> None:
-        """Raise ImportFailed with every problem found; return when there is none."""
-        # Child processes check integrity, keys and text encoding, and the values of the second
-        # half of every big table's rows, while this process checks the rest: preflight uses
-        # every core.
+    def run(self, complete: bool) -> None:
+        """Raise ImportFailed with every problem found; return when there is none.
+
+        With `complete` False (a real import), the problems PostgreSQL refuses by itself,
+        loudly (dangling foreign keys, duplicates against a unique constraint, text that is
+        not UTF-8 or holds a NUL), are looked for only when other problems were found, or
+        once the load was refused (problems_postgresql_refuses): a run on good data reads the
+        snapshot once less. A dry run looks for them every time.
+        """
+        # Child processes check integrity (and keys and text encoding), and the values of the
+        # second half of every big table's rows, while this process checks the rest:
+        # preflight uses every core.
         mode = self.options.integrity_check
         self.progress.phase(
             f"Checking the snapshot's integrity ({source.INTEGRITY_PRAGMAS[mode]}, "
@@ -72,16 +80,13 @@ class Preflight:
                 problems += self.check_migrations()
                 problems += self.check_tables_and_columns()
             if not problems:
-                self.progress.phase(
-                    "Checking foreign keys, unique values and text encoding (in the background)"
-                )
-                key_checks = self.workers.read(self.check_keys_and_encoding)
+                problems += self.check_excluded_references()
+                keys = self.start_key_and_encoding_checks() if complete else None
                 self.progress.phase("Checking every value against its target column")
-                flagged = self.values.tables_with_bad_values_in_halves()
-                key_problems, may_hold_nul = key_checks.result()
-                problems += (
-                    key_problems + self.values.value_problems(flagged | may_hold_nul).lines()
-                )
+                self.flagged = self.values.tables_with_bad_values_in_halves()
+                problems += self.values.value_problems(self.flagged).lines()
+                if keys is not None or problems:
+                    problems += self.problems_postgresql_refuses(keys)
         except sqlite3.DatabaseError:
             problems = ["the source could not be read while checking it"]
         damage = integrity.result()
@@ -95,6 +100,20 @@ class Preflight:
             raise ImportFailed(
                 f"preflight found {len(problems)} problem(s); nothing was written", problems
             )
+
+    def start_key_and_encoding_checks(self):
+        self.progress.phase(
+            "Checking foreign keys, unique values and text encoding (in the background)"
+        )
+        return self.workers.read(self.check_keys_and_encoding)
+
+    def problems_postgresql_refuses(self, keys=None) -> list[str]:
+        """Dangling foreign keys, duplicates, and text PostgreSQL cannot store (with the full
+        checks of the tables that may hold a NUL character), every one of them."""
+        keys = keys or self.start_key_and_encoding_checks()
+        key_problems, may_hold_nul = keys.result()
+        more = may_hold_nul - self.flagged  # the flagged tables were counted in full already
+        return key_problems + self.values.value_problems(more).lines()
 
     def check_target(self) -> list[str]:
         self.progress.phase("Checking the target database")
@@ -193,7 +212,9 @@ class Preflight:
         encoding_problems, may_hold_nul = self.values.check_text_encoding(connection)
         return problems + encoding_problems, may_hold_nul
 
-    def check_foreign_keys(self, connection: sqlite3.Connection) -> list[str]:
+    def check_excluded_references(self) -> list[str]:
+        """Foreign keys to a table left out: PostgreSQL would check them against whatever the
+        target holds there."""
         problems = []
         imported = {plan.table for plan in self.plans}
         for plan in self.plans:
@@ -203,9 +224,12 @@ class Preflight:
                         f"{plan.table}.{column} refers to {target_table}, which is excluded; "
                         f"exclude {plan.label} too, or import both"
                     )
+        return problems
+
+    def check_foreign_keys(self, connection: sqlite3.Connection) -> list[str]:
         tables = [plan.source_table for plan in self.plans]
         dangling = sqlite_dangling_rows(connection.cursor(), "?", tables)
-        return problems + [rows.detail for rows in dangling]
+        return [rows.detail for rows in dangling]
 
     def check_unique_values(self, connection: sqlite3.Connection) -> list[str]:
         problems = []

@@ -1,10 +1,12 @@
 """Move a SQLite database into PostgreSQL: the order of the phases, and nothing else.
 
-Every dbops command flows one way: snapshot the source (source.py), find *every* problem
-before writing anything (preflight.py), write it all in one transaction (load.py), prove each
-table arrived intact with checksums computed independently on both sides (verify.py), and only
-then commit. The snapshot is synced to disk and hashed by a child process while preflight
-runs, and its own checksums by another while the load runs (workers.py).
+Every dbops command flows one way: snapshot the source (source.py), find the problems before
+writing anything (preflight.py), write it all in one transaction (load.py), prove each table
+arrived intact with checksums computed independently on both sides (verify.py), and only then
+commit. What PostgreSQL refuses by itself, loudly, preflight leaves to the load on a real
+import, and lists once the load was refused: every problem is reported either way, and nothing
+is committed. The snapshot is synced to disk and hashed by a child process while preflight
+runs, and its own checksums computed by another while the load runs (workers.py).
 """
 
 from __future__ import annotations

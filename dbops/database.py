@@ -86,27 +86,21 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
     description = describe_database(connection.settings_dict)
     location = describe_location(connection.settings_dict)
     started = time.monotonic()
+    version = error_class = None
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
         version = server_version(connection)
     except Exception as exc:  # noqa: BLE001 - every failure means "unreachable"; the class says why
-        return DatabaseProbe(
-            alias=connection.alias,
-            vendor=connection.vendor,
-            description=description,
-            location=location,
-            reachable=False,
-            error_class=type(exc).__name__,
-            elapsed_ms=(time.monotonic() - started) * 1000,
-        )
+        error_class = type(exc).__name__
     return DatabaseProbe(
         alias=connection.alias,
         vendor=connection.vendor,
         description=description,
         location=location,
-        reachable=True,
+        reachable=error_class is None,
+        error_class=error_class,
         server_version=version,
         elapsed_ms=(time.monotonic() - started) * 1000,
     )

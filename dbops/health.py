@@ -51,6 +51,18 @@ def expected_migrations() -> set[tuple[str, str]]:
     return _expected_migrations
 
 
+def rows_of(alias: str, query: str, failure: str) -> list[tuple]:
+    """The rows of a query on the alias's persistent connection; any database error is a
+    failed check with a fixed message (never the driver's text, which names host and port)."""
+    try:
+        connection = prepare_connection(alias)
+        with connection.cursor() as cursor:
+            cursor.execute(query)
+            return cursor.fetchall()
+    except DatabaseError:
+        raise ServiceUnavailable(failure) from None
+
+
 @dataclasses.dataclass
 class DatabaseReachable(HealthCheck):
     """`SELECT 1` on the normal (persistent) connection."""
@@ -59,13 +71,7 @@ class DatabaseReachable(HealthCheck):
     timeout = DATABASE_TIMEOUT
 
     def run(self):
-        try:
-            connection = prepare_connection(self.alias)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
-        except DatabaseError:
-            raise ServiceUnavailable("database unreachable") from None
+        rows_of(self.alias, "SELECT 1", failure="database unreachable")
 
 
 @dataclasses.dataclass
@@ -94,13 +100,8 @@ class MigrationsApplied(HealthCheck):
     timeout = DATABASE_TIMEOUT
 
     def run(self):
-        try:
-            connection = prepare_connection(self.alias)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT app, name FROM django_migrations")
-                applied = set(cursor.fetchall())
-        except DatabaseError:
-            raise ServiceUnavailable("migration state unknown") from None
+        query = "SELECT app, name FROM django_migrations"
+        applied = set(rows_of(self.alias, query, failure="migration state unknown"))
         missing = expected_migrations() - applied
         if missing:
             raise ServiceUnavailable(f"{len(missing)} migration(s) not applied")

@@ -34,8 +34,13 @@ from dbops.database import (
     sqlite_dangling_rows,
 )
 from dbops.sqlite_import import source, verify
-from dbops.sqlite_import.fields import UnsupportedField
-from dbops.sqlite_import.plan import build_plan, table_models
+from dbops.sqlite_import.plan import (
+    PlanError,
+    build_plan,
+    is_excluded,
+    parse_excludes,
+    table_models,
+)
 
 # How long --fix waits for a transaction writing to a table whose sequence it repairs.
 FIX_LOCK_TIMEOUT_SECONDS = 10
@@ -95,17 +100,23 @@ def run_checks(
     *,
     fix: bool = False,
     against: SqliteDatabase | None = None,
+    excludes: list[str] | None = None,
     note: Note = ignore,
 ) -> tuple[list[Finding], list[Fixed]]:
     """Every check in order, each given what the ones before it learnt: tables of apps still
     waiting for migrations are not expected yet, and a table found incomplete is not
     checked further (its sequence or checksum would only repeat the finding)."""
+    try:
+        app_labels, model_labels = parse_excludes(excludes or [])
+    except PlanError as exc:
+        raise ConsistencyError(exc.summary) from None
     state = migration_state(connection)
     findings = check_migrations(connection, state, note)
     expected = [
         model
         for model in expected_models(connection.alias)
         if model._meta.app_label not in state.lagging_apps
+        and not is_excluded(model, app_labels, model_labels)
     ]
     schema_findings = check_tables_and_columns(connection, expected, note)
     findings += schema_findings
@@ -121,7 +132,7 @@ def run_checks(
         findings += check_sqlite_foreign_keys(connection, note)
     if against is not None:
         tables = {model._meta.db_table for model in complete}
-        findings += compare_with_sqlite(connection, against, tables, note)
+        findings += compare_with_sqlite(connection, against, tables, excludes or [], note)
     return findings, fixed
 
 
@@ -338,7 +349,11 @@ def check_sqlite_foreign_keys(
 
 
 def compare_with_sqlite(
-    connection: BaseDatabaseWrapper, against: SqliteDatabase, tables: set[str], note: Note = ignore
+    connection: BaseDatabaseWrapper,
+    against: SqliteDatabase,
+    tables: set[str],
+    excludes: list[str],
+    note: Note = ignore,
 ) -> list[Finding]:
     """Tables of `tables` that import_sqlite copies and whose rows differ from the SQLite file
     (row count, checksum, first differing key), or that the file lacks: proven with the
@@ -354,9 +369,9 @@ def compare_with_sqlite(
         f"with --truncate replaces the database's rows."
     )
     try:
-        plans, _ = build_plan([])
-    except UnsupportedField as exc:
-        raise ConsistencyError(f"--against: {exc}") from None
+        plans, _ = build_plan(excludes)
+    except PlanError as exc:
+        raise ConsistencyError("--against: " + "; ".join([exc.summary, *exc.problems])) from None
     source_tables = source.table_names(sqlite)
     findings, compared = [], 0
     for plan in plans:

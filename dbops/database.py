@@ -271,6 +271,21 @@ def _text(value) -> object:
     return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
 
 
+def foreign_keys_into(connection, tables: list[str]) -> list[tuple[str, str, str]]:
+    """(table, referenced table, constraint) of every foreign key from a table not in
+    `tables` to one in them (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT child.relname, parent.relname, c.conname FROM pg_constraint c "
+            "JOIN pg_class child ON child.oid = c.conrelid "
+            "JOIN pg_class parent ON parent.oid = c.confrelid "
+            "WHERE c.contype = 'f' AND pg_table_is_visible(c.conrelid) "
+            "AND parent.relname = ANY(%s) AND NOT child.relname = ANY(%s) ORDER BY 1, 2",
+            [tables, tables],
+        )
+        return cursor.fetchall()
+
+
 # --------------------------------------------------------------------------- sequences
 
 

@@ -1,9 +1,10 @@
 """The private parts of Django the importer relies on, in one place.
 
-Django has no public API for either: the SQL functions its SQLite backend adds to each of its
-connections (REGEXP, django_date_extract, ...), which CHECK constraints may call, and the SQL a
-CheckConstraint becomes in SQLite's dialect, which `migrate` wrote into a source's schema.
-tests/test_django_internals.py fails loudly when a Django upgrade changes either.
+Django has no public API for these: the SQL functions its SQLite backend adds to each of its
+connections (REGEXP, django_date_extract, ...), which CHECK constraints may call; the SQL a
+CheckConstraint becomes in SQLite's dialect, which `migrate` wrote into a source's schema; and
+the column type a field has on each backend, asked of backends that never connect.
+tests/test_django_internals.py fails loudly when a Django upgrade changes them.
 """
 
 from __future__ import annotations
@@ -26,18 +27,39 @@ def check_sql(constraint: models.CheckConstraint, model: type[models.Model]) -> 
     return constraint._get_check_sql(model, _sqlite_schema_editor())
 
 
+def column_types(field: models.Field) -> tuple[str | None, str | None]:
+    """The field's column type in PostgreSQL and in SQLite, as `migrate` would create it."""
+    return field.db_type(_postgresql_connection()), field.db_type(
+        _sqlite_schema_editor().connection
+    )
+
+
+@cache
+def _postgresql_connection():
+    """Django's PostgreSQL backend, for what it says about types; it never connects."""
+    from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLDatabaseWrapper
+
+    return PostgreSQLDatabaseWrapper({**_SETTINGS, "ENGINE": "django.db.backends.postgresql"})
+
+
+_SETTINGS = {
+    "NAME": ":memory:",
+    "OPTIONS": {},
+    "TIME_ZONE": None,
+    "CONN_MAX_AGE": 0,
+    "CONN_HEALTH_CHECKS": False,
+    "AUTOCOMMIT": True,
+    "ATOMIC_REQUESTS": False,
+    "HOST": "",
+    "PORT": "",
+    "USER": "",
+    "PASSWORD": "",
+}
+
+
 @cache
 def _sqlite_schema_editor():
     """A schema editor of Django's SQLite backend that never connects (it only renders SQL)."""
-    settings = {
-        "NAME": ":memory:",
-        "ENGINE": "django.db.backends.sqlite3",
-        "OPTIONS": {},
-        "TIME_ZONE": None,
-        "CONN_MAX_AGE": 0,
-        "CONN_HEALTH_CHECKS": False,
-        "AUTOCOMMIT": True,
-        "ATOMIC_REQUESTS": False,
-    }
+    settings = {**_SETTINGS, "ENGINE": "django.db.backends.sqlite3"}
     connection = SQLiteDatabaseWrapper(settings, alias="dbops_sqlite_checks")
     return connection.SchemaEditorClass(connection, collect_sql=True)

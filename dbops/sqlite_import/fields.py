@@ -25,11 +25,21 @@ from decimal import Context, Decimal, localcontext
 
 from django.db import models
 
+from dbops.sqlite_import.django_internals import column_types
+
 NULL = "\\N"
 
 
 class UnsupportedField(Exception):
-    pass
+    """A field whose column the import cannot copy, and what to do about it."""
+
+    def __init__(self, field, kind: str, postgresql_type: str | None, sqlite_type: str | None):
+        self.field = field
+        label = field.model._meta.label
+        where = f"a {postgresql_type} column in PostgreSQL" if postgresql_type else "no column type"
+        if postgresql_type and sqlite_type and postgresql_type != sqlite_type:
+            where += f", {sqlite_type} in SQLite: it differs by backend (a search index?)"
+        super().__init__(f"{label}.{field.name}: {kind} ({where}) is not supported")
 
 
 @dataclass(frozen=True)
@@ -257,8 +267,7 @@ def integer_rule(kind: str) -> Rule:
     return Rule(kind, checks, reads_text=False)
 
 
-def decimal_rule(field: models.Field) -> Rule:
-    places, digits = field.decimal_places, field.max_digits
+def decimal_rule(digits: int, places: int) -> Rule:
     checks = (
         Check(
             "text in a decimal column",
@@ -402,15 +411,63 @@ def stored_kind(field: models.Field) -> str:
 
 
 def rule_for(field: models.Field) -> Rule:
-    """The one place that decides how a field's column is imported."""
+    """The one place that decides how a field's column is imported: by the kind of field it
+    stores (a subclass of a supported field is that field), else by its column's type in
+    PostgreSQL (a custom field)."""
     kind = stored_kind(field)
+    stored = stored_field(field)
     if kind in INTEGER_RANGES:
         return integer_rule(kind)
     if kind == "DecimalField":
-        return decimal_rule(stored_field(field))
+        return decimal_rule(stored.max_digits, stored.decimal_places)
     if kind in STRING_KINDS:
-        max_length = None if kind == "TextField" else stored_field(field).max_length
-        return string_rule(kind, max_length)
+        return string_rule(kind, None if kind == "TextField" else stored.max_length)
     if kind in RULES:
         return RULES[kind]
-    raise UnsupportedField(f"{field.model._meta.label}.{field.name}: {kind} is not supported")
+    postgresql_type, sqlite_type = column_types(stored)
+    rule = rule_for_column_type(postgresql_type or "")
+    if rule is None:
+        raise UnsupportedField(field, kind, postgresql_type, sqlite_type)
+    return rule
+
+
+# A custom field's PostgreSQL column type, and the kind of field that stores it so.
+COLUMN_TYPES = [
+    (r"text|citext", "TextField"),
+    (r"(?:varchar|character varying)\((\d+)\)", "CharField"),
+    (r"smallint|smallserial", "SmallIntegerField"),
+    (r"integer|int|serial", "IntegerField"),
+    (r"bigint|bigserial", "BigIntegerField"),
+    (r"boolean|bool", "BooleanField"),
+    (r"timestamp with time zone|timestamptz", "DateTimeField"),
+    (r"date", "DateField"),
+    (r"time|time without time zone", "TimeField"),
+    (r"numeric\((\d+), ?(\d+)\)", "DecimalField"),
+    (r"double precision|float8", "FloatField"),
+    (r"uuid", "UUIDField"),
+    (r"jsonb", "JSONField"),
+    (r"bytea", "BinaryField"),
+    (r"inet", "GenericIPAddressField"),
+    (r"interval", "DurationField"),
+]
+
+
+def rule_for_column_type(column_type: str) -> Rule | None:
+    for pattern, kind in COLUMN_TYPES:
+        match = re.fullmatch(pattern, column_type.strip().lower())
+        if match is None:
+            continue
+        if kind == "CharField":
+            return string_rule(kind, int(match.group(1)))
+        if kind == "DecimalField":
+            return decimal_rule(int(match.group(1)), int(match.group(2)))
+        return rule_for_kind(kind)
+    return None
+
+
+def rule_for_kind(kind: str) -> Rule:
+    if kind in INTEGER_RANGES:
+        return integer_rule(kind)
+    if kind in STRING_KINDS:
+        return string_rule(kind, None)
+    return RULES[kind]

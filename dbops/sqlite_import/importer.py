@@ -101,7 +101,9 @@ class SqliteImport:
                 resolve_models(mapping)
             else:
                 self.plans, self.skipped = build_plan(self.options.excludes)
-        except (PlanError, UnsupportedField, MappingError) as exc:
+        except PlanError as exc:
+            raise ImportFailed(exc.summary, exc.problems) from None
+        except (UnsupportedField, MappingError) as exc:
             raise ImportFailed(str(exc)) from None
         self.progress.phase(f"Taking a snapshot of {self.options.source_path}")
         try:

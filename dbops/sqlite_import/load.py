@@ -16,7 +16,11 @@ from collections.abc import Callable, Iterator
 from django.db import DatabaseError
 
 from dbops import pgcopy
-from dbops.database import restart_sequence_past_largest_key, sequence_state
+from dbops.database import (
+    foreign_keys_into,
+    restart_sequence_past_largest_key,
+    sequence_state,
+)
 from dbops.sqlite_import import source
 from dbops.sqlite_import.fields import NULL
 from dbops.sqlite_import.plan import TablePlan
@@ -125,14 +129,33 @@ class Load:
             cursor.execute(statement)
 
     def clear_target(self, cursor) -> None:
-        replaced = [plan for plan in self.plans if plan.replaced]
+        """With --truncate, empty every imported table in one statement; otherwise only the
+        rows `migrate` made in the content types and permissions, which the source's replace
+        so that their ids survive."""
         if self.truncate:
-            tables = ", ".join(self.qn(plan.table) for plan in self.plans if not plan.replaced)
             self.progress.phase("Truncating the target tables (--truncate)")
-            cursor.execute(f"TRUNCATE {tables}")
+            cursor.execute(f"TRUNCATE {', '.join(self.tables_to_truncate(cursor))}")
+            return
+        replaced = [plan for plan in self.plans if plan.replaced]
         # Permissions first: they refer to content types.
         for plan in sorted(replaced, key=lambda plan: plan.table != "auth_permission"):
             cursor.execute(f"DELETE FROM {self.qn(plan.table)}")
+
+    def tables_to_truncate(self, cursor) -> list[str]:
+        """The imported tables, and the empty tables left out that point into them (TRUNCATE
+        must empty those too). Preflight refused tables with rows; one that got rows since
+        would lose them, so they are locked and looked at again first."""
+        imported = [plan.table for plan in self.plans]
+        children = sorted({child for child, _, _ in foreign_keys_into(self.connection, imported)})
+        for child in children:
+            cursor.execute(f"LOCK TABLE {self.qn(child)} IN ACCESS EXCLUSIVE MODE")
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {self.qn(child)})")
+            if cursor.fetchone()[0]:
+                raise ImportFailed(
+                    f"{child} got rows since preflight, and refers to a table --truncate "
+                    f"empties; nothing was committed"
+                )
+        return [self.qn(table) for table in [*imported, *children]]
 
     def copy_table(self, cursor, plan: TablePlan) -> None:
         """COPY one table from the text lines SQLite builds for it."""

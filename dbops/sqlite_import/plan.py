@@ -18,14 +18,18 @@ from django.core.management.utils import parse_apps_and_model_labels
 from django.db import models
 
 from dbops.sqlite_import.django_internals import check_sql
-from dbops.sqlite_import.fields import NUL_IN_TEXT, NULL, Check, Rule, rule_for
+from dbops.sqlite_import.fields import NUL_IN_TEXT, NULL, Check, Rule, UnsupportedField, rule_for
 
 ALWAYS_EXCLUDED_APPS = {"dbops"}
 REPLACED_TABLES = {"django_content_type", "auth_permission"}
 
 
 class PlanError(Exception):
-    pass
+    """What to import cannot be decided; `problems` lists every reason."""
+
+    def __init__(self, summary: str, problems: list[str] | None = None):
+        super().__init__(summary)
+        self.summary, self.problems = summary, problems or []
 
 
 @dataclass(frozen=True)
@@ -227,13 +231,30 @@ def is_excluded(model, app_labels: set[str], model_labels: set[str]) -> bool:
 def build_plan(excludes: list[str]) -> tuple[list[TablePlan], list[str]]:
     """The tables to import, and the tables left out (as labels) for the report."""
     app_labels, model_labels = parse_excludes(excludes)
-    plans, skipped = [], []
+    plans, skipped, unsupported = [], [], []
     for model in importable_models():
         if is_excluded(model, app_labels, model_labels):
             skipped.append(model._meta.db_table)
             continue
-        plans.append(table_plan(model))
+        try:
+            plans.append(table_plan(model))
+        except UnsupportedField as exc:
+            unsupported.append(unsupported_problem(model, exc))
+    if unsupported:
+        raise PlanError(
+            f"{len(unsupported)} table(s) cannot be imported; nothing was read", unsupported
+        )
     return plans, skipped
+
+
+def unsupported_problem(model: type[models.Model], exc: UnsupportedField) -> str:
+    """The field, why, and the --exclude that leaves it out (a many-to-many table goes with
+    the model declaring the field)."""
+    owner = model._meta.auto_created or model
+    problem = f"{exc}; leave it out with --exclude {owner._meta.label}"
+    if "differs by backend" in str(exc):
+        problem += ", then rebuild it in PostgreSQL with the project's own command"
+    return problem
 
 
 def table_plan(model: type[models.Model]) -> TablePlan:

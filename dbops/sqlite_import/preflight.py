@@ -14,7 +14,7 @@ import sqlite3
 
 from django.db.migrations.recorder import MigrationRecorder
 
-from dbops.database import migration_state, sqlite_dangling_rows
+from dbops.database import foreign_keys_into, migration_state, sqlite_dangling_rows
 from dbops.sqlite_import import source
 from dbops.sqlite_import.mapping import (
     Mapping,
@@ -23,7 +23,7 @@ from dbops.sqlite_import.mapping import (
     load_mapping,
     looks_like,
 )
-from dbops.sqlite_import.plan import TablePlan, unique_column_sets
+from dbops.sqlite_import.plan import TablePlan, table_models, unique_column_sets
 from dbops.sqlite_import.results import ImportFailed, ImportOptions, NullProgress
 from dbops.sqlite_import.value_checks import ValueProblems, ValueScan
 from dbops.sqlite_import.workers import Workers
@@ -147,6 +147,26 @@ class Preflight:
                 "target tables are not empty: "
                 + ", ".join(non_empty)
                 + "; import into an empty database, or pass --truncate to replace their rows"
+            )
+        return problems + self.check_references_into_imported_tables()
+
+    def check_references_into_imported_tables(self) -> list[str]:
+        """Tables not imported with rows that point into tables the import empties: all of
+        them with --truncate, else the content types and permissions it replaces. (An empty
+        such table is emptied along with them: see Load.tables_to_truncate.)"""
+        imported = {plan.table: plan for plan in self.plans}
+        labels = {model._meta.db_table: model._meta.label for model in table_models()}
+        problems = []
+        for child, parent, constraint in foreign_keys_into(self.connection, list(imported)):
+            emptied = self.options.truncate or imported[parent].replaced
+            if not emptied or not self.target_has_rows(child):
+                continue
+            what = f"model {labels[child]}" if child in labels else "a table of no model"
+            problems.append(
+                f"{child} ({what}, not imported) has rows and refers to {parent}, whose rows "
+                f"the import replaces (constraint {constraint}); import it too (no --exclude "
+                f"{labels.get(child, child)}), leave {imported[parent].label} out as well "
+                f"(--exclude {imported[parent].label}), or empty {child} first"
             )
         return problems
 

@@ -64,9 +64,18 @@ class Command(BaseCommand):
             "of the project (opened read-only; dbops' own tables are left out), as "
             "import_sqlite verifies an import. The database checked must be PostgreSQL.",
         )
+        parser.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="APP_LABEL[.Model]",
+            help="Leave an app or a model out of every check (repeatable), as the import "
+            "that filled the database did, e.g. --exclude sessions.",
+        )
 
-    def handle(self, *args, database, json_report, fix, against, verbosity, **options):
+    def handle(self, *args, database, json_report, fix, against, exclude, verbosity, **options):
         self.alias = database
+        self.excludes = exclude
         self.connection = connections[database]
         self.verbosity = 0 if report_on_stdout(json_report) else verbosity
         self.against = against.expanduser().resolve() if against else None
@@ -95,7 +104,11 @@ class Command(BaseCommand):
         try:
             self.connect()
             return consistency.run_checks(
-                self.connection, fix=fix, against=sqlite, note=self.detail
+                self.connection,
+                fix=fix,
+                against=sqlite,
+                excludes=self.excludes,
+                note=self.detail,
             )
         except consistency.ConsistencyError as exc:
             raise CommandError(str(exc), returncode=1) from None

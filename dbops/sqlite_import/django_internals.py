@@ -3,7 +3,7 @@
 Django has no public API for either: the SQL functions its SQLite backend adds to each of its
 connections (REGEXP, django_date_extract, ...), which CHECK constraints may call, and the SQL a
 CheckConstraint becomes in SQLite's dialect, which `migrate` wrote into a source's schema.
-tests/test_django_internals.py fails loudly when a Django upgrade changes either.
+tests/sqlite_import/test_django_internals.py fails loudly when a Django upgrade changes either.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dbops.models import ImportRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy-flask-caloria.db"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy-flask-caloria.db"
 
 
 @pytest.fixture

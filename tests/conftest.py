@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -205,6 +206,31 @@ def filled_source(sqlite_templates, tmp_path) -> Path:
     path = tmp_path / "source.sqlite3"
     shutil.copyfile(sqlite_templates["filled"], path)
     return path
+
+
+LARGE_TABLE_ROWS = 300_000
+
+
+@pytest.fixture
+def large_source(empty_source):
+    """A project database with one user and enough food entries for a copy of seconds."""
+    with sqlite3.connect(empty_source) as source:
+        source.execute(
+            "INSERT INTO caloria_user (id, password, is_superuser, username, first_name, "
+            "last_name, email, is_staff, is_active, date_joined, is_vip) VALUES "
+            "(1, '!', 0, 'big', '', '', 'big@example.com', 0, 1, '2025-01-01 00:00:00', 0)"
+        )
+        source.executemany(
+            "INSERT INTO caloria_foodentry (id, user_id, eaten_at, name, calories, protein, "
+            "carbs, fat, meal, notes, created_at) VALUES (?, 1, ?, ?, ?, 1.5, NULL, 2.25, "
+            "'lunch', '', '2025-01-01 00:00:00')",
+            (
+                (n, f"2025-01-01 00:00:{n % 60:02d}.{n % 1000000:06d}", f"food {n}", n % 3000)
+                for n in range(1, LARGE_TABLE_ROWS + 1)
+            ),
+        )
+    source.close()
+    return empty_source
 
 
 @pytest.fixture

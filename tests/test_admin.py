@@ -9,10 +9,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from caloria.models import FoodEntry, User, WeightEntry
+from dbops.models import ImportRun
 
 USER_LIST = "/admin/caloria/user/"
 FOOD_LIST = "/admin/caloria/foodentry/"
@@ -187,3 +189,24 @@ def test_anonymous_visitor_to_user_list_is_sent_to_login(client):
 
     assert response.status_code == 302
     assert response["Location"] == f"/admin/login/?next={USER_LIST}"
+
+
+@pytest.mark.django_db(transaction=True)  # import_sqlite commits
+def test_import_runs_are_listed_newest_first_and_read_only_in_the_admin(filled_source, client):
+    call_command("import_sqlite", str(filled_source), "--dry-run", verbosity=0)
+    call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
+    with pytest.raises(CommandError):
+        call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
+    client.force_login(User.objects.create_superuser("staff", "staff@example.com", "pw"))
+
+    page = client.get("/admin/dbops/importrun/")
+    add = client.get("/admin/dbops/importrun/add/")
+
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert content.index("Failed") < content.index("Succeeded")
+    assert add.status_code == 403
+    run = ImportRun.objects.first()
+    change = client.get(f"/admin/dbops/importrun/{run.pk}/change/")
+    assert change.status_code == 200
+    assert 'name="_save"' not in change.content.decode()

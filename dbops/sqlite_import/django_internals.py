@@ -4,7 +4,7 @@ Django has no public API for these: the SQL functions its SQLite backend adds to
 connections (REGEXP, django_date_extract, ...), which CHECK constraints may call; the SQL a
 CheckConstraint becomes in SQLite's dialect, which `migrate` wrote into a source's schema; and
 the column type a field has on each backend, asked of backends that never connect.
-tests/test_django_internals.py fails loudly when a Django upgrade changes them.
+tests/sqlite_import/test_django_internals.py fails loudly when a Django upgrade changes them.
 """
 
 from __future__ import annotations

@@ -1,27 +1,24 @@
-"""The table checksum: the SQLite side must write rows exactly as PostgreSQL's COPY TO does."""
+"""dbops.sqlite_import.verify: the table checksum, whose SQLite side must write rows exactly as
+PostgreSQL's COPY TO does."""
 
 import hashlib
 import sqlite3
 from dataclasses import replace
 from io import BytesIO
-from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, models
 
-from dbops.sqlite_import import fields
 from dbops.sqlite_import import verify as checksums
-from dbops.sqlite_import.fields import RULES
-from dbops.sqlite_import.mapping import _utc_text_in
 from dbops.sqlite_import.plan import column_for
 from dbops.sqlite_import.verify import (
     RowLayout,
     TableDigest,
-    canonical_cursor,
     copy_out_escaped,
 )
 
 pytestmark = pytest.mark.django_db
+
 
 EVERY_CHARACTER = "".join(chr(code) for code in range(1, 128)) + "é☕\U0001f600"
 
@@ -76,81 +73,6 @@ def test_a_row_holding_a_nul_is_one_row_and_leaves_the_others_as_copy_writes_the
 
     expected = hashlib.sha256(b"x\\ty\n" + b"a\x00b\n" + b"z\n").hexdigest()
     assert (digest.rows, digest.outer.hexdigest()) == (3, expected)
-
-
-def sqlite_canonical(field: models.Field, stored: str) -> str:
-    """The snapshot side's canonical text of a value as Django stored it in SQLite."""
-    field.set_attributes_from_name("value")
-    column = column_for(field)
-    with sqlite3.connect(":memory:") as sqlite:
-        sqlite.execute("CREATE TABLE t (value)")
-        sqlite.execute("INSERT INTO t VALUES (?)", [stored])
-        return sqlite.execute(f"SELECT {column.canonical_sql()} FROM t").fetchone()[0]
-
-
-def postgresql_canonical(kind: str, literal: str, pg_type: str) -> str:
-    rule = RULES[kind]
-    with canonical_cursor(connection) as cursor:
-        sql = rule.postgresql_text.format(c=rule.postgresql.format(c=f"%s::{pg_type}"))
-        cursor.execute(f"SELECT {sql}", [literal])
-        return cursor.fetchone()[0]
-
-
-@pytest.mark.parametrize(
-    "stored",
-    [
-        "2024-02-29 23:59:59.999999",
-        "2024-02-29 23:59:59.500000",  # PostgreSQL prints '.5'
-        "2024-02-29 23:59:50.000000",  # and no fraction at all, not the seconds' zero
-        "1970-01-01 00:00:00",
-        "2025-06-01 12:00:00.12",
-        "0001-01-01 00:00:00.000010",
-        "9999-12-31 23:59:59.999999",
-    ],
-)
-def test_a_datetime_has_the_same_canonical_text_on_both_sides(stored):
-    source = sqlite_canonical(models.DateTimeField(), stored)
-
-    assert source == postgresql_canonical("DateTimeField", stored + "+00", "timestamptz")
-
-
-@pytest.mark.parametrize(
-    "stored", ["07:08:09.123456", "07:08:09.120000", "23:59:50.000000", "00:00:00", "12:30:00.5"]
-)
-def test_a_time_has_the_same_canonical_text_on_both_sides(stored):
-    source = sqlite_canonical(models.TimeField(), stored)
-
-    assert source == postgresql_canonical("TimeField", stored, "time")
-
-
-@pytest.mark.parametrize("stored", ["1999-12-31", "0001-01-01", "2024-02-29"])
-def test_a_date_has_the_same_canonical_text_on_both_sides(stored):
-    assert sqlite_canonical(models.DateField(), stored) == postgresql_canonical(
-        "DateField", stored, "date"
-    )
-
-
-def test_the_canonical_texts_do_not_depend_on_the_sessions_datestyle():
-    with connection.cursor() as cursor:
-        cursor.execute("SET DateStyle = 'German, DMY'")
-    try:
-        target = postgresql_canonical("DateTimeField", "2024-02-29 23:59:59.5+00", "timestamptz")
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("RESET DateStyle")
-
-    assert target == "2024-02-29 23:59:59.5"
-
-
-@pytest.mark.parametrize(
-    "local", ["2024-07-01 14:00:00", "2024-07-01 14:00:00.250000", "0101-01-01 00:00:00"]
-)
-def test_a_mapped_naive_datetime_has_the_same_canonical_text_as_postgresql(local):
-    # The legacy mapping converts naive local times in Python for the checksum, and PostgreSQL
-    # reads the zone name in the COPY text.
-    source = _utc_text_in(ZoneInfo("Europe/Paris"))(local)
-
-    assert source == postgresql_canonical("DateTimeField", f"{local} Europe/Paris", "timestamptz")
 
 
 def snapshot_table(*names: str) -> tuple[sqlite3.Connection, RowLayout]:
@@ -294,33 +216,3 @@ def test_a_null_row_cannot_be_made_up_for_by_a_value_holding_the_joiners(monkeyp
 
     assert checksum.rows == 3
     assert checksum.digest == checksum_read_by_python(sqlite, layout)
-
-
-@pytest.mark.parametrize(
-    "address",
-    [
-        "1.2.3.4",
-        "::ffff:1.2.3.4",
-        "::ffff:0.0.1.2",
-        "::1.2.3.4",
-        "::1",
-        "::",
-        "::2",
-        "::ffff:0:0",
-        "2001:db8::ffff:1.2.3.4",
-        "fe80::1:2",
-    ],
-)
-def test_an_ip_address_has_the_same_canonical_text_on_both_sides(address):
-    source = fields.ip_canonical(address)
-
-    assert source == postgresql_canonical("GenericIPAddressField", address, "inet")
-
-
-@pytest.mark.parametrize(
-    "document", ["[-0, -0.0, -0.00e1, 0, 1.50, -2]", '{"b": -0.0, "a": [1e2, -1E-2]}']
-)
-def test_a_json_document_has_the_same_canonical_text_on_both_sides(document):
-    source = fields.json_canonical(document)
-
-    assert source == postgresql_canonical("JSONField", document, "jsonb")

@@ -15,10 +15,11 @@ import caloria.settings as project_settings
 from caloria.hashers import WerkzeugPasswordHasher
 from caloria.models import FoodEntry, User
 from dbops.models import ImportRun
+from tests.importing import failed_import
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy-flask-caloria.db"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy-flask-caloria.db"
 
 
 @pytest.fixture
@@ -46,16 +47,6 @@ def import_legacy(path, *args):
     except CommandError as error:
         raise AssertionError(stderr.getvalue()) from error
     return stdout.getvalue()
-
-
-def failed_import(path, *args) -> str:
-    stderr = StringIO()
-    with pytest.raises(CommandError) as raised:
-        call_command(
-            "import_sqlite", str(path), "--noinput", *args, stdout=StringIO(), stderr=stderr
-        )
-    assert raised.value.returncode == 1
-    return f"{raised.value}\n{stderr.getvalue()}"
 
 
 def test_the_legacy_users_arrive_field_by_field(legacy_source):

@@ -92,3 +92,33 @@ def test_an_against_path_that_is_not_a_database_of_this_project_is_a_clear_error
 
     assert raised.value.returncode == 1
     assert str(raised.value).startswith(f"--against {path}: {expected}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_exclude_leaves_out_what_the_import_left_out(filled_source):
+    # The food log was left out of the import: compared, it differs; excluded as the import
+    # was, the rest matches.
+    call_command("import_sqlite", str(filled_source), "--noinput", "--exclude",
+                 "caloria.FoodEntry", verbosity=0)  # fmt: skip
+
+    def check(*options) -> str:
+        stdout = StringIO()
+        try:
+            call_command("check_consistency", "--against", str(filled_source), *options,
+                         stdout=stdout)  # fmt: skip
+        except CommandError as error:
+            return stdout.getvalue() + str(error)
+        return stdout.getvalue()
+
+    assert "finding  against caloria_foodentry: 3 row(s) in source.sqlite3, 0 in" in check()
+    assert "check_consistency: no findings" in check("--exclude", "caloria.FoodEntry")
+
+
+@pytest.mark.django_db
+def test_an_unknown_exclude_is_a_clear_error():
+    stdout = StringIO()
+
+    with pytest.raises(CommandError) as refused:
+        call_command("check_consistency", "--exclude", "nosuchapp", stdout=stdout)
+
+    assert "--exclude nosuchapp: No installed app with label 'nosuchapp'." in str(refused.value)

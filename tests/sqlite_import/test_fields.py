@@ -8,12 +8,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, models
+from django.test.utils import isolate_apps
 
+from caloria.models import User
 from dbops.sqlite_import import fields
 from dbops.sqlite_import.fields import RULES
 from dbops.sqlite_import.mapping import _utc_text_in
 from dbops.sqlite_import.plan import column_for
 from dbops.sqlite_import.verify import canonical_cursor
+from tests.fieldtypes.models import EveryField as EveryFieldStandIn
 
 pytestmark = pytest.mark.django_db
 
@@ -206,3 +209,91 @@ def test_a_json_document_has_the_same_canonical_text_on_both_sides(document):
     source = fields.json_canonical(document)
 
     assert source == postgresql_canonical("JSONField", document, "jsonb")
+
+
+# --------------------------------------------------------------------------- which rule
+
+
+@pytest.mark.parametrize(
+    "column_type, kind, detail",
+    [
+        ("text", "TextField", None),
+        ("varchar(20)", "CharField", "longer than max_length 20"),
+        ("numeric(7, 3)", "DecimalField", "more than 3 decimal places"),
+        ("timestamp with time zone", "DateTimeField", None),
+        ("uuid", "UUIDField", None),
+        ("jsonb", "JSONField", None),
+        ("bigint", "BigIntegerField", None),
+    ],
+)
+def test_a_custom_field_is_imported_by_its_column_type(column_type, kind, detail):
+    class Custom(models.Field):
+        def get_internal_type(self):
+            return "Custom"
+
+        def db_type(self, connection):
+            return column_type
+
+    rule = fields.rule_for(Custom())
+
+    assert rule.kind == kind
+    if detail:
+        assert any(detail in check.reason for check in rule.checks)
+
+
+def test_a_custom_field_of_an_unknown_column_type_is_refused_naming_it_and_both_types():
+    from dbops.sqlite_import.fields import UnsupportedField
+
+    class SearchVector(models.Field):
+        def get_internal_type(self):
+            return "SearchVector"
+
+        def db_type(self, connection):
+            return "tsvector" if connection.vendor == "postgresql" else "text"
+
+    field = SearchVector()
+    field.set_attributes_from_name("body")
+    field.model = EveryFieldStandIn
+
+    with pytest.raises(UnsupportedField) as refused:
+        fields.rule_for(field)
+
+    assert str(refused.value) == (
+        "fieldtypes.EveryField.body: SearchVector (a tsvector column in PostgreSQL, text in "
+        "SQLite: it differs by backend (a search index?)) is not supported"
+    )
+
+
+def test_a_foreign_key_subclass_of_its_own_kind_is_imported_as_the_key_it_points_at():
+    class TreeKey(models.ForeignKey):
+        def get_internal_type(self):
+            return "TreeKey"
+
+    key = TreeKey("caloria.User", on_delete=models.CASCADE)
+    key.set_attributes_from_name("owner")
+    key.remote_field.model = User
+
+    assert fields.rule_for(key).kind == "BigIntegerField"
+
+
+@isolate_apps("tests.fieldtypes")
+def test_a_foreign_key_to_a_multi_table_child_is_the_parents_key():
+    # A child's primary key is its one-to-one link to the parent's: followed to the end.
+    from django.contrib.auth.models import Group
+
+    class Team(Group):
+        class Meta:
+            app_label = "fieldtypes"
+
+    class Membership(models.Model):
+        team = models.ForeignKey(Team, on_delete=models.CASCADE)
+
+        class Meta:
+            app_label = "fieldtypes"
+
+        def __str__(self):
+            return str(self.team)
+
+    team = Membership._meta.get_field("team")
+    assert team.target_field.get_internal_type() == "OneToOneField"
+    assert fields.rule_for(team).kind == fields.stored_kind(Group._meta.pk) == "IntegerField"

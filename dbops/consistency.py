@@ -372,19 +372,13 @@ def compare_with_sqlite(
         plans, _ = build_plan(excludes)
     except PlanError as exc:
         raise ConsistencyError("--against: " + "; ".join([exc.summary, *exc.problems])) from None
-    source_tables = source.table_names(sqlite)
     findings, compared = [], 0
     for plan in plans:
         if plan.table not in tables:
             continue  # missing here, or its app not migrated: reported by the other checks
-        if plan.table not in source_tables:
-            findings.append(Finding(AGAINST, plan.table, "the SQLite database lacks it", hint))
-            continue
-        source_columns = set(source.table_columns(sqlite, plan.table))
-        lacking = [name for name in plan.column_names if name not in source_columns]
-        if lacking:
-            detail = f"the SQLite table lacks column(s) {', '.join(lacking)}"
-            findings.append(Finding(AGAINST, plan.table, detail, hint))
+        missing = source.missing_for(sqlite, plan.table, plan.column_names)
+        if missing:
+            findings.append(Finding(AGAINST, plan.table, f"the SQLite database {missing}", hint))
             continue
         try:
             theirs = verify.sqlite_table_checksum(sqlite, verify.layout_of(plan))

@@ -209,16 +209,14 @@ class Preflight:
         return ""
 
     def check_tables_and_columns(self) -> list[str]:
-        tables = source.table_names(self.sqlite)
         problems = []
         for plan in self.plans:
-            if plan.table not in tables:
-                problems.append(f"source has no table {plan.table} (model {plan.label})")
-                continue
-            present = set(source.table_columns(self.sqlite, plan.table))
-            missing = [name for name in plan.column_names if name not in present]
+            missing = source.missing_for(self.sqlite, plan.table, plan.column_names)
             if missing:
-                problems.append(f"source table {plan.table} lacks column(s) {', '.join(missing)}")
+                problems.append(
+                    f"source {missing} (model {plan.label}); leave it out with --exclude "
+                    f"{plan.label} if it is not this project's"
+                )
         return problems
 
     def check_keys_and_encoding(self, connection: sqlite3.Connection) -> tuple[list[str], set]:

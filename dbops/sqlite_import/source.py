@@ -322,6 +322,26 @@ def rows_in_range(
     ).fetchall()
 
 
+def missing_for(connection: sqlite3.Connection, table: str, columns: list[str]) -> str | None:
+    """What the source lacks of a table the import reads (the table, or some of its columns),
+    or None; a virtual table (full-text search: FTS, R-tree) is not a model's table, whatever
+    its name says."""
+    found = connection.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    if found is None:
+        return f"has no table {table}"
+    definition = as_text(found[0] or "")
+    if definition.upper().startswith("CREATE VIRTUAL TABLE"):
+        module = definition.split("USING", 1)[-1].split("(", 1)[0].strip()
+        return f"has {table} as a virtual table ({module}), which differs by backend"
+    present = set(table_columns(connection, table))
+    lacking = [name for name in columns if name not in present]
+    if lacking:
+        return f"table {table} lacks column(s) {', '.join(lacking)}"
+    return None
+
+
 def schema(connection: sqlite3.Connection) -> dict[str, list[str]]:
     """Each table (SQLite's own excepted) with its column names."""
     return {

@@ -122,3 +122,22 @@ def test_an_unknown_exclude_is_a_clear_error():
         call_command("check_consistency", "--exclude", "nosuchapp", stdout=stdout)
 
     assert "--exclude nosuchapp: No installed app with label 'nosuchapp'." in str(refused.value)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_virtual_table_in_place_of_a_models_table_is_named_as_such(filled_source):
+    call_command("import_sqlite", str(filled_source), "--noinput", verbosity=0)
+    with sqlite3.connect(filled_source) as sqlite:
+        sqlite.execute("PRAGMA foreign_keys = OFF")
+        sqlite.execute('DROP TABLE "caloria_weightentry"')
+        sqlite.execute('CREATE VIRTUAL TABLE "caloria_weightentry" USING fts5(note)')
+    sqlite.close()
+    stdout = StringIO()
+
+    with pytest.raises(CommandError):
+        call_command("check_consistency", "--against", str(filled_source), stdout=stdout)
+
+    assert (
+        "finding  against caloria_weightentry: the SQLite database has caloria_weightentry as "
+        "a virtual table (fts5), which differs by backend" in stdout.getvalue()
+    )

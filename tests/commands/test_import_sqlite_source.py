@@ -151,6 +151,39 @@ def test_a_migration_mismatch_lists_the_differences_and_the_migrate_to_run(fille
     assert "run 'manage.py migrate' against the SQLite database first" in output
 
 
+@pytest.mark.parametrize(
+    "statements, expected",
+    [
+        (
+            ['ALTER TABLE "caloria_foodentry" DROP COLUMN "notes"'],
+            "source table caloria_foodentry lacks column(s) notes (model caloria.FoodEntry); "
+            "leave it out with --exclude caloria.FoodEntry if it is not this project's",
+        ),
+        (
+            ['DROP TABLE "caloria_weightentry"'],
+            "source has no table caloria_weightentry (model caloria.WeightEntry)",
+        ),
+        (
+            [
+                'DROP TABLE "caloria_weightentry"',
+                'CREATE VIRTUAL TABLE "caloria_weightentry" USING fts5(note)',
+            ],
+            "source has caloria_weightentry as a virtual table (fts5), which differs by "
+            "backend (model caloria.WeightEntry)",
+        ),
+    ],
+    ids=["missing column", "missing table", "virtual table"],
+)
+def test_a_table_the_models_expect_and_the_source_lacks_is_named(
+    filled_source, statements, expected
+):
+    execute(filled_source, "PRAGMA foreign_keys = OFF", *statements)
+
+    output = failed_import(filled_source, "--dry-run")
+
+    assert expected in output
+
+
 # --------------------------------------------------------------------------- the snapshot
 
 

@@ -342,12 +342,25 @@ def missing_for(connection: sqlite3.Connection, table: str, columns: list[str]) 
     return None
 
 
+# The tables SQLite's full-text and R-tree modules keep for a virtual table V, named V_<suffix>.
+SHADOW_TABLE_SUFFIXES = (
+    "_data", "_idx", "_content", "_docsize", "_config",  # FTS5
+    "_segments", "_segdir", "_stat",  # FTS3 and FTS4
+    "_node", "_parent", "_rowid",  # R-tree
+)  # fmt: skip
+
+
 def schema(connection: sqlite3.Connection) -> dict[str, list[str]]:
-    """Each table (SQLite's own excepted) with its column names."""
+    """Each table with its column names, but SQLite's own and the shadow tables SQLite keeps
+    for a virtual table (a virtual table itself is listed: someone made it)."""
+    rows = connection.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+    tables = {as_text(name): as_text(sql or "") for name, sql in rows}
+    virtual = [name for name, sql in tables.items() if sql.upper().startswith("CREATE VIRTUAL")]
+    shadows = {f"{name}{suffix}" for name in virtual for suffix in SHADOW_TABLE_SUFFIXES}
     return {
         table: table_columns(connection, table)
-        for table in sorted(table_names(connection))
-        if not table.startswith("sqlite_")
+        for table in sorted(tables)
+        if not table.startswith("sqlite_") and table not in shadows
     }
 
 

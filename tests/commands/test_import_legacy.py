@@ -109,6 +109,16 @@ def test_skipped_tables_are_reported_and_the_run_recorded(legacy_source):
     assert (run.status, run.mapping, run.total_rows) == ("succeeded", "flask-caloria", 9)
 
 
+def test_a_full_text_table_is_one_skipped_table_not_its_shadow_tables(legacy_source):
+    with sqlite3.connect(legacy_source) as source:
+        source.execute("CREATE VIRTUAL TABLE food_search USING fts5(food_name)")
+    source.close()
+
+    output = import_legacy(legacy_source)
+
+    assert "Skipped (not in the mapping): alembic_version, food_search\n" in output
+
+
 def test_sequences_continue_after_the_imported_ids(legacy_source):
     import_legacy(legacy_source)
 

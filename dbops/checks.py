@@ -6,16 +6,16 @@ Registered with the `database` tag, so they run for `check --database default` a
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from dbops import conf
 from dbops.database import probe_connection
 
 
 def database_problems(connection: BaseDatabaseWrapper, environment: str) -> list[CheckMessage]:
-    """What is wrong with one connection for the given CALORIA_ENV (an empty list when fine)."""
+    """What is wrong with one connection for the given DBOPS_ENVIRONMENT (empty when fine)."""
     problems: list[CheckMessage] = []
     if environment == "production" and connection.vendor != "postgresql":
         problems.append(
@@ -53,5 +53,5 @@ def check_databases(app_configs=None, databases=None, **kwargs) -> list[CheckMes
         return []
     problems: list[CheckMessage] = []
     for alias in databases:
-        problems += database_problems(connections[alias], settings.CALORIA_ENV)
+        problems += database_problems(connections[alias], conf.ENVIRONMENT)
     return problems

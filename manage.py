@@ -12,7 +12,7 @@ def main():
 
     # validate_environment reports configuration problems itself, beside every other check.
     envinfo.DEFER_PROBLEMS = sys.argv[1:2] == ["validate_environment"]
-    load_settings_or_exit()
+    load_settings_or_exit(program="caloria")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -4,6 +4,9 @@ Every value comes from the process environment or from one explicit `.env` file 
 `dbops.envinfo`). Nothing falls back silently: when DATABASE_URL is set it is used exactly, and
 SQLite is the database only in development (or test) when DATABASE_URL is unset, with a warning.
 Every problem is collected and reported together, naming the variable and the `.env` path.
+
+dbops reads only its own DBOPS_* settings (dbops/conf.py lists them): this module sets them
+from Caloria's variables, whose names stay Caloria's (CALORIA_ENV, HEALTH_TOKEN, ...).
 """
 
 from pathlib import Path
@@ -16,12 +19,13 @@ ENVIRONMENTS = ("development", "test", "production")
 DEVELOPMENT_SECRET_KEY = "django-insecure-caloria-development-key-never-use-in-production-0123"
 MIN_PRODUCTION_SECRET_KEY_LENGTH = 50
 
-env = StrictEnv.load(BASE_DIR)
+env = StrictEnv.load(BASE_DIR, "CALORIA_ENV_FILE")
 
 CALORIA_ENV = env.choice("CALORIA_ENV", ENVIRONMENTS, default="development")
 IS_PRODUCTION = CALORIA_ENV == "production"
-CALORIA_ENV_FILE = env.env_file
-CALORIA_ENV_FILE_EXISTS = env.env_file_exists
+# dbops: production must be PostgreSQL, development on SQLite is a warning, test neither.
+DBOPS_ENVIRONMENT = CALORIA_ENV
+DBOPS_ENVIRONMENT_VARIABLE = "CALORIA_ENV"
 
 # --- secrets and hosts
 
@@ -74,15 +78,15 @@ SECURE_REDIRECT_EXEMPT = [r"^health/"]
 
 # --- the database
 
-DATABASE_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+DBOPS_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
 DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 DATABASE_CONN_HEALTH_CHECKS = env.bool("DATABASE_CONN_HEALTH_CHECKS", True)
 
 _database = env.database_url("DATABASE_URL")
-DATABASE_IS_DEFAULT_SQLITE = False
+DBOPS_DATABASE_IS_DEFAULT_SQLITE = False
 if _database is None and not env.is_set("DATABASE_URL"):
     if CALORIA_ENV == "development":
-        DATABASE_IS_DEFAULT_SQLITE = True
+        DBOPS_DATABASE_IS_DEFAULT_SQLITE = True
         _database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "db.sqlite3")}
     else:
         env.str("DATABASE_URL", required=True)
@@ -95,7 +99,7 @@ if _database is None:
     _database = {"ENGINE": "django.db.backends.dummy"}
 elif "postgresql" in _database["ENGINE"]:
     _database.setdefault("OPTIONS", {}).update(
-        connect_timeout=DATABASE_CONNECT_TIMEOUT,
+        connect_timeout=DBOPS_CONNECT_TIMEOUT,
         # Notice a dead peer within seconds instead of the kernel's default of minutes:
         # keepalives while waiting for an answer, tcp_user_timeout while data is unanswered.
         keepalives=1,
@@ -105,7 +109,7 @@ elif "postgresql" in _database["ENGINE"]:
         tcp_user_timeout=25_000,
     )
 elif "sqlite3" in _database["ENGINE"]:
-    _database.setdefault("OPTIONS", {}).setdefault("timeout", DATABASE_CONNECT_TIMEOUT)
+    _database.setdefault("OPTIONS", {}).setdefault("timeout", DBOPS_CONNECT_TIMEOUT)
 _database["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
 _database["CONN_HEALTH_CHECKS"] = DATABASE_CONN_HEALTH_CHECKS
 DATABASES = {"default": _database}
@@ -152,8 +156,8 @@ DBOPS_HEALTH_EXACT_COUNT_BELOW = 100_000
 DBOPS_HEALTH_CACHE_SECONDS = env.int("DBOPS_HEALTH_CACHE_SECONDS", 1, minimum=0)
 # /health/ answers within this, whatever hangs: under common probe timeouts (5-10 s).
 DBOPS_HEALTH_DEADLINE_SECONDS = env.int("DBOPS_HEALTH_DEADLINE_SECONDS", 4, minimum=1)
-HEALTH_TOKEN = env.str("HEALTH_TOKEN", "")
-if HEALTH_TOKEN and len(HEALTH_TOKEN) < 20:
+DBOPS_HEALTH_TOKEN = env.str("HEALTH_TOKEN", "")
+if DBOPS_HEALTH_TOKEN and len(DBOPS_HEALTH_TOKEN) < 20:
     env.problem("HEALTH_TOKEN", "must be at least 20 characters (or unset)")
 
 # Mappings import_sqlite --mapping knows by name.
@@ -163,11 +167,16 @@ DBOPS_IMPORT_MAPPINGS = {"flask-caloria": BASE_DIR / "caloria/import_mappings/fl
 env.raise_if_invalid()
 
 # Where every setting came from, for validate_environment and the status page.
-CALORIA_SETTING_SOURCES = dict(env.sources)
-CALORIA_CONFIGURATION_PROBLEMS = list(env.problems)
-CALORIA_ENV_FILE_KEYS = sorted(env.file_keys)
+DBOPS_ENV_FILE = env.env_file
+DBOPS_ENV_FILE_EXISTS = env.env_file_exists
+DBOPS_ENV_FILE_VARIABLE = env.file_variable
+DBOPS_ENV_FILE_KEYS = sorted(env.file_keys)
+DBOPS_SETTING_SOURCES = dict(env.sources)
+DBOPS_CONFIGURATION_PROBLEMS = list(env.problems)
+# The variables validate_environment reports one line each.
+DBOPS_KEY_VARIABLES = ["CALORIA_ENV", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "DEBUG"]
 
-if DATABASE_IS_DEFAULT_SQLITE:
+if DBOPS_DATABASE_IS_DEFAULT_SQLITE:
     warn_once(
         f"DATABASE_URL is not set, so this development process uses SQLite at "
         f"{DATABASES['default']['NAME']} (set DATABASE_URL to use PostgreSQL)"

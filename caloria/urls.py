@@ -3,17 +3,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from caloria.views import home
-from dbops.status import database_status
+from dbops.urls import status_page_urls
 
 admin.site.site_header = "Caloria administration"
 admin.site.site_title = "Caloria admin"
 
 urlpatterns = [
-    path(
-        "admin/database/",
-        admin.site.admin_view(lambda request: database_status(request, admin.site)),
-        name="dbops-database-status",
-    ),
+    path("admin/", include(status_page_urls(admin.site))),
     path("admin/", admin.site.urls),
     path("health/", include("dbops.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

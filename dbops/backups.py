@@ -25,11 +25,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
-from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
-from dbops import locks
+from dbops import conf, locks
 from dbops.database import safe_error
 from dbops.files import file_sha256
 from dbops.models import BackupRecord
@@ -40,7 +39,7 @@ class VerificationFailed(Exception):
 
 
 def backup_path(filename: str) -> Path:
-    return Path(settings.DBOPS_BACKUP_DIR) / filename
+    return Path(conf.BACKUP_DIR) / filename
 
 
 def migration_state(connection) -> dict[str, str]:
@@ -92,14 +91,14 @@ def apply_retention(now=None) -> list[BackupRecord]:
     went.
     """
     now = now or timezone.now()
-    cutoff = now - timedelta(days=settings.DBOPS_BACKUP_KEEP_DAYS)
+    cutoff = now - timedelta(days=conf.BACKUP_KEEP_DAYS)
     good = BackupRecord.objects.filter(
         status=BackupRecord.Status.SUCCEEDED, deleted_at__isnull=True
     ).order_by("-started_at", "-id")
     newest_verified = good.filter(verification=BackupRecord.Verification.PASSED).first()
     deleted = []
     for position, record in enumerate(good):
-        if position < settings.DBOPS_BACKUP_KEEP_MIN or record.started_at >= cutoff:
+        if position < conf.BACKUP_KEEP_MIN or record.started_at >= cutoff:
             continue
         if record == newest_verified:
             continue
@@ -210,7 +209,7 @@ def _libpq_environment(settings_dict: dict) -> dict[str, str]:
     ):
         if settings_dict.get(key):
             environment[variable] = str(settings_dict[key])
-    environment["PGCONNECT_TIMEOUT"] = str(settings.DATABASE_CONNECT_TIMEOUT)
+    environment["PGCONNECT_TIMEOUT"] = str(conf.CONNECT_TIMEOUT)
     return environment
 
 
@@ -221,7 +220,7 @@ def _connect(settings_dict: dict, database: str):
         password=settings_dict.get("PASSWORD") or None,
         host=settings_dict.get("HOST") or None,
         port=settings_dict.get("PORT") or None,
-        connect_timeout=settings.DATABASE_CONNECT_TIMEOUT,
+        connect_timeout=conf.CONNECT_TIMEOUT,
     )
 
 

@@ -42,15 +42,17 @@ class DatabaseProbe:
 
 def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> str:
     """A failure's text on one line with every secret masked: the database password (which
-    libpq and pg_dump may echo in a URL), SECRET_KEY and HEALTH_TOKEN. The one way dbops turns
-    an exception into words for a terminal, a log or a record."""
+    libpq and pg_dump may echo in a URL), SECRET_KEY and DBOPS_HEALTH_TOKEN. The one way dbops
+    turns an exception into words for a terminal, a log or a record."""
     from django.conf import settings
     from django.db import connections
+
+    from dbops import conf
 
     secrets = [
         connections[alias].settings_dict.get("PASSWORD", ""),
         settings.SECRET_KEY,
-        getattr(settings, "HEALTH_TOKEN", ""),
+        conf.HEALTH_TOKEN,
     ]
     text = " ".join(str(exc).split()) or type(exc).__name__
     return mask_text(text, secrets)[:limit]

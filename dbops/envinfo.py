@@ -1,13 +1,15 @@
 """Where the configuration came from, and how to show it without leaking a secret.
 
-The incident Caloria was built after was a process that *said* PostgreSQL but ran on SQLite,
+The incident dbops was built after was a process that *said* PostgreSQL but ran on SQLite,
 and nobody could tell which `.env` file or which variable had won. This module reads the one
 explicit `.env` file, remembers for every variable whether its value came from the process
 environment, the file or a default, and collects every configuration problem so the process
 stops once with the whole list. It also owns the single masking helper that every command,
 log line, health response and admin page uses for database URLs and DSNs.
 
-It is imported by settings.py, so it must not import anything that needs configured settings.
+It is imported by a project's settings module, so it must not import anything that needs
+configured settings. The settings module then hands what it learnt to dbops through the
+DBOPS_ENV_FILE, DBOPS_SETTING_SOURCES, ... settings (see dbops.conf).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ SOURCE_DEFAULT = "default"
 MASK = "********"
 
 # Options that django-environ would take from a DATABASE_URL query string as strings (so
-# "false" is truthy); Caloria reads them from their own variables instead.
+# "false" is truthy); they are read from their own variables instead.
 URL_OPTIONS_WITH_OWN_VARIABLE = {
     "conn_max_age": "DATABASE_CONN_MAX_AGE",
     "conn_health_checks": "DATABASE_CONN_HEALTH_CHECKS",
@@ -234,15 +236,17 @@ class StrictEnv:
     env_file_exists: bool
     file_keys: frozenset[str]
     environment_keys: frozenset[str]
+    file_variable: str
     sources: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     _env: environ.Env = field(default_factory=environ.Env)
 
     @classmethod
-    def load(cls, project_root: Path) -> StrictEnv:
-        """Read `CALORIA_ENV_FILE` (which must exist) or `<project root>/.env` (which may not)."""
+    def load(cls, project_root: Path, file_variable: str) -> StrictEnv:
+        """Read the file the variable `file_variable` names (which must exist), or else
+        `<project root>/.env` (which may not)."""
         environment_keys = frozenset(os.environ)
-        explicit = os.environ.get("CALORIA_ENV_FILE", "")
+        explicit = os.environ.get(file_variable, "")
         env_file = Path(explicit).expanduser() if explicit else project_root / ".env"
         if not env_file.is_absolute():
             env_file = (Path.cwd() / env_file).resolve()
@@ -250,7 +254,7 @@ class StrictEnv:
         problems = []
         if explicit and not env_file_exists:
             problems.append(
-                f"CALORIA_ENV_FILE: names {env_file}, which does not exist or is not a file"
+                f"{file_variable}: names {env_file}, which does not exist or is not a file"
             )
         file_keys: frozenset[str] = frozenset()
         if env_file_exists:
@@ -258,8 +262,10 @@ class StrictEnv:
                 environ.Env.read_env(env_file, overwrite=False)
                 file_keys = frozenset(line.key for line in read_env_file_lines(env_file))
             except (OSError, UnicodeDecodeError) as exc:
-                problems.append(f"CALORIA_ENV_FILE: {env_file} cannot be read ({exc.strerror})")
-        env = cls(env_file, env_file_exists, file_keys, environment_keys, problems=problems)
+                problems.append(f"{file_variable}: {env_file} cannot be read ({exc.strerror})")
+        env = cls(
+            env_file, env_file_exists, file_keys, environment_keys, file_variable, problems=problems
+        )
         env._env.escape_proxy = True
         return env
 

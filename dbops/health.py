@@ -15,11 +15,12 @@ import shutil
 import time
 from pathlib import Path
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.loader import MigrationLoader
 from health_check import HealthCheck
 from health_check.exceptions import ServiceUnavailable, ServiceWarning
+
+from dbops import conf
 
 DATABASE_TIMEOUT = datetime.timedelta(seconds=3)
 
@@ -81,7 +82,7 @@ class DatabaseEngine(HealthCheck):
     alias: str = DEFAULT_DB_ALIAS
 
     def run(self):
-        problem = engine_problem(connections[self.alias].vendor, settings.CALORIA_ENV)
+        problem = engine_problem(connections[self.alias].vendor, conf.ENVIRONMENT)
         if problem:
             raise ServiceUnavailable(problem)
 
@@ -114,7 +115,7 @@ class BackupFresh(HealthCheck):
     timeout = DATABASE_TIMEOUT
 
     def run(self):
-        if not settings.DBOPS_BACKUP_CHECK:
+        if not conf.BACKUP_CHECK:
             return
         try:
             prepare_connection(DEFAULT_DB_ALIAS)
@@ -123,10 +124,10 @@ class BackupFresh(HealthCheck):
             raise ServiceUnavailable("backup history unavailable") from None
         if age is None:
             raise ServiceUnavailable("no backup found")
-        limit = settings.DBOPS_BACKUP_MAX_AGE_HOURS * 3600
+        limit = conf.BACKUP_MAX_AGE_HOURS * 3600
         if age > limit:
             raise ServiceUnavailable(
-                f"newest backup is older than {settings.DBOPS_BACKUP_MAX_AGE_HOURS} hours"
+                f"newest backup is older than {conf.BACKUP_MAX_AGE_HOURS} hours"
             )
 
 
@@ -135,12 +136,10 @@ class BackupDiskSpace(HealthCheck):
     """Room left where backups are written."""
 
     def run(self):
-        directory = existing_ancestor(Path(settings.DBOPS_BACKUP_DIR))
+        directory = existing_ancestor(Path(conf.BACKUP_DIR))
         free_mib = shutil.disk_usage(directory).free // (1024 * 1024)
-        if free_mib < settings.DBOPS_BACKUP_MIN_FREE_MB:
-            raise ServiceWarning(
-                f"less than {settings.DBOPS_BACKUP_MIN_FREE_MB} MiB free for backups"
-            )
+        if free_mib < conf.BACKUP_MIN_FREE_MB:
+            raise ServiceWarning(f"less than {conf.BACKUP_MIN_FREE_MB} MiB free for backups")
 
 
 def existing_ancestor(path: Path) -> Path:

@@ -30,9 +30,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from django.conf import settings
 from health_check.base import HealthCheckResult
 from health_check.exceptions import HealthCheckException, ServiceUnavailable
+
+from dbops import conf
 
 logger = logging.getLogger("health_check")
 
@@ -114,7 +115,7 @@ def close_connections(timeout: float = 10) -> None:
 
 def time_limit(timeout: float) -> float:
     """Seconds a probe waits for something whose own timeout is `timeout`."""
-    return min(timeout, settings.DBOPS_HEALTH_DEADLINE_SECONDS)
+    return min(timeout, conf.HEALTH_DEADLINE_SECONDS)
 
 
 def result_within(future: Future, started: float, timeout: float):
@@ -131,7 +132,7 @@ def run_checks(checks, started: float | None = None) -> list[HealthCheckResult]:
     """
     checks = list(checks)
     started = time.monotonic() if started is None else started
-    ttl = settings.DBOPS_HEALTH_CACHE_SECONDS
+    ttl = conf.HEALTH_CACHE_SECONDS
     reused, running = {}, {}
     for check in checks:
         key = repr(check)

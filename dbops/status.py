@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.template.response import TemplateResponse
 
-from dbops import runs
+from dbops import conf, runs
 from dbops.backup_files import loose_permissions
 from dbops.database import migration_state, probe_connection
 from dbops.envinfo import describe_location
@@ -50,20 +49,21 @@ def collect_status() -> dict:
     if probe.reachable:
         runs.mark_abandoned(BackupRecord)
         runs.mark_abandoned(ImportRun)
+    backup_dir = conf.BACKUP_DIR
     status = {
         "probe": probe,
         "location": describe_location(connection.settings_dict),
         "settings_in_force": [
-            ("CALORIA_ENV", settings.CALORIA_ENV),
+            (conf.ENVIRONMENT_VARIABLE, conf.ENVIRONMENT),
             (".env file", _env_file()),
             ("CONN_MAX_AGE", connection.settings_dict.get("CONN_MAX_AGE")),
             ("CONN_HEALTH_CHECKS", connection.settings_dict.get("CONN_HEALTH_CHECKS")),
-            ("connect timeout (s)", settings.DATABASE_CONNECT_TIMEOUT),
-            ("backup directory", settings.DBOPS_BACKUP_DIR),
+            ("connect timeout (s)", conf.CONNECT_TIMEOUT),
+            ("backup directory", backup_dir or "not configured"),
         ],
-        "backup_directory": settings.DBOPS_BACKUP_DIR,
-        "backup_directory_problem": loose_permissions(Path(settings.DBOPS_BACKUP_DIR)),
-        "sources": sorted(settings.CALORIA_SETTING_SOURCES.items()),
+        "backup_directory": backup_dir,
+        "backup_directory_problem": backup_dir and loose_permissions(Path(backup_dir)),
+        "sources": _sources(),
         "health": health_results(),
         "backups": _recent(BackupRecord),
         "imports": _recent(ImportRun),
@@ -86,8 +86,17 @@ def health_results():
 
 
 def _env_file() -> str:
-    path = settings.CALORIA_ENV_FILE
-    return f"{path}" if settings.CALORIA_ENV_FILE_EXISTS else f"{path} (not found)"
+    path = conf.ENV_FILE
+    if path is None:
+        return "not reported"
+    return f"{path}" if conf.ENV_FILE_EXISTS else f"{path} (not found)"
+
+
+def _sources() -> list[tuple[str, str]] | None:
+    """Where each setting came from, as the project's settings reported it (None: they did
+    not)."""
+    sources = conf.SETTING_SOURCES
+    return None if sources is None else sorted(sources.items())
 
 
 def _migrations(connection) -> dict:

@@ -5,7 +5,7 @@
 - `/health/database/` is the probe a load balancer polls; `/health/` runs every check.
 
 Anonymous callers get each check's status and a fixed message. Staff (a logged-in session)
-or a caller with `Authorization: Bearer <HEALTH_TOKEN>` also get details; never a secret.
+or a caller with `Authorization: Bearer <DBOPS_HEALTH_TOKEN>` also get details; never a secret.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from django.http import HttpResponse, JsonResponse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from health_check.views import HealthCheckView, MediaType
 
+from dbops import conf
 from dbops.database import server_version
 from dbops.health import (
     ALL_CHECKS,
@@ -89,7 +90,7 @@ class DbopsHealthView(HealthCheckView):
         )
 
     def has_token(self, request) -> bool:
-        token = settings.HEALTH_TOKEN
+        token = conf.HEALTH_TOKEN
         header = request.headers.get("Authorization", "")
         if token and header.startswith("Bearer "):
             return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
@@ -166,7 +167,7 @@ def user_count(connection) -> dict:
             )
             row = cursor.fetchone()
             estimate = row[0] if row else -1
-            if estimate >= settings.DBOPS_HEALTH_EXACT_COUNT_BELOW:
+            if estimate >= conf.HEALTH_EXACT_COUNT_BELOW:
                 return {"user_count": estimate, "user_count_is_estimate": True}
         cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(table)}")
         return {"user_count": cursor.fetchone()[0], "user_count_is_estimate": False}

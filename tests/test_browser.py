@@ -178,7 +178,7 @@ def test_the_database_status_page_shows_the_database_and_never_its_password(page
     expect(content).to_contain_text(connection.settings_dict["NAME"])
     expect(content).to_contain_text("caloria_foodentry")
     expect(content).to_contain_text("DatabaseReachable(alias='default')")
-    expect(content).to_contain_text(str(settings.CALORIA_ENV_FILE))
+    expect(content).to_contain_text(str(settings.DBOPS_ENV_FILE))
     expect(content.locator("tr", has_text="Passed")).to_have_count(1)
     expect(content.locator(".module h2")).to_have_count(7)
     assert unreadable_headings(page) == []

@@ -142,15 +142,15 @@ def test_env_file_pitfalls_flag_dollar_values_and_unquoted_comments(tmp_path):
 def test_safe_error_puts_a_failure_on_one_line_without_any_secret(settings):
     from dbops.database import safe_error
 
-    settings.HEALTH_TOKEN = "health-token-that-is-long-enough"
+    settings.DBOPS_HEALTH_TOKEN = "health-token-that-is-long-enough"
     error = RuntimeError(
         f"pg_dump --dbname=postgresql://caloria:hunter22@db/x failed\n"
-        f"key {settings.SECRET_KEY} token {settings.HEALTH_TOKEN}"
+        f"key {settings.SECRET_KEY} token {settings.DBOPS_HEALTH_TOKEN}"
     )
 
     text = safe_error(error)
 
     assert "\n" not in text
-    for secret in ("hunter22", settings.SECRET_KEY, settings.HEALTH_TOKEN):
+    for secret in ("hunter22", settings.SECRET_KEY, settings.DBOPS_HEALTH_TOKEN):
         assert secret not in text
     assert "failed" in text

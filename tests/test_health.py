@@ -42,7 +42,7 @@ DETAIL_KEYS = {
 @pytest.fixture
 def health_settings(settings, tmp_path):
     settings.DBOPS_HEALTH_CACHE_SECONDS = 0
-    settings.HEALTH_TOKEN = TOKEN
+    settings.DBOPS_HEALTH_TOKEN = TOKEN
     settings.DBOPS_BACKUP_DIR = tmp_path / "backups"
     settings.DBOPS_BACKUP_DIR.mkdir()
     settings.DBOPS_BACKUP_CHECK = False

@@ -14,8 +14,8 @@ PRINT_SETTINGS = (
     "'options': db.get('OPTIONS', {}), 'conn_max_age': db['CONN_MAX_AGE'], "
     "'conn_health_checks': db['CONN_HEALTH_CHECKS'], 'debug': settings.DEBUG, "
     "'time_zone': settings.TIME_ZONE, 'use_tz': settings.USE_TZ, "
-    "'env': settings.CALORIA_ENV, 'sources': settings.CALORIA_SETTING_SOURCES, "
-    "'env_file': str(settings.CALORIA_ENV_FILE), 'allowed_hosts': settings.ALLOWED_HOSTS, "
+    "'env': settings.CALORIA_ENV, 'sources': settings.DBOPS_SETTING_SOURCES, "
+    "'env_file': str(settings.DBOPS_ENV_FILE), 'allowed_hosts': settings.ALLOWED_HOSTS, "
     "'password': db.get('PASSWORD')}))"
 )
 

@@ -50,7 +50,7 @@ def test_staff_see_the_database_its_tables_backups_imports_and_health(staff_clie
     assert "nightly.psql.bin.gz" in page and "Passed" in page
     assert "/srv/old/db.sqlite3" in page
     assert "DatabaseReachable(alias=&#x27;default&#x27;)" in page
-    assert str(settings.CALORIA_ENV_FILE) in page
+    assert str(settings.DBOPS_ENV_FILE) in page
     assert settings.SECRET_KEY not in page
 
 

@@ -28,10 +28,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.apps import apps
-from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 
+from dbops import conf
 from dbops.sqlite_import.plan import Column, TablePlan, table_plan
 
 TRANSFORMS = {"boolean", "naive_datetime", "decimal", "password_hash"}
@@ -52,7 +52,7 @@ class Mapping:
 
 
 def builtin_mappings() -> dict[str, Path]:
-    configured = getattr(settings, "DBOPS_IMPORT_MAPPINGS", {})
+    configured = conf.IMPORT_MAPPINGS
     return {name: Path(path) for name, path in configured.items()}
 
 

@@ -44,7 +44,7 @@ def test_the_report_alone_is_on_stdout_with_ok_first(
 @pytest.mark.parametrize(
     "name, line",
     [
-        ("validate_environment", "Caloria environment check (CALORIA_ENV=test)"),
+        ("validate_environment", "Environment check (CALORIA_ENV=test)"),
         ("check_consistency", "check_consistency: no findings"),
         ("import_sqlite", "Dry run: preflight passed for"),
     ],

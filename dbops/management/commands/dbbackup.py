@@ -3,7 +3,7 @@
 Overrides django-dbbackup's command (dbops comes before dbbackup in INSTALLED_APPS) because
 dbbackup has no failure signal: a failed run must leave a failed BackupRecord, one line on
 stderr for cron's mail, exit code 1, and older backups untouched. Backups are always gzipped;
-`--clean` applies Caloria's retention (DBOPS_BACKUP_KEEP_DAYS, never fewer than
+`--clean` applies dbops' retention (DBOPS_BACKUP_KEEP_DAYS, never fewer than
 DBOPS_BACKUP_KEEP_MIN good backups, always the newest verified one) instead of dbbackup's
 count; `--verify` restores the new backup into a scratch database and compares row counts.
 Files are written whole or not at all (dbops.backup_files).

@@ -11,13 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, OperationalError, connections
 from django.utils import timezone
 
-from dbops import runs
+from dbops import conf, runs
 from dbops.commands import (
     add_database_argument,
     add_json_argument,
@@ -62,7 +61,7 @@ class Command(BaseCommand):
             "--mapping",
             metavar="NAME_OR_FILE",
             help="Import a database of another schema through a mapping: a built-in name "
-            "(e.g. flask-caloria) or a TOML file.",
+            "(a key of DBOPS_IMPORT_MAPPINGS) or a TOML file.",
         )
         parser.add_argument(
             "--source-timezone",
@@ -111,7 +110,7 @@ class Command(BaseCommand):
             dry_run=dry_run,
             truncate=truncate,
             excludes=exclude,
-            snapshot_dir=Path(settings.DBOPS_BACKUP_DIR) / "imports",
+            snapshot_dir=Path(conf.BACKUP_DIR) / "imports",
             mapping=mapping,
             source_timezone=source_timezone,
             integrity_check=integrity_check,

@@ -17,7 +17,7 @@ if "django.contrib.staticfiles" in settings.INSTALLED_APPS:
     from django.contrib.staticfiles.management.commands.runserver import (
         Command as BaseRunserverCommand,
     )
-else:  # pragma: no cover - Caloria installs staticfiles
+else:  # a project without django.contrib.staticfiles
     from django.core.management.commands.runserver import Command as BaseRunserverCommand
 
 

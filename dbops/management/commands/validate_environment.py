@@ -15,10 +15,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
+from dbops import conf
 from dbops.backup_files import loose_permissions
 from dbops.commands import (
     add_database_argument,
@@ -41,9 +41,6 @@ from dbops.envinfo import (
 )
 
 PASSED, FAILED, WARNING, SKIPPED = "passed", "failed", "warning", "skipped"
-
-KEY_VARIABLES = ("CALORIA_ENV", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "DEBUG")
-REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
 
 
 @dataclass
@@ -79,9 +76,9 @@ class Command(BaseCommand):
             self.stdout,
             json_report,
             ok=not failed,
-            environment=settings.CALORIA_ENV,
-            env_file=str(settings.CALORIA_ENV_FILE),
-            env_file_exists=settings.CALORIA_ENV_FILE_EXISTS,
+            environment=conf.ENVIRONMENT,
+            env_file=None if conf.ENV_FILE is None else str(conf.ENV_FILE),
+            env_file_exists=conf.ENV_FILE_EXISTS,
             checks=[asdict(r) for r in results],
         )
         if failed:
@@ -112,22 +109,27 @@ class Command(BaseCommand):
         return results
 
     def check_env_file(self) -> Result:
-        path = settings.CALORIA_ENV_FILE
-        if settings.CALORIA_ENV_FILE_EXISTS:
+        path = conf.ENV_FILE
+        if path is None:
+            return Result(".env file", SKIPPED, "not reported by the settings (DBOPS_ENV_FILE)")
+        if conf.ENV_FILE_EXISTS:
             return Result(".env file", PASSED, f"read {path}")
+        variable = conf.ENV_FILE_VARIABLE
         return Result(
             ".env file",
             WARNING,
             f"no file at {path}; values come from the process environment and defaults",
-            hint="Create it from .env.example, or set CALORIA_ENV_FILE to the file to read.",
+            hint="Create it from .env.example"
+            + (f", or set {variable} to the file to read." if variable else "."),
         )
 
     def check_variables(self) -> list[Result]:
         results = []
-        sources = settings.CALORIA_SETTING_SOURCES
-        problems = settings.CALORIA_CONFIGURATION_PROBLEMS
-        file_keys = set(settings.CALORIA_ENV_FILE_KEYS)
-        for name in KEY_VARIABLES:
+        sources = conf.SETTING_SOURCES or {}
+        problems = conf.CONFIGURATION_PROBLEMS
+        file_keys = set(conf.ENV_FILE_KEYS)
+        key_variables = conf.KEY_VARIABLES
+        for name in key_variables:
             source = sources.get(name, SOURCE_DEFAULT)
             own_problems = [p for p in problems if p.startswith(f"{name}:")]
             if own_problems:
@@ -136,20 +138,20 @@ class Command(BaseCommand):
                         name,
                         FAILED,
                         "; ".join(p.split(": ", 1)[1] for p in own_problems),
-                        hint=f"Set {name} in {settings.CALORIA_ENV_FILE} or the environment "
+                        hint=f"Set {name} in {conf.ENV_FILE} or the environment "
                         f"(see .env.example).",
                     )
                 )
                 continue
             if source == SOURCE_DEFAULT:
                 detail = "not set; default used"
-                if name == "DATABASE_URL" and settings.DATABASE_IS_DEFAULT_SQLITE:
+                if name == "DATABASE_URL" and conf.DATABASE_IS_DEFAULT_SQLITE:
                     results.append(
                         Result(
                             name,
                             WARNING,
                             "not set: development uses SQLite at "
-                            + settings.DATABASES["default"]["NAME"],
+                            + str(connections["default"].settings_dict["NAME"]),
                             hint="Set DATABASE_URL to use PostgreSQL.",
                         )
                     )
@@ -162,15 +164,15 @@ class Command(BaseCommand):
                         name,
                         WARNING,
                         f"set in the process environment, which overrides the value in "
-                        f"{settings.CALORIA_ENV_FILE}",
+                        f"{conf.ENV_FILE}",
                         hint=f"Unset {name} in the environment if the .env file should win.",
                     )
                 )
                 continue
-            if name == "CALORIA_ENV":
-                detail = f"{settings.CALORIA_ENV}; {detail}"
+            if name == conf.ENVIRONMENT_VARIABLE:
+                detail = f"{conf.ENVIRONMENT}; {detail}"
             results.append(Result(name, PASSED, detail))
-        others = [p for p in problems if p.split(":", 1)[0] not in KEY_VARIABLES]
+        others = [p for p in problems if p.split(":", 1)[0] not in key_variables]
         results += [
             Result(p.split(":", 1)[0], FAILED, p.split(": ", 1)[1], hint="See .env.example.")
             for p in others
@@ -203,13 +205,18 @@ class Command(BaseCommand):
         if probe.reachable:
             return Result("connection", PASSED, f"answered in {probe.elapsed_ms:.0f} ms")
         reason = self.connection_error_reason(connection)
+        timeout = connection.settings_dict.get("OPTIONS", {}).get("connect_timeout")
         return Result(
             "connection",
             FAILED,
             f"unreachable ({probe.error_class}) after {probe.elapsed_ms / 1000:.1f} s{reason}",
-            hint=f"Is the server running, and does DATABASE_URL name the right host, port, "
-            f"user and password? Connections give up after {settings.DATABASE_CONNECT_TIMEOUT} s "
-            f"(DATABASE_CONNECT_TIMEOUT).",
+            hint="Is the server running, and does DATABASE_URL name the right host, port, "
+            "user and password?"
+            + (
+                f" Connections give up after {timeout} s (OPTIONS connect_timeout)."
+                if timeout
+                else ""
+            ),
         )
 
     def connection_error_reason(self, connection) -> str:
@@ -226,7 +233,7 @@ class Command(BaseCommand):
         return Result("server version", PASSED, f"{probe.vendor} {probe.server_version}")
 
     def check_engine(self, connection) -> Result:
-        environment = settings.CALORIA_ENV
+        environment = conf.ENVIRONMENT
         vendor = connection.vendor
         if connection.settings_dict["ENGINE"] == "django.db.backends.dummy":
             return Result("engine", SKIPPED, "no usable DATABASE_URL")
@@ -244,7 +251,7 @@ class Command(BaseCommand):
                 f"{environment} runs on SQLite",
                 hint="Set DATABASE_URL to use PostgreSQL.",
             )
-        return Result("engine", PASSED, f"{vendor} fits CALORIA_ENV={environment}")
+        return Result("engine", PASSED, f"{vendor} fits {conf.ENVIRONMENT_VARIABLE}={environment}")
 
     def check_migrations(self, connection) -> Result:
         try:
@@ -301,7 +308,14 @@ class Command(BaseCommand):
         return Result(program, PASSED, f"{path} version {client_major} (server {server_major})")
 
     def check_backup_dir(self) -> Result:
-        directory = Path(settings.DBOPS_BACKUP_DIR)
+        if conf.BACKUP_DIR is None:
+            return Result(
+                "backup directory",
+                FAILED,
+                'not configured: neither DBOPS_BACKUP_DIR nor STORAGES["dbbackup"] names one',
+                hint="'manage.py check' says what to set (dbops.E003, dbops.E006).",
+            )
+        directory = Path(conf.BACKUP_DIR)
         if directory.is_dir():
             try:
                 with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
@@ -335,9 +349,9 @@ class Command(BaseCommand):
         )
 
     def check_pitfalls(self) -> list[Result]:
-        if not settings.CALORIA_ENV_FILE_EXISTS:
+        if conf.ENV_FILE is None or not conf.ENV_FILE_EXISTS:
             return []
-        pitfalls = env_file_pitfalls(Path(settings.CALORIA_ENV_FILE))
+        pitfalls = env_file_pitfalls(Path(conf.ENV_FILE))
         if not pitfalls:
             return [Result(".env pitfalls", PASSED, "no '$' values, no unquoted ' #'")]
         return [Result(".env pitfalls", WARNING, pitfall) for pitfall in pitfalls]
@@ -351,7 +365,7 @@ class Command(BaseCommand):
             WARNING: self.style.WARNING,
             SKIPPED: str,
         }
-        self.stdout.write(f"Caloria environment check (CALORIA_ENV={settings.CALORIA_ENV})")
+        self.stdout.write(f"Environment check ({conf.ENVIRONMENT_VARIABLE}={conf.ENVIRONMENT})")
         for result in results:
             label = styles[result.status](f"{result.status:<8}")
             self.stdout.write(f"  {label} {result.name}: {result.detail}")

@@ -1,0 +1,134 @@
+"""Every setting dbops reads, with its default: the one list a project needs to configure it.
+
+Each setting is `DBOPS_<NAME>` in the project's settings and `conf.<NAME>` in dbops
+(`from dbops import conf; conf.BACKUP_KEEP_DAYS`), in the manner of django-dbbackup's
+settings module. Unlike that module, a value is read from django.conf.settings each time it
+is used, not once at import: the settings a test overrides, or a project changes after dbops
+was imported, are the ones dbops sees.
+
+Nothing here is required of every project. The one value dbops cannot do without, the local
+backup directory, defaults to the location of django-dbbackup's storage; when neither is
+there, a system check (dbops.checks) names what to set. The settings that describe where the
+configuration came from (`ENV_FILE`, `SETTING_SOURCES`, ...) are reported by the project's
+settings module, which alone knows; a project that reports nothing gets "not reported" on the
+status page and in `validate_environment`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage, InvalidStorageError, storages
+
+PREFIX = "DBOPS_"
+BACKUP_STORAGE_ALIAS = "dbbackup"
+
+
+class Setting(NamedTuple):
+    default: object
+    meaning: str
+
+
+SETTINGS: dict[str, Setting] = {
+    # What kind of deployment this is.
+    "ENVIRONMENT": Setting(
+        "development",
+        '"production": the database must be PostgreSQL (dbops.E002, the /health/ engine check, '
+        'the WSGI start in dbops.startup); "development": SQLite is a warning (dbops.W001); '
+        'any other value (e.g. "test"): neither',
+    ),
+    "ENVIRONMENT_VARIABLE": Setting(
+        "DBOPS_ENVIRONMENT",
+        "The name the environment is known by in messages (the variable the project reads it from)",
+    ),
+    # The database connections dbops opens itself.
+    "CONNECT_TIMEOUT": Setting(
+        5,
+        "Seconds pg_dump, pg_restore and dbops' own connections (restore-verification) wait "
+        "for the server",
+    ),
+    # Backups (django-dbbackup writes them; dbops records, keeps and verifies them).
+    "BACKUP_DIR": Setting(
+        None,
+        "The local directory of backups and import snapshots (`imports/`); default: the "
+        '`location` of `STORAGES["dbbackup"]`, which must be the same directory',
+    ),
+    "BACKUP_KEEP_DAYS": Setting(7, "`dbbackup --clean` keeps every backup younger than this"),
+    "BACKUP_KEEP_MIN": Setting(
+        3,
+        "... and never fewer than this many successful ones (and always the newest verified one)",
+    ),
+    "BACKUP_CHECK": Setting(False, "Whether `/health/` fails when backups are stale"),
+    "BACKUP_MAX_AGE_HOURS": Setting(26, "Age of the newest backup past which `/health/` fails"),
+    "BACKUP_MIN_FREE_MB": Setting(
+        1024, "Free space in the backup directory below which `/health/` warns"
+    ),
+    # Health endpoints.
+    "HEALTH_TOKEN": Setting(
+        "", "Bearer token that shows health details to a monitor (empty: staff only)"
+    ),
+    "HEALTH_CACHE_SECONDS": Setting(
+        1, "A health result is reused this long per process (0: never)"
+    ),
+    "HEALTH_DEADLINE_SECONDS": Setting(4, "A health endpoint answers within this"),
+    "HEALTH_EXACT_COUNT_BELOW": Setting(
+        100_000, "Users are counted exactly below this; above, PostgreSQL's estimate is shown"
+    ),
+    # import_sqlite.
+    "IMPORT_MAPPINGS": Setting({}, "`import_sqlite --mapping NAME`: name -> TOML file"),
+    # Where the configuration came from, as the project's settings module reports it.
+    "ENV_FILE": Setting(None, "The `.env` file the settings looked at (None: not reported)"),
+    "ENV_FILE_EXISTS": Setting(False, "Whether that file existed and was read"),
+    "ENV_FILE_VARIABLE": Setting(None, "The variable that names the `.env` file, for hints"),
+    "ENV_FILE_KEYS": Setting((), "The variables that file assigns"),
+    "SETTING_SOURCES": Setting(
+        None,
+        "Variable -> where its value came from (process environment, .env file, default); "
+        "None: not reported",
+    ),
+    "KEY_VARIABLES": Setting((), "The variables `validate_environment` reports one line each"),
+    "CONFIGURATION_PROBLEMS": Setting(
+        (),
+        "Problems the settings found and left for `validate_environment` to report, each "
+        '"VARIABLE: what is wrong"',
+    ),
+    "DATABASE_IS_DEFAULT_SQLITE": Setting(
+        False, "True when the settings fell back to SQLite because `DATABASE_URL` was unset"
+    ),
+}
+
+
+def __getattr__(name: str):
+    """`conf.NAME`: the project's `DBOPS_NAME`, or its default (`BACKUP_DIR`: see below)."""
+    if name == "BACKUP_DIR":
+        return backup_dir()
+    if name not in SETTINGS:
+        raise AttributeError(f"dbops has no setting {PREFIX}{name}")
+    return getattr(settings, PREFIX + name, SETTINGS[name].default)
+
+
+def is_set(name: str) -> bool:
+    """Whether the project gives `DBOPS_NAME` a value of its own (not empty, not None)."""
+    return bool(getattr(settings, PREFIX + name, None))
+
+
+def backup_dir() -> Path | None:
+    """`DBOPS_BACKUP_DIR`, else the directory of a FileSystemStorage `STORAGES["dbbackup"]`;
+    None when neither names a local directory (dbops.E006 says so)."""
+    if is_set("BACKUP_DIR"):
+        return Path(settings.DBOPS_BACKUP_DIR)
+    storage = backup_storage()
+    if isinstance(storage, FileSystemStorage):
+        return Path(storage.location)
+    return None
+
+
+def backup_storage():
+    """The storage django-dbbackup writes to, or None when `STORAGES["dbbackup"]` is unset
+    (django-dbbackup then falls back to a FileSystemStorage of MEDIA_ROOT)."""
+    try:
+        return storages[BACKUP_STORAGE_ALIAS]
+    except InvalidStorageError:
+        return None

@@ -348,10 +348,11 @@ def test_a_run_logs_one_line_per_table_and_the_summary(filled_source):
 # --------------------------------------------------------------------------- the target
 
 
-def test_a_non_empty_target_is_refused_and_its_tables_listed(filled_source):
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry run", "import"])
+def test_a_non_empty_target_is_refused_and_its_tables_listed(filled_source, dry_run):
     import_sqlite(filled_source)
 
-    output = failed_import(filled_source)
+    output = failed_import(filled_source, *(["--dry-run"] if dry_run else []))
 
     assert "target tables are not empty: " in output
     assert "caloria_user" in output and "caloria_foodentry" in output

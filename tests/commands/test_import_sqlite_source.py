@@ -142,10 +142,11 @@ def test_a_source_without_django_migrations_is_refused(tmp_path):
     assert "has no django_migrations table" in output
 
 
-def test_a_migration_mismatch_lists_the_differences_and_the_migrate_to_run(filled_source):
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry run", "import"])
+def test_a_migration_mismatch_lists_the_differences_and_the_migrate_to_run(filled_source, dry_run):
     execute(filled_source, "DELETE FROM django_migrations WHERE app = 'caloria'")
 
-    output = failed_import(filled_source)
+    output = failed_import(filled_source, *(["--dry-run"] if dry_run else []))
 
     assert "migrations applied in the target but not in the source: caloria.0001_initial" in output
     assert "run 'manage.py migrate' against the SQLite database first" in output
@@ -174,12 +175,13 @@ def test_a_migration_mismatch_lists_the_differences_and_the_migrate_to_run(fille
     ],
     ids=["missing column", "missing table", "virtual table"],
 )
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry run", "import"])
 def test_a_table_the_models_expect_and_the_source_lacks_is_named(
-    filled_source, statements, expected
+    filled_source, statements, expected, dry_run
 ):
     execute(filled_source, "PRAGMA foreign_keys = OFF", *statements)
 
-    output = failed_import(filled_source, "--dry-run")
+    output = failed_import(filled_source, *(["--dry-run"] if dry_run else []))
 
     assert expected in output
 

@@ -38,7 +38,7 @@ class UnsupportedField(Exception):
         label = field.model._meta.label
         where = f"a {postgresql_type} column in PostgreSQL" if postgresql_type else "no column type"
         if postgresql_type and sqlite_type and postgresql_type != sqlite_type:
-            where += f", {sqlite_type} in SQLite: it differs by backend (a search index?)"
+            where += f", {sqlite_type} in SQLite: it differs by backend"
         super().__init__(f"{label}.{field.name}: {kind} ({where}) is not supported")
 
 

@@ -253,7 +253,10 @@ def unsupported_problem(model: type[models.Model], exc: UnsupportedField) -> str
     owner = model._meta.auto_created or model
     problem = f"{exc}; leave it out with --exclude {owner._meta.label}"
     if "differs by backend" in str(exc):
-        problem += ", then rebuild it in PostgreSQL with the project's own command"
+        problem += (
+            ", then fill it in PostgreSQL as the project does (a search index: with its "
+            "rebuild command)"
+        )
     return problem
 
 

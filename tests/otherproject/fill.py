@@ -19,6 +19,7 @@ from tests.otherproject.shop.models import (  # noqa: E402
     Category,
     Delivery,
     Note,
+    Pickup,
     Place,
     Product,
     Shop,
@@ -60,6 +61,7 @@ def fill() -> None:
             supplier=farm if n % 2 else in_house,
             since=datetime.date(2024, 1, 1 + n % 28),
         )
+    Pickup.objects.create(shop=shops[0], location="(48.85, 2.35)")
     for n, shop in enumerate(shops):
         delivery = Delivery.objects.create(
             shop=shop, arrived_at=datetime.datetime(2025, 3, 1 + n, 9, 30, 15, 250000, datetime.UTC)

@@ -260,7 +260,7 @@ def test_a_custom_field_of_an_unknown_column_type_is_refused_naming_it_and_both_
 
     assert str(refused.value) == (
         "fieldtypes.EveryField.body: SearchVector (a tsvector column in PostgreSQL, text in "
-        "SQLite: it differs by backend (a search index?)) is not supported"
+        "SQLite: it differs by backend) is not supported"
     )
 
 

@@ -52,6 +52,16 @@ class SearchVectorField(models.Field):
         return "tsvector" if connection.vendor == "postgresql" else "text"
 
 
+class PointField(models.Field):
+    """A geometric point: PostgreSQL's point type, which no rule of dbops knows."""
+
+    def get_internal_type(self):
+        return "PointField"
+
+    def db_type(self, connection):
+        return "point" if connection.vendor == "postgresql" else "text"
+
+
 class Category(MP_Node):
     name = models.CharField(max_length=100)
     node_order_by = ["name"]
@@ -145,3 +155,13 @@ class SearchEntry(models.Model):
 
     def __str__(self):
         return f"search entry of {self.product}"
+
+
+class Pickup(models.Model):
+    """Where a shop's orders are collected: a column type dbops cannot copy."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="pickups")
+    location = PointField(null=True)
+
+    def __str__(self):
+        return f"pickup at {self.shop}"

@@ -24,6 +24,7 @@ from django.core.files.storage import FileSystemStorage, InvalidStorageError, st
 
 PREFIX = "DBOPS_"
 BACKUP_STORAGE_ALIAS = "dbbackup"
+REMOTE_BACKUP_STORAGE_ALIAS = "dbbackup_remote"
 
 
 class Setting(NamedTuple):
@@ -130,5 +131,14 @@ def backup_storage():
     (django-dbbackup then falls back to a FileSystemStorage of MEDIA_ROOT)."""
     try:
         return storages[BACKUP_STORAGE_ALIAS]
+    except InvalidStorageError:
+        return None
+
+
+def remote_backup_storage():
+    """The off-site storage every backup is also copied to (`STORAGES["dbbackup_remote"]`),
+    or None when the project has none."""
+    try:
+        return storages[REMOTE_BACKUP_STORAGE_ALIAS]
     except InvalidStorageError:
         return None

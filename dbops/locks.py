@@ -17,6 +17,7 @@ import zlib
 IMPORT_RUN = 0x64620001
 BACKUP_RUN = 0x64620002
 SCRATCH_DATABASE = 0x64620003
+RESTORE_RUN = 0x64620004
 
 
 def key_of_number(number: int) -> int:

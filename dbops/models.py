@@ -60,6 +60,11 @@ class BackupRecord(Run):
         PASSED = "passed"
         FAILED = "failed"
 
+    class RemoteCopy(models.TextChoices):
+        NOT_CONFIGURED = "", "no remote storage"
+        COPIED = "copied"
+        FAILED = "failed"
+
     duration_seconds = models.FloatField(null=True, blank=True)
     database = models.CharField(max_length=100, default="default")
     engine = models.CharField(max_length=100, blank=True)
@@ -78,6 +83,27 @@ class BackupRecord(Run):
     )
     verified_at = models.DateTimeField(null=True, blank=True)
     verification_detail = models.TextField(blank=True)
+    table_checksums = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per table: the checksum of its rows, taken in the snapshot pg_dump dumped.",
+    )
+    encrypted = models.BooleanField(default=False)
+    encryption_key = models.CharField(
+        max_length=200, blank=True, help_text="The public key it was encrypted to (not secret)."
+    )
+    remote_copy = models.CharField(
+        "off-site copy", max_length=10, choices=RemoteCopy.choices, default="", blank=True
+    )
+    remote_name = models.CharField("name in the remote storage", max_length=255, blank=True)
+    remote_copied_at = models.DateTimeField(null=True, blank=True)
+    remote_detail = models.TextField(blank=True)
+    remote_deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When retention removed the off-site copy."
+    )
+    pinned = models.BooleanField(
+        "keep", default=False, help_text="A kept backup is never deleted by retention."
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -85,3 +111,36 @@ class BackupRecord(Run):
 
     def __str__(self):
         return self.filename or f"backup started {self.started_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class RestoreRun(Run):
+    """One run of `restore_backup`: the backup, the database it was restored into, the checks,
+    and whether it was swapped into service (or rolled back)."""
+
+    RUN_LOCK = locks.RESTORE_RUN
+
+    class Action(models.TextChoices):
+        RESTORE = "restore", "restore and check"
+        SWAP = "swap", "restore, check and swap in"
+        ROLLBACK = "rollback", "roll back a swap"
+
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.RESTORE)
+    backup = models.ForeignKey(
+        BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="restores"
+    )
+    from_remote = models.BooleanField("from the off-site copy", default=False)
+    database = models.CharField("live database alias", max_length=100, default="default")
+    restored_database = models.CharField(max_length=63, blank=True)
+    previous_database = models.CharField(
+        max_length=63, blank=True, help_text="Where the live database was renamed aside."
+    )
+    steps = models.JSONField(
+        default=list, blank=True, help_text="Each step: name, outcome, detail, seconds."
+    )
+    duration_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} at {self.started_at:%Y-%m-%d %H:%M:%S} UTC"

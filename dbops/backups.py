@@ -11,12 +11,9 @@ dropped (by the next verification, when a killed one could not).
 from __future__ import annotations
 
 import contextlib
-import gzip
-import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 import uuid
 import zlib
@@ -32,6 +29,7 @@ from dbops import conf, locks
 from dbops.database import safe_error
 from dbops.files import file_sha256
 from dbops.models import BackupRecord
+from dbops.pgrestore import RestoreError, gunzipped, restore_archive
 
 
 class VerificationFailed(Exception):
@@ -142,19 +140,7 @@ def _store_verification(record: BackupRecord, outcome: str, detail: str) -> None
 
 
 def _verify(record: BackupRecord, notice: Callable[[str], object]) -> str:
-    if record.status != BackupRecord.Status.SUCCEEDED:
-        raise VerificationFailed(f"backup {record.pk} did not succeed; nothing to verify")
-    if record.deleted_at is not None:
-        raise VerificationFailed(f"{record.filename} was deleted by retention")
-    path = backup_path(record.filename)
-    if not path.is_file():
-        raise VerificationFailed(f"{path} is missing")
-    actual = file_sha256(path)
-    if actual != record.sha256:
-        raise VerificationFailed(
-            f"{record.filename}: sha256 is {actual[:12]}…, the record says "
-            f"{record.sha256[:12]}…: the file was changed or truncated"
-        )
+    path = checked_file(record)
     if "sqlite" in record.engine:
         restored = _restored_sqlite_counts(path)
     else:
@@ -170,15 +156,30 @@ def _verify(record: BackupRecord, notice: Callable[[str], object]) -> str:
     return f"restored {len(restored)} tables, {total:,} rows, counts match; sha256 ok"
 
 
-def _gunzipped(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+def checked_file(record: BackupRecord) -> Path:
+    """The backup's local file, once it is known to be the file the record describes (a
+    successful backup, not deleted by retention, the recorded sha256)."""
+    if record.status != BackupRecord.Status.SUCCEEDED:
+        raise VerificationFailed(f"backup {record.pk} did not succeed; nothing to restore")
+    if record.deleted_at is not None:
+        raise VerificationFailed(f"{record.filename} was deleted by retention")
+    path = backup_path(record.filename)
+    if not path.is_file():
+        raise VerificationFailed(f"{path} is missing")
+    actual = file_sha256(path)
+    if actual != record.sha256:
+        raise VerificationFailed(
+            f"{record.filename}: sha256 is {actual[:12]}…, the record says "
+            f"{record.sha256[:12]}…: the file was changed or truncated"
+        )
+    return path
 
 
 def _restored_sqlite_counts(path: Path) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="dbops-verify-") as folder:
         restored = Path(folder) / "restored.sqlite3"
         try:
-            with _gunzipped(path) as source, restored.open("wb") as target:
+            with gunzipped(path) as source, restored.open("wb") as target:
                 shutil.copyfileobj(source, target)
             connection = sqlite3.connect(f"file:{restored}?mode=ro", uri=True)
             try:
@@ -197,20 +198,6 @@ def _restored_sqlite_counts(path: Path) -> dict[str, int]:
                 connection.close()
         except (OSError, EOFError, zlib.error, sqlite3.DatabaseError) as exc:
             raise VerificationFailed(f"the backup does not restore: {exc}") from None
-
-
-def _libpq_environment(settings_dict: dict) -> dict[str, str]:
-    environment = {**os.environ}
-    for key, variable in (
-        ("HOST", "PGHOST"),
-        ("PORT", "PGPORT"),
-        ("USER", "PGUSER"),
-        ("PASSWORD", "PGPASSWORD"),
-    ):
-        if settings_dict.get(key):
-            environment[variable] = str(settings_dict[key])
-    environment["PGCONNECT_TIMEOUT"] = str(conf.CONNECT_TIMEOUT)
-    return environment
 
 
 def _connect(settings_dict: dict, database: str):
@@ -283,35 +270,12 @@ def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> No
 def _restored_postgresql_counts(
     path: Path, alias: str, notice: Callable[[str], object]
 ) -> dict[str, int]:
-    pg_restore = shutil.which("pg_restore")
-    if pg_restore is None:
-        raise VerificationFailed(
-            "pg_restore is not on PATH: install the PostgreSQL client tools "
-            "(Debian: postgresql-client), at least the server's major version"
-        )
     settings_dict = connections[alias].settings_dict
     with scratch_database(alias, notice) as scratch:
-        process = subprocess.Popen(
-            [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "-d", scratch],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=_libpq_environment(settings_dict),
-        )
-        feed_error = None
         try:
-            with _gunzipped(path) as source:
-                shutil.copyfileobj(source, process.stdin, 1 << 20)
-        except (OSError, EOFError, zlib.error) as exc:
-            feed_error = exc
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                process.stdin.close()
-        stderr = process.stderr.read().decode(errors="replace")
-        process.wait()
-        if feed_error is not None or process.returncode != 0:
-            reason = feed_error or (stderr.strip().splitlines() or ["pg_restore failed"])[-1]
-            raise VerificationFailed(f"the backup does not restore: {safe_error(reason, alias)}")
+            restore_archive(path, alias, scratch)
+        except RestoreError as exc:
+            raise VerificationFailed(str(exc)) from None
         connection = _connect(settings_dict, scratch)
         try:
             with connection.cursor() as cursor:

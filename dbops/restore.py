@@ -1,0 +1,367 @@
+"""Restoring a backup into service, with a way back (`restore_backup`).
+
+A backup is restored into a new database beside the live one, never over it, and checked
+there: the file is the one recorded, the migrations are the recorded ones and the ones this
+code expects, every table has the rows (and, where recorded, the checksums) of the backup,
+and `check_consistency` finds nothing. Only then, and only when asked, is it swapped in: the
+live database is renamed aside (kept for `--rollback`) and the restored one takes its name,
+in one transaction (dbops.swap), after dbops' history has been carried over to it
+(dbops.history). Until that commit the live database is untouched, whatever fails; a
+restored database that did not go into service is dropped unless the operator keeps it.
+
+Each step is recorded in the RestoreRun as it ends (name, outcome, detail, seconds), so a run
+that stops half-way says where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import DatabaseError, connections
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
+from django.utils import timezone
+
+from dbops import backups, consistency, history, locks, runs, swap
+from dbops.database import migration_state, safe_error, session_of_its_own
+from dbops.models import BackupRecord, RestoreRun
+from dbops.pgrestore import RestoreError, restore_archive
+
+MAINTENANCE_DATABASE = "postgres"
+PASSED, FAILED = "passed", "failed"
+
+
+class RestoreFailed(Exception):
+    """A step failed or was refused; the live database is as it was (the message says why)."""
+
+
+@dataclass
+class Plan:
+    """What the operator asked for."""
+
+    alias: str = "default"
+    swap: bool = False
+    terminate_sessions: bool = False
+    keep_restored: bool = False
+    # Asked before the swap with what is about to happen; None: --noinput.
+    confirm: Callable[[str], bool] | None = None
+    notice: Callable[[str], object] = print
+    report: Callable[[dict], object] = lambda step: None
+
+
+class Runner:
+    """One run: its record, its steps, and the databases it made or moved."""
+
+    def __init__(self, run: RestoreRun, plan: Plan):
+        self.run = run
+        self.plan = plan
+        self.alias = plan.alias
+        self.live = connections[self.alias].settings_dict["NAME"]
+        self.swapped = False
+
+    # ------------------------------------------------------------------ steps
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        """Record the step's outcome when it ends; a failure in it fails the run."""
+        started = time.monotonic()
+        outcome = {"detail": ""}
+        try:
+            yield outcome
+        except (RestoreFailed, RestoreError, backups.VerificationFailed) as exc:
+            self.record_step(name, FAILED, str(exc), started)
+            raise RestoreFailed(f"{name}: {exc}") from None
+        except (DatabaseError, OSError, consistency.ConsistencyError) as exc:
+            reason = safe_error(exc, self.alias)
+            self.record_step(name, FAILED, reason, started)
+            raise RestoreFailed(f"{name}: {reason}") from None
+        self.record_step(name, PASSED, outcome["detail"], started)
+
+    def record_step(self, name: str, outcome: str, detail: str, started: float) -> None:
+        entry = {
+            "name": name,
+            "outcome": outcome,
+            "detail": detail[:2000],
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        self.run.steps = [*self.run.steps, entry]
+        self.plan.report(entry)
+        # Saved as it happens, so a run killed half-way shows where; a save that cannot
+        # happen (the live database refusing sessions mid-swap) waits for the outcome's.
+        with contextlib.suppress(DatabaseError):
+            self.run.save(update_fields=["steps", "restored_database", "previous_database"])
+
+    def maintenance(self):
+        return session_of_its_own(self.alias, MAINTENANCE_DATABASE)
+
+    # ------------------------------------------------------------------ restore and check
+
+    def restore(self, record: BackupRecord) -> None:
+        """Restore and check; swap in when the plan says so. Raises RestoreFailed."""
+        try:
+            self.restore_and_check(record)
+            if self.plan.swap:
+                self.swap_in(self.run.restored_database, "previous")
+        except BaseException:
+            self.drop_restored_unless_kept()
+            raise
+
+    def restore_and_check(self, record: BackupRecord) -> None:
+        with self.step("file") as step:
+            if record.engine != "postgresql":
+                raise RestoreFailed(
+                    f"{record.filename} is a {record.engine or 'unknown'} backup; "
+                    f"restore_backup restores PostgreSQL backups"
+                )
+            path = backups.checked_file(record)
+            step["detail"] = f"{path} ({record.size:,} bytes), sha256 matches the record"
+        with self.step("create database") as step:
+            maintenance = self.maintenance()
+            try:
+                with maintenance.cursor() as cursor:
+                    name = swap.unused_name(
+                        cursor, swap.timestamped_name(self.live, "restored", timezone.now())
+                    )
+                    swap.create_database_like(cursor, name, self.live)
+            finally:
+                maintenance.close()
+            self.run.restored_database = name
+            step["detail"] = f"created {name}, with the encoding and collation of {self.live}"
+        with self.step("pg_restore") as step:
+            restore_archive(path, self.alias, name)
+            step["detail"] = f"{record.filename} restored into {name}"
+        restored = session_of_its_own(self.alias, name)
+        try:
+            with self.step("migrations") as step:
+                step["detail"] = check_migrations(restored, record)
+            with self.step("rows") as step:
+                step["detail"] = check_rows(restored, record)
+            with self.step("check_consistency") as step:
+                step["detail"] = check_consistency(restored)
+        finally:
+            restored.close()
+
+    def drop_restored_unless_kept(self) -> None:
+        name = self.run.restored_database
+        if not name or self.swapped:
+            return
+        if self.plan.keep_restored:
+            self.plan.notice(f"Kept {name} (--keep-restored): drop it when done with it.")
+            return
+        started = time.monotonic()
+        try:
+            maintenance = self.maintenance()
+            try:
+                with maintenance.cursor() as cursor:
+                    swap.drop_database(cursor, name)
+            finally:
+                maintenance.close()
+        except DatabaseError as exc:
+            self.record_step("drop restored", FAILED, safe_error(exc, self.alias), started)
+            self.plan.notice(f"Could not drop {name}: {safe_error(exc, self.alias)}")
+            return
+        self.record_step("drop restored", PASSED, f"dropped {name}", started)
+
+    # ------------------------------------------------------------------ swap
+
+    def swap_in(self, incoming: str, kind: str) -> None:
+        """Put `incoming` in the live database's place, the live one aside as `{live}_{kind}_
+        {time}`: sessions, history, then both renames in one transaction."""
+        if self.plan.confirm is not None:
+            with self.step("confirm") as step:
+                question = f"{self.live} will be renamed aside and {incoming} will take its name."
+                if not self.plan.confirm(question):
+                    raise RestoreFailed("the operator did not confirm the swap")
+                step["detail"] = "confirmed at the prompt"
+        live_connection = connections[self.alias]
+        with live_connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            own_pids = {cursor.fetchone()[0]}
+        maintenance = self.maintenance()
+        closed = False
+        try:
+            with maintenance.cursor() as cursor:
+                swap.allow_connections(cursor, self.live, False)
+                closed = True
+            with self.step("sessions") as step:
+                step["detail"] = self.clear_sessions(maintenance, [self.live, incoming], own_pids)
+            with self.step("history") as step:
+                step["detail"] = self.carry_history(incoming)
+            with self.step("swap") as step:
+                with maintenance.cursor() as cursor:
+                    aside = swap.unused_name(
+                        cursor, swap.timestamped_name(self.live, kind, timezone.now())
+                    )
+                self.run.previous_database = aside
+                live_connection.close()  # the rename needs the live database without sessions
+                swap.swap_names(maintenance, self.live, incoming, aside)
+                self.swapped = True
+                step["detail"] = (
+                    f"{self.live} renamed to {aside}; {incoming} renamed to {self.live}"
+                )
+        finally:
+            if closed and not self.swapped:
+                with contextlib.suppress(DatabaseError), maintenance.cursor() as cursor:
+                    swap.allow_connections(cursor, self.live, True)
+            maintenance.close()
+        self.hold_lock_again()
+
+    def clear_sessions(self, maintenance, databases: list[str], own_pids: set[int]) -> str:
+        with maintenance.cursor() as cursor:
+            others = swap.sessions_on(cursor, databases, own_pids)
+            if not others:
+                return f"no other session on {' or '.join(databases)}; new ones refused"
+            listed = "; ".join(str(session) for session in others)
+            if not self.plan.terminate_sessions:
+                raise RestoreFailed(
+                    f"{len(others)} other session(s) connected: {listed}. Stop them (the "
+                    f"application, workers, psql), or pass --terminate-sessions to end them"
+                )
+            remaining = swap.terminate(cursor, others)
+        if remaining:
+            raise RestoreFailed(
+                "sessions did not end: " + "; ".join(str(session) for session in remaining)
+            )
+        return f"ended {len(others)} session(s): {listed}"
+
+    def carry_history(self, incoming: str) -> str:
+        self.run.save(update_fields=["steps", "restored_database", "previous_database"])
+        target = session_of_its_own(self.alias, incoming)
+        try:
+            copied = history.carry_history(connections[self.alias], target)
+        finally:
+            target.close()
+        rows = ", ".join(f"{table} {count}" for table, count in copied.items())
+        return f"dbops' history of {self.live} carried into {incoming}: {rows}"
+
+    def hold_lock_again(self) -> None:
+        """The run's lock went with the old live database's session: take it on the new one,
+        so the record is not taken for abandoned before its outcome is saved."""
+        connection = connections[self.alias]
+        with contextlib.suppress(DatabaseError):
+            with connection.cursor() as cursor:
+                locks.hold(cursor, RestoreRun.RUN_LOCK, locks.key_of_number(self.run.pk))
+            self.run.lock_session = connection.connection
+
+    # ------------------------------------------------------------------ rollback
+
+    def rollback(self, name: str | None) -> None:
+        with self.step("find") as step:
+            target = self.previous_database(name)
+            self.run.restored_database = target
+            step["detail"] = f"{target} was set aside by an earlier swap"
+        self.swap_in(target, "rolledback")
+
+    def previous_database(self, name: str | None) -> str:
+        done = RestoreRun.objects.using(self.alias).filter(
+            status=RestoreRun.Status.SUCCEEDED,
+            action__in=[RestoreRun.Action.SWAP, RestoreRun.Action.ROLLBACK],
+        )
+        if name:
+            if not done.filter(previous_database=name).exists():
+                raise RestoreFailed(
+                    f"{name} was not set aside by a swap of {self.live} (the restore history "
+                    f"lists those: admin, Restore runs)"
+                )
+        else:
+            newest = done.exclude(previous_database="").first()
+            if newest is None:
+                raise RestoreFailed(f"no swap of {self.live} is recorded: nothing to roll back")
+            name = newest.previous_database
+        maintenance = self.maintenance()
+        try:
+            with maintenance.cursor() as cursor:
+                exists = swap.database_exists(cursor, name)
+        finally:
+            maintenance.close()
+        if not exists:
+            raise RestoreFailed(f"database {name} no longer exists on the server")
+        return name
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_migrations(restored, record: BackupRecord) -> str:
+    """The restored database's migrations are the record's, and this code can serve it: none
+    it lacks, none it does not know (a backup of newer code)."""
+    newest = backups.migration_state(restored)
+    if newest != record.migrations:
+        differ = sorted(
+            f"{app}: {record.migrations.get(app, 'none')} recorded, {newest.get(app, 'none')} "
+            f"restored"
+            for app in set(newest) | set(record.migrations)
+            if newest.get(app) != record.migrations.get(app)
+        )
+        raise RestoreFailed("migrations differ from the record: " + "; ".join(differ[:10]))
+    state = migration_state(restored)
+    if state.unapplied:
+        raise RestoreFailed(
+            f"this code has {len(state.unapplied)} migration(s) the backup lacks "
+            f"({state.shown()}): restore it with the code it was taken with, or migrate a "
+            f"copy kept with --keep-restored"
+        )
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    known = set(loader.disk_migrations) | {
+        replaced for migration in loader.disk_migrations.values() for replaced in migration.replaces
+    }
+    unknown = sorted(
+        f"{app}.{name}"
+        for app, name in MigrationRecorder(restored).applied_migrations()
+        if app in loader.migrated_apps and (app, name) not in known
+    )
+    if unknown:
+        raise RestoreFailed(
+            f"the backup has migration(s) this code does not know ({', '.join(unknown[:5])}): "
+            f"it was taken with newer code"
+        )
+    return f"{len(newest)} apps at the recorded migrations; nothing to apply or unknown"
+
+
+def check_rows(restored, record: BackupRecord) -> str:
+    """Every table holds the rows recorded at backup time."""
+    counts = backups.table_counts(restored)
+    differ = [
+        f"{table}: {expected} at backup, {counts.get(table, 'missing')} restored"
+        for table, expected in sorted(record.table_counts.items())
+        if counts.get(table) != expected
+    ]
+    if differ:
+        raise RestoreFailed("row counts differ: " + "; ".join(differ[:10]))
+    return (
+        f"{len(counts)} tables, {sum(counts.values()):,} rows: counts match the record "
+        f"(checksums not compared: this version records none)"
+    )
+
+
+def check_consistency(restored) -> str:
+    findings, _ = consistency.run_checks(restored)
+    if findings:
+        shown = "; ".join(f"{finding.subject}: {finding.detail}" for finding in findings[:5])
+        raise RestoreFailed(f"{len(findings)} finding(s): {shown}")
+    return "no findings"
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def start(alias: str, action: str, record: BackupRecord | None = None) -> RestoreRun:
+    """The run's record, unless another restore_backup of this database is running."""
+    runs.mark_abandoned(RestoreRun, alias)
+    running = RestoreRun.objects.using(alias).filter(status=RestoreRun.Status.RUNNING).first()
+    if running is not None:
+        raise RestoreFailed(
+            f"restore run {running.pk} (pid {running.pid} on {running.host}) is still running"
+        )
+    return runs.start_run(RestoreRun, alias, action=action, backup=record, database=alias)
+
+
+def finish(run: RestoreRun, started: float, error: str = "") -> bool:
+    run.status = RestoreRun.Status.FAILED if error else RestoreRun.Status.SUCCEEDED
+    run.error = error
+    run.finished_at = timezone.now()
+    run.duration_seconds = time.monotonic() - started
+    return runs.save_outcome(run)

@@ -10,10 +10,12 @@ host and port).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -359,3 +361,32 @@ def restart_sequence_past_largest_key(
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER SEQUENCE {state.sequence} RESTART WITH {int(next_value)}")
     return next_value
+
+
+@contextlib.contextmanager
+def session_of_its_own(alias: str, database: str | None = None):
+    """A Django connection of its own, to `database` (default: the alias's own), with the
+    alias's settings, closed on the way out.
+
+    It lives under a temporary alias of `connections` (not of its settings: it is no
+    configured database, and Django's test isolation lets such connections be), so that
+    everything that goes through Django by alias (transaction.atomic, the COPY helpers)
+    reaches this session and not the alias's own one: a scratch database, or a second
+    session beside an open transaction.
+    """
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    settings_dict = {**connections[alias].settings_dict}
+    if database is not None:
+        settings_dict["NAME"] = database
+    name = f"{alias}__dbops_session_{uuid.uuid4().hex[:8]}"
+    connection = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, name)
+    connections[name] = connection
+    try:
+        yield connection
+    finally:
+        try:
+            connection.close()
+        finally:
+            del connections[name]

@@ -1,5 +1,5 @@
 """COPY to and from PostgreSQL: the one place that knows how the driver streams (psycopg2's
-`copy_expert` today).
+`copy_expert`, psycopg 3's `cursor.copy()`).
 
 psycopg2 2.9 has a quirk worth its own module: when the server ends the session during a COPY
 (a restart, pg_terminate_backend), it writes the server's error, chained to a `SystemError:
@@ -28,13 +28,30 @@ _DRIVER_NOISE = re.compile(
 def copy_from(connection, cursor, sql: str, stream, size: int = 1 << 16) -> None:
     """Run `COPY ... FROM STDIN`, reading the data from `stream.read(size)`."""
     with _server_error_reported(connection):
-        cursor.cursor.copy_expert(sql, stream, size=size)
+        if _is_psycopg3():
+            with cursor.cursor.copy(sql) as copy:
+                while data := stream.read(size):
+                    copy.write(data)
+        else:
+            cursor.cursor.copy_expert(sql, stream, size=size)
 
 
 def copy_to(connection, cursor, sql: str, sink) -> None:
     """Run `COPY ... TO STDOUT`, handing the data to `sink.write(data)`."""
     with _server_error_reported(connection):
-        cursor.cursor.copy_expert(sql, sink)
+        if _is_psycopg3():
+            with cursor.cursor.copy(sql) as copy:
+                for data in copy:
+                    sink.write(data)
+        else:
+            cursor.cursor.copy_expert(sql, sink)
+
+
+def _is_psycopg3() -> bool:
+    # Imported when used: a project on SQLite alone may have neither driver installed.
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return is_psycopg3
 
 
 @contextlib.contextmanager

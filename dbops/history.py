@@ -31,30 +31,23 @@ def history_models() -> list:
 
 def carry_history(source, target) -> dict[str, int]:
     """Replace `target`'s history tables with `source`'s rows (columns both have), in one
-    transaction on `target`, read in one snapshot of `source`; rows per table."""
+    transaction on `target` (a connection of its own, dbops.database.session_of_its_own),
+    read in one snapshot of `source`; rows per table."""
     models = history_models()
     copied: dict[str, int] = {}
     with transaction.atomic(using=source.alias):
         with source.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        target.set_autocommit(False)
-        try:
-            with target.cursor() as cursor:
-                tables = set(target.introspection.table_names(cursor))
-                present = [model for model in models if model._meta.db_table in tables]
-                if present:
-                    names = ", ".join(target.ops.quote_name(m._meta.db_table) for m in present)
-                    cursor.execute(f"TRUNCATE {names}")
-                for model in present:
-                    copied[model._meta.db_table] = _copy_table(source, target, cursor, model)
-                for statement in target.ops.sequence_reset_sql(no_style(), present):
-                    cursor.execute(statement)
-            target.commit()
-        except BaseException:
-            target.rollback()
-            raise
-        finally:
-            target.set_autocommit(True)
+        with transaction.atomic(using=target.alias), target.cursor() as cursor:
+            tables = set(target.introspection.table_names(cursor))
+            present = [model for model in models if model._meta.db_table in tables]
+            if present:
+                names = ", ".join(target.ops.quote_name(m._meta.db_table) for m in present)
+                cursor.execute(f"TRUNCATE {names}")
+            for model in present:
+                copied[model._meta.db_table] = _copy_table(source, target, cursor, model)
+            for statement in target.ops.sequence_reset_sql(no_style(), present):
+                cursor.execute(statement)
     return copied
 
 

@@ -29,6 +29,7 @@ from dbops import backups, consistency, history, locks, runs, swap
 from dbops.database import migration_state, safe_error, session_of_its_own
 from dbops.models import BackupRecord, RestoreRun
 from dbops.pgrestore import RestoreError, restore_archive
+from dbops.table_checksums import table_checksums
 
 MAINTENANCE_DATABASE = "postgres"
 PASSED, FAILED = "passed", "failed"
@@ -119,30 +120,23 @@ class Runner:
             path = backups.checked_file(record)
             step["detail"] = f"{path} ({record.size:,} bytes), sha256 matches the record"
         with self.step("create database") as step:
-            maintenance = self.maintenance()
-            try:
-                with maintenance.cursor() as cursor:
-                    name = swap.unused_name(
-                        cursor, swap.timestamped_name(self.live, "restored", timezone.now())
-                    )
-                    swap.create_database_like(cursor, name, self.live)
-            finally:
-                maintenance.close()
+            with self.maintenance() as maintenance, maintenance.cursor() as cursor:
+                name = swap.unused_name(
+                    cursor, swap.timestamped_name(self.live, "restored", timezone.now())
+                )
+                swap.create_database_like(cursor, name, self.live)
             self.run.restored_database = name
             step["detail"] = f"created {name}, with the encoding and collation of {self.live}"
         with self.step("pg_restore") as step:
             restore_archive(path, self.alias, name)
             step["detail"] = f"{record.filename} restored into {name}"
-        restored = session_of_its_own(self.alias, name)
-        try:
+        with session_of_its_own(self.alias, name) as restored:
             with self.step("migrations") as step:
                 step["detail"] = check_migrations(restored, record)
             with self.step("rows") as step:
                 step["detail"] = check_rows(restored, record)
             with self.step("check_consistency") as step:
                 step["detail"] = check_consistency(restored)
-        finally:
-            restored.close()
 
     def drop_restored_unless_kept(self) -> None:
         name = self.run.restored_database
@@ -153,12 +147,8 @@ class Runner:
             return
         started = time.monotonic()
         try:
-            maintenance = self.maintenance()
-            try:
-                with maintenance.cursor() as cursor:
-                    swap.drop_database(cursor, name)
-            finally:
-                maintenance.close()
+            with self.maintenance() as maintenance, maintenance.cursor() as cursor:
+                swap.drop_database(cursor, name)
         except DatabaseError as exc:
             self.record_step("drop restored", FAILED, safe_error(exc, self.alias), started)
             self.plan.notice(f"Could not drop {name}: {safe_error(exc, self.alias)}")
@@ -180,7 +170,12 @@ class Runner:
         with live_connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             own_pids = {cursor.fetchone()[0]}
-        maintenance = self.maintenance()
+        with self.maintenance() as maintenance:
+            self.swap_from(maintenance, incoming, kind, own_pids)
+        self.hold_lock_again()
+
+    def swap_from(self, maintenance, incoming: str, kind: str, own_pids: set[int]) -> None:
+        live_connection = connections[self.alias]
         closed = False
         try:
             with maintenance.cursor() as cursor:
@@ -206,8 +201,6 @@ class Runner:
             if closed and not self.swapped:
                 with contextlib.suppress(DatabaseError), maintenance.cursor() as cursor:
                     swap.allow_connections(cursor, self.live, True)
-            maintenance.close()
-        self.hold_lock_again()
 
     def clear_sessions(self, maintenance, databases: list[str], own_pids: set[int]) -> str:
         with maintenance.cursor() as cursor:
@@ -229,11 +222,8 @@ class Runner:
 
     def carry_history(self, incoming: str) -> str:
         self.run.save(update_fields=["steps", "restored_database", "previous_database"])
-        target = session_of_its_own(self.alias, incoming)
-        try:
+        with session_of_its_own(self.alias, incoming) as target:
             copied = history.carry_history(connections[self.alias], target)
-        finally:
-            target.close()
         rows = ", ".join(f"{table} {count}" for table, count in copied.items())
         return f"dbops' history of {self.live} carried into {incoming}: {rows}"
 
@@ -271,12 +261,8 @@ class Runner:
             if newest is None:
                 raise RestoreFailed(f"no swap of {self.live} is recorded: nothing to roll back")
             name = newest.previous_database
-        maintenance = self.maintenance()
-        try:
-            with maintenance.cursor() as cursor:
-                exists = swap.database_exists(cursor, name)
-        finally:
-            maintenance.close()
+        with self.maintenance() as maintenance, maintenance.cursor() as cursor:
+            exists = swap.database_exists(cursor, name)
         if not exists:
             raise RestoreFailed(f"database {name} no longer exists on the server")
         return name
@@ -322,7 +308,24 @@ def check_migrations(restored, record: BackupRecord) -> str:
 
 
 def check_rows(restored, record: BackupRecord) -> str:
-    """Every table holds the rows recorded at backup time."""
+    """Every table holds the rows recorded at backup time: the same checksum where the backup
+    recorded checksums (a changed value fails too), else the same count."""
+    if record.table_checksums:
+        found = table_checksums(restored)
+        differ = [
+            f"{table}: {expected['rows']} rows sha256 {expected['sha256'][:12]}… at backup, "
+            + (
+                f"{found[table]['rows']} rows sha256 {found[table]['sha256'][:12]}… restored"
+                if table in found
+                else "missing"
+            )
+            for table, expected in sorted(record.table_checksums.items())
+            if found.get(table) != expected
+        ]
+        if differ:
+            raise RestoreFailed("checksums differ: " + "; ".join(differ[:10]))
+        rows = sum(entry["rows"] for entry in found.values())
+        return f"{len(found)} tables, {rows:,} rows: counts and checksums match the record"
     counts = backups.table_counts(restored)
     differ = [
         f"{table}: {expected} at backup, {counts.get(table, 'missing')} restored"
@@ -333,7 +336,7 @@ def check_rows(restored, record: BackupRecord) -> str:
         raise RestoreFailed("row counts differ: " + "; ".join(differ[:10]))
     return (
         f"{len(counts)} tables, {sum(counts.values()):,} rows: counts match the record "
-        f"(checksums not compared: this version records none)"
+        f"(checksums not compared: the backup recorded none)"
     )
 
 

@@ -1,0 +1,365 @@
+"""`restore_backup` end to end: real pg_dump backups made by `dbbackup`, restored with the real
+pg_restore into the real server, checked, swapped in and rolled back.
+
+A swap renames databases, so every test works on databases of its own (never the test
+database pytest-django runs on), named `restore_e2e_{hex}_...` and all dropped afterwards;
+the commands run in child processes with DATABASE_URL pointing there. SQL on the side goes
+through `psql`, so nothing here depends on the driver the suite runs with.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, clean_environment, database_url
+
+SECRET = "SECRETPW-restore"  # the server trusts this client: a password only to prove masking
+
+
+def server_url(name: str, password: str | None = None) -> str:
+    from django.db import connection
+
+    overrides = {"NAME": name}
+    if password:
+        overrides["PASSWORD"] = password
+    return database_url(connection.settings_dict, **overrides)
+
+
+def psql(database: str, sql: str) -> list[list[str]]:
+    completed = subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-At",
+            "-F",
+            "\t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            server_url(database),
+        ],
+        input=sql,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return [line.split("\t") for line in completed.stdout.splitlines()]
+
+
+def databases_named(prefix: str) -> set[str]:
+    pattern = prefix.replace("_", "\\_") + "%"
+    return {
+        row[0]
+        for row in psql(
+            "postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}'"
+        )
+    }
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A migrated database with a few demo rows, copied for each test."""
+    name = f"restore_e2e_{uuid.uuid4().hex[:8]}_template"
+    psql("postgres", f'CREATE DATABASE "{name}"')
+    env_file = tmp_path_factory.mktemp("restore-template") / "empty.env"
+    env_file.write_text("")
+    try:
+        for args in (
+            ["migrate", "--noinput", "-v", "0"],
+            ["seed_demo", "--users", "3", "--entries", "12"],
+        ):
+            completed = subprocess.run(
+                [sys.executable, "manage.py", *args],
+                cwd=PROJECT_ROOT,
+                env=clean_environment(
+                    CALORIA_ENV="test",
+                    DATABASE_URL=server_url(name),
+                    CALORIA_ENV_FILE=str(env_file),
+                ),
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            assert completed.returncode == 0, completed.stdout + completed.stderr
+        yield name
+    finally:
+        psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Site:
+    """A live database of this test's own, and the commands run against it."""
+
+    def __init__(self, template: str, manage_env: dict):
+        self.live = f"restore_e2e_{uuid.uuid4().hex[:8]}"
+        self.env = manage_env
+        psql("postgres", f'CREATE DATABASE "{self.live}" TEMPLATE "{template}"')
+
+    def manage(self, *args, password: str | None = None, stdin=subprocess.DEVNULL):
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=PROJECT_ROOT,
+            env=clean_environment(
+                CALORIA_ENV="test", DATABASE_URL=server_url(self.live, password), **self.env
+            ),
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    def sql(self, query: str, database: str | None = None) -> list[list[str]]:
+        return psql(database or self.live, query)
+
+    def value(self, query: str, database: str | None = None) -> str:
+        return self.sql(query, database)[0][0]
+
+    def backup(self) -> str:
+        completed = self.manage("dbbackup")
+        assert completed.returncode == 0, completed.stderr
+        return self.value("SELECT filename FROM dbops_backuprecord ORDER BY id DESC LIMIT 1")
+
+    def foods(self, database: str | None = None) -> int:
+        return int(self.value("SELECT count(*) FROM caloria_foodentry", database))
+
+    def runs(self, database: str | None = None) -> list[dict]:
+        rows = self.sql(
+            "SELECT json_build_object('id', id, 'action', action, 'status', status, 'steps', "
+            "steps, 'error', error, 'restored', restored_database, 'previous', "
+            "previous_database, 'backup', backup_id) FROM dbops_restorerun ORDER BY id",
+            database,
+        )
+        return [json.loads(row[0]) for row in rows]
+
+    def databases(self) -> set[str]:
+        return databases_named(self.live)
+
+
+@pytest.fixture
+def site(template, tmp_path):
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir(mode=0o700)
+    env_file = tmp_path / "site.env"
+    env_file.write_text("")
+    site = Site(template, {"DBOPS_BACKUP_DIR": str(backup_dir), "CALORIA_ENV_FILE": str(env_file)})
+    try:
+        yield site
+    finally:
+        for name in site.databases():
+            psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def step_names(run: dict) -> list[tuple[str, str]]:
+    return [(step["name"], step["outcome"]) for step in run["steps"]]
+
+
+def test_a_backup_is_restored_beside_the_live_database_and_checked(site):
+    filename = site.backup()
+    site.sql("DELETE FROM caloria_foodentry WHERE id IN (SELECT id FROM caloria_foodentry LIMIT 5)")
+
+    completed = site.manage("restore_backup", filename)
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    [run] = site.runs()
+    assert run["action"] == "restore" and run["status"] == "succeeded"
+    assert step_names(run) == [
+        ("file", "passed"),
+        ("create database", "passed"),
+        ("pg_restore", "passed"),
+        ("migrations", "passed"),
+        ("rows", "passed"),
+        ("check_consistency", "passed"),
+    ]
+    restored = run["restored"]
+    assert restored.startswith(f"{site.live}_restored_") and len(restored) <= 63
+    assert site.databases() == {site.live, restored}
+    assert site.foods(restored) == 12  # the backup's rows
+    assert site.foods() == 7  # the live database as it was
+    assert restored in completed.stdout
+
+
+def test_restore_latest_compares_recorded_checksums_and_names_a_table_that_differs(site):
+    site.backup()
+    # What the backup holds, as dbops.table_checksums sees it (the record's own table changed
+    # since the snapshot, so only the application's tables are recorded).
+    script = (
+        "from django.db import connection; from dbops.models import BackupRecord; "
+        "from dbops.table_checksums import table_checksums; "
+        "record = BackupRecord.objects.first(); "
+        "record.table_checksums = {t: c for t, c in table_checksums(connection).items() "
+        "if t.startswith('caloria_')}; record.save()"
+    )
+    assert site.manage("shell", "-c", script).returncode == 0
+
+    passed = site.manage("restore_backup", "--latest")
+
+    assert passed.returncode == 0, passed.stderr
+    assert "counts and checksums match the record" in passed.stdout
+    site.sql(
+        "UPDATE dbops_backuprecord SET table_checksums = jsonb_set(table_checksums::jsonb, "
+        "'{caloria_user,sha256}', to_jsonb(repeat('0', 64)))"
+    )
+    failed = site.manage("restore_backup", "--latest")
+    assert failed.returncode == 1
+    assert "checksums differ: caloria_user: 4 rows sha256 000000000000" in failed.stderr
+    assert "caloria_foodentry" not in failed.stderr
+
+
+def test_a_failing_check_leaves_the_live_database_alone_and_drops_the_restored_one(site):
+    site.backup()
+    site.sql(
+        "UPDATE dbops_backuprecord SET table_counts = jsonb_set(table_counts::jsonb, "
+        "'{caloria_foodentry}', '13')"
+    )
+
+    completed = site.manage("restore_backup", "--latest", "--swap", "--noinput", password=SECRET)
+
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "CommandError: restore_backup failed at rows: row counts differ: caloria_foodentry: "
+        "13 at backup, 12 restored"
+    )
+    assert site.databases() == {site.live}  # no restored database left, nothing swapped
+    assert site.foods() == 12
+    assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"
+    [run] = site.runs()
+    assert run["status"] == "failed" and run["action"] == "swap"
+    assert step_names(run)[-2:] == [("rows", "failed"), ("drop restored", "passed")]
+    assert "sessions" not in [name for name, _ in step_names(run)]
+    assert SECRET not in completed.stdout + completed.stderr + json.dumps(run)
+
+
+def test_keep_restored_keeps_a_database_that_failed_its_checks(site):
+    site.backup()
+    site.sql(
+        "UPDATE dbops_backuprecord SET migrations = "
+        "jsonb_set(migrations::jsonb, '{caloria}', '\"0001_initial\"')"
+    )
+
+    completed = site.manage("restore_backup", "--latest", "--keep-restored")
+
+    assert completed.returncode == 1
+    assert "migrations differ from the record: caloria: 0001_initial recorded" in completed.stderr
+    [run] = site.runs()
+    assert site.databases() == {site.live, run["restored"]}
+    assert f"Kept {run['restored']} (--keep-restored)" in completed.stderr
+
+
+def test_swap_is_refused_while_another_session_is_connected_and_ends_it_when_told(site):
+    filename = site.backup()
+    site.sql("DELETE FROM caloria_foodentry WHERE id IN (SELECT id FROM caloria_foodentry LIMIT 5)")
+    newer = site.backup()  # a backup after the one restored: its record must survive the swap
+    other = subprocess.Popen(
+        ["psql", "-X", "-q", "-d", server_url(site.live), "-c", "SELECT pg_sleep(120)"],
+        env=clean_environment(PGAPPNAME="caloria-web-worker"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while (
+            site.value(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'caloria-web-worker'",
+                "postgres",
+            )
+            == "0"
+        ):
+            assert other.poll() is None, other.stderr.read()
+
+        refused = site.manage("restore_backup", filename, "--swap", "--noinput")
+
+        assert refused.returncode == 1
+        assert "1 other session(s) connected: pid " in refused.stderr
+        assert "(caloria-web-worker, from 127.0.0.1:" in refused.stderr
+        assert "--terminate-sessions" in refused.stderr
+        assert other.poll() is None  # left alone
+        assert site.databases() == {site.live}
+        assert site.foods() == 7
+        assert (
+            site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"
+        )
+
+        swapped = site.manage(
+            "restore_backup", filename, "--swap", "--noinput", "--terminate-sessions"
+        )
+
+        assert swapped.returncode == 0, swapped.stdout + swapped.stderr
+        assert other.wait(timeout=30) != 0  # its session was ended
+    finally:
+        other.kill()
+        other.wait()
+    refused_run, run = site.runs()  # the new live database shows the whole history
+    assert refused_run["status"] == "failed"
+    assert run["status"] == "succeeded" and run["action"] == "swap"
+    assert [name for name, _ in step_names(run)][-3:] == ["sessions", "history", "swap"]
+    assert "ended 1 session(s): pid " in run["steps"][-3]["detail"]
+    assert site.foods() == 12  # the live name serves the backup's data
+    previous = run["previous"]
+    assert previous.startswith(f"{site.live}_previous_")
+    assert site.databases() == {site.live, previous}
+    assert site.foods(previous) == 7  # kept for rollback
+    assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{previous}'") == "t"
+    filenames = {row[0] for row in site.sql("SELECT filename FROM dbops_backuprecord")}
+    assert filenames == {filename, newer}
+    statuses = {row[0] for row in site.sql("SELECT status FROM dbops_backuprecord")}
+    assert statuses == {"succeeded"}  # not the backup's own "running" at snapshot time
+
+
+def test_rollback_puts_the_database_from_before_the_swap_back(site):
+    filename = site.backup()
+    site.sql("DELETE FROM caloria_foodentry WHERE id IN (SELECT id FROM caloria_foodentry LIMIT 5)")
+    assert site.manage("restore_backup", filename, "--swap", "--noinput").returncode == 0
+    assert site.foods() == 12
+
+    completed = site.manage("restore_backup", "--rollback", "--noinput")
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert site.foods() == 7  # the data from before the swap
+    swap_run, rollback_run = site.runs()
+    assert rollback_run["action"] == "rollback" and rollback_run["status"] == "succeeded"
+    assert rollback_run["restored"] == swap_run["previous"]
+    aside = rollback_run["previous"]
+    assert aside.startswith(f"{site.live}_rolledback_")
+    assert site.databases() == {site.live, aside}
+    assert site.foods(aside) == 12
+    again = site.manage("restore_backup", "--rollback", swap_run["previous"], "--noinput")
+    assert again.returncode == 1
+    assert f"database {swap_run['previous']} no longer exists on the server" in again.stderr
+
+
+def test_bad_requests_get_one_clear_line_and_change_nothing(site):
+    no_backup = site.manage("restore_backup", "--latest")
+    assert no_backup.returncode == 1
+    assert "No record of a successful backup that retention kept" in no_backup.stderr
+
+    nothing_swapped = site.manage("restore_backup", "--rollback", "--noinput")
+    assert nothing_swapped.returncode == 1
+    assert f"no swap of {site.live} is recorded: nothing to roll back" in nothing_swapped.stderr
+
+    filename = site.backup()
+    unknown = site.manage("restore_backup", "nosuch.psql.bin.gz")
+    assert unknown.returncode == 1
+    assert "No record of a successful backup named nosuch.psql.bin.gz" in unknown.stderr
+
+    no_terminal = site.manage("restore_backup", filename, "--swap")
+    assert no_terminal.returncode == 1
+    assert "needs a terminal; pass --noinput" in no_terminal.stderr
+
+    assert site.manage("restore_backup").returncode == 2
+    assert site.manage("restore_backup", filename, "--latest").returncode == 2
+    both = site.manage("restore_backup", "--rollback", "--swap")
+    assert both.returncode == 2
+    assert "--swap restores a backup; --rollback swaps by itself" in both.stderr
+
+    assert site.databases() == {site.live}
+    assert [run["status"] for run in site.runs()] == ["failed"]  # the rollback with no swap

@@ -2,10 +2,11 @@
 
 from django.contrib import admin
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from dbops import runs
-from dbops.models import BackupRecord, ImportRun
+from dbops.models import BackupRecord, ImportRun, RestoreRun
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -76,3 +77,63 @@ class BackupRecordAdmin(RunAdmin):
     @admin.display(description="age", ordering="-started_at")
     def age(self, record):
         return timesince(record.started_at, timezone.now())
+
+
+@admin.register(RestoreRun)
+class RestoreRunAdmin(RunAdmin):
+    """The restore history: what was restored, into which database, each check's outcome,
+    and where a swap put the live database (what `--rollback` puts back)."""
+
+    list_display = (
+        "started_at",
+        "action",
+        "status",
+        "backup",
+        "restored_database",
+        "previous_database",
+        "duration",
+    )
+    list_filter = ("status", "action", "database")
+    list_select_related = ("backup",)
+    search_fields = ("restored_database", "previous_database", "backup__filename", "error")
+    date_hierarchy = "started_at"
+    ordering = ("-started_at", "-id")
+    fields = (
+        "action",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration",
+        "host",
+        "pid",
+        "database",
+        "backup",
+        "from_remote",
+        "restored_database",
+        "previous_database",
+        "error",
+        "steps_table",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="duration", ordering="duration_seconds")
+    def duration(self, run):
+        return "" if run.duration_seconds is None else f"{run.duration_seconds:.1f} s"
+
+    @admin.display(description="steps")
+    def steps_table(self, run):
+        if not run.steps:
+            return "none recorded"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} s</td></tr>",
+            (
+                (step.get("name"), step.get("outcome"), step.get("detail"), step.get("seconds"))
+                for step in run.steps
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>Step</th><th>Outcome</th><th>Detail</th><th>Time</th></tr>"
+            "</thead><tbody>{}</tbody></table>",
+            rows,
+        )

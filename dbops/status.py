@@ -18,7 +18,7 @@ from dbops.backup_files import loose_permissions
 from dbops.database import migration_state, probe_connection
 from dbops.envinfo import describe_location
 from dbops.health import ALL_CHECKS
-from dbops.models import BackupRecord, ImportRun
+from dbops.models import BackupRecord, ImportRun, RestoreRun
 
 
 def database_status(request, admin_site):
@@ -49,6 +49,7 @@ def collect_status() -> dict:
     if probe.reachable:
         runs.mark_abandoned(BackupRecord)
         runs.mark_abandoned(ImportRun)
+        runs.mark_abandoned(RestoreRun)
     backup_dir = conf.BACKUP_DIR
     status = {
         "probe": probe,
@@ -67,6 +68,8 @@ def collect_status() -> dict:
         "health": health_results(),
         "backups": _recent(BackupRecord),
         "imports": _recent(ImportRun),
+        "newest_offsite_verified": _newest_offsite_verified(),
+        "newest_restore": _newest(RestoreRun),
         "migrations": None,
         "tables": [],
     }
@@ -129,8 +132,20 @@ def _recent(model, limit: int = 5):
         return []
 
 
+def _newest_offsite_verified():
+    """The newest backup that both reached the off-site storage (and is still there) and
+    passed verification: its age is how much a lost machine would cost."""
+    return _newest(
+        BackupRecord,
+        status=BackupRecord.Status.SUCCEEDED,
+        remote_copy=BackupRecord.RemoteCopy.COPIED,
+        remote_deleted_at__isnull=True,
+        verification=BackupRecord.Verification.PASSED,
+    )
+
+
 def _newest(model, **filters):
     try:
-        return model.objects.filter(**filters).order_by("-started_at").first()
+        return model.objects.filter(**filters).order_by("-started_at", "-id").first()
     except DatabaseError:
         return None

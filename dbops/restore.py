@@ -21,22 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connections
-from django.db.migrations.loader import MigrationLoader
-from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
-from dbops import backups, consistency, history, locks, runs, swap
-from dbops.database import migration_state, safe_error, session_of_its_own
+from dbops import backups, consistency, history, locks, restore_checks, runs, swap
+from dbops.database import safe_error, session_of_its_own
 from dbops.models import BackupRecord, RestoreRun
 from dbops.pgrestore import RestoreError, restore_archive
-from dbops.table_checksums import table_checksums
 
 MAINTENANCE_DATABASE = "postgres"
 PASSED, FAILED = "passed", "failed"
-
-
-class RestoreFailed(Exception):
-    """A step failed or was refused; the live database is as it was (the message says why)."""
+RestoreFailed = restore_checks.RestoreFailed
 
 
 @dataclass
@@ -102,6 +96,7 @@ class Runner:
 
     def restore(self, record: BackupRecord) -> None:
         """Restore and check; swap in when the plan says so. Raises RestoreFailed."""
+        self.drop_abandoned_databases()
         try:
             self.restore_and_check(record)
             if self.plan.swap:
@@ -124,19 +119,44 @@ class Runner:
                 name = swap.unused_name(
                     cursor, swap.timestamped_name(self.live, "restored", timezone.now())
                 )
+                # Recorded first: a run killed from here on leaves a database the next
+                # run knows to drop (drop_abandoned_databases).
+                self.run.restored_database = name
+                self.run.save(update_fields=["restored_database"])
                 swap.create_database_like(cursor, name, self.live)
-            self.run.restored_database = name
             step["detail"] = f"created {name}, with the encoding and collation of {self.live}"
         with self.step("pg_restore") as step:
             restore_archive(path, self.alias, name)
             step["detail"] = f"{record.filename} restored into {name}"
         with session_of_its_own(self.alias, name) as restored:
             with self.step("migrations") as step:
-                step["detail"] = check_migrations(restored, record)
+                step["detail"] = restore_checks.check_migrations(restored, record)
             with self.step("rows") as step:
-                step["detail"] = check_rows(restored, record)
+                step["detail"] = restore_checks.check_rows(restored, record)
             with self.step("check_consistency") as step:
-                step["detail"] = check_consistency(restored)
+                step["detail"] = restore_checks.check_consistency(restored)
+
+    def drop_abandoned_databases(self) -> None:
+        """A run killed half-way (SIGKILL, a machine lost) cannot drop the database it was
+        restoring into: the next run does, once that run's record shows it abandoned (its
+        lock is gone with its session) and the database still has the name it was restored
+        under (so it never went into service)."""
+        abandoned = (
+            RestoreRun.objects.using(self.alias)
+            .filter(
+                status=RestoreRun.Status.ABANDONED,
+                action__in=[RestoreRun.Action.RESTORE, RestoreRun.Action.SWAP],
+            )
+            .exclude(restored_database__in=["", self.live])
+        )
+        names = sorted(set(abandoned.values_list("restored_database", flat=True)))
+        if not names:
+            return
+        with self.maintenance() as maintenance, maintenance.cursor() as cursor:
+            for name in names:
+                if swap.database_exists(cursor, name):
+                    swap.drop_database(cursor, name)
+                    self.plan.notice(f"Dropped {name}, left by a restore run that was killed")
 
     def drop_restored_unless_kept(self) -> None:
         name = self.run.restored_database
@@ -266,86 +286,6 @@ class Runner:
         if not exists:
             raise RestoreFailed(f"database {name} no longer exists on the server")
         return name
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def check_migrations(restored, record: BackupRecord) -> str:
-    """The restored database's migrations are the record's, and this code can serve it: none
-    it lacks, none it does not know (a backup of newer code)."""
-    newest = backups.migration_state(restored)
-    if newest != record.migrations:
-        differ = sorted(
-            f"{app}: {record.migrations.get(app, 'none')} recorded, {newest.get(app, 'none')} "
-            f"restored"
-            for app in set(newest) | set(record.migrations)
-            if newest.get(app) != record.migrations.get(app)
-        )
-        raise RestoreFailed("migrations differ from the record: " + "; ".join(differ[:10]))
-    state = migration_state(restored)
-    if state.unapplied:
-        raise RestoreFailed(
-            f"this code has {len(state.unapplied)} migration(s) the backup lacks "
-            f"({state.shown()}): restore it with the code it was taken with, or migrate a "
-            f"copy kept with --keep-restored"
-        )
-    loader = MigrationLoader(None, ignore_no_migrations=True)
-    known = set(loader.disk_migrations) | {
-        replaced for migration in loader.disk_migrations.values() for replaced in migration.replaces
-    }
-    unknown = sorted(
-        f"{app}.{name}"
-        for app, name in MigrationRecorder(restored).applied_migrations()
-        if app in loader.migrated_apps and (app, name) not in known
-    )
-    if unknown:
-        raise RestoreFailed(
-            f"the backup has migration(s) this code does not know ({', '.join(unknown[:5])}): "
-            f"it was taken with newer code"
-        )
-    return f"{len(newest)} apps at the recorded migrations; nothing to apply or unknown"
-
-
-def check_rows(restored, record: BackupRecord) -> str:
-    """Every table holds the rows recorded at backup time: the same checksum where the backup
-    recorded checksums (a changed value fails too), else the same count."""
-    if record.table_checksums:
-        found = table_checksums(restored)
-        differ = [
-            f"{table}: {expected['rows']} rows sha256 {expected['sha256'][:12]}… at backup, "
-            + (
-                f"{found[table]['rows']} rows sha256 {found[table]['sha256'][:12]}… restored"
-                if table in found
-                else "missing"
-            )
-            for table, expected in sorted(record.table_checksums.items())
-            if found.get(table) != expected
-        ]
-        if differ:
-            raise RestoreFailed("checksums differ: " + "; ".join(differ[:10]))
-        rows = sum(entry["rows"] for entry in found.values())
-        return f"{len(found)} tables, {rows:,} rows: counts and checksums match the record"
-    counts = backups.table_counts(restored)
-    differ = [
-        f"{table}: {expected} at backup, {counts.get(table, 'missing')} restored"
-        for table, expected in sorted(record.table_counts.items())
-        if counts.get(table) != expected
-    ]
-    if differ:
-        raise RestoreFailed("row counts differ: " + "; ".join(differ[:10]))
-    return (
-        f"{len(counts)} tables, {sum(counts.values()):,} rows: counts match the record "
-        f"(checksums not compared: the backup recorded none)"
-    )
-
-
-def check_consistency(restored) -> str:
-    findings, _ = consistency.run_checks(restored)
-    if findings:
-        shown = "; ".join(f"{finding.subject}: {finding.detail}" for finding in findings[:5])
-        raise RestoreFailed(f"{len(findings)} finding(s): {shown}")
-    return "no findings"
 
 
 # --------------------------------------------------------------------------- the run

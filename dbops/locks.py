@@ -18,6 +18,8 @@ IMPORT_RUN = 0x64620001
 BACKUP_RUN = 0x64620002
 SCRATCH_DATABASE = 0x64620003
 RESTORE_RUN = 0x64620004
+# Held by the session that stopped a live database's new sessions for a swap (dbops.swap).
+LIVE_DATABASE_SWAP = 0x64620005
 
 
 def key_of_number(number: int) -> int:

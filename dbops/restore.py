@@ -112,6 +112,11 @@ class Runner:
                     f"{record.filename} is a {record.engine or 'unknown'} backup; "
                     f"restore_backup restores PostgreSQL backups"
                 )
+            if record.encrypted:
+                raise RestoreFailed(
+                    f"{record.filename} is encrypted (to {record.encryption_key or 'a key'}): "
+                    f"restore_backup restores plain backups; decrypt it first"
+                )
             path = backups.checked_file(record)
             step["detail"] = f"{path} ({record.size:,} bytes), sha256 matches the record"
         with self.step("create database") as step:
@@ -199,7 +204,7 @@ class Runner:
         closed = False
         try:
             with maintenance.cursor() as cursor:
-                swap.allow_connections(cursor, self.live, False)
+                swap.refuse_new_sessions(cursor, self.live)
                 closed = True
             with self.step("sessions") as step:
                 step["detail"] = self.clear_sessions(maintenance, [self.live, incoming], own_pids)
@@ -289,6 +294,22 @@ class Runner:
 
 
 # --------------------------------------------------------------------------- the run
+
+
+def reopen_live_database(alias: str, notice: Callable[[str], object]) -> None:
+    """Before anything else (a live database that takes no sessions cannot even be read):
+    undo what a swap killed half-way left (dbops.swap.reopen_if_abandoned)."""
+    live = connections[alias].settings_dict["NAME"]
+    with (
+        session_of_its_own(alias, MAINTENANCE_DATABASE) as maintenance,
+        maintenance.cursor() as cursor,
+    ):
+        try:
+            done = swap.reopen_if_abandoned(cursor, live)
+        except swap.SwapInProgress as exc:
+            raise RestoreFailed(str(exc)) from None
+    if done:
+        notice(done)
 
 
 def start(alias: str, action: str, record: BackupRecord | None = None) -> RestoreRun:

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from dbops import locks
+
 MAX_NAME = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1)
 TERMINATE_WAIT_SECONDS = 10.0
 
@@ -75,6 +77,37 @@ def allow_connections(cursor, name: str, allowed: bool) -> None:
     cursor.execute(
         f"ALTER DATABASE {quoted(name)} WITH ALLOW_CONNECTIONS {'true' if allowed else 'false'}"
     )
+
+
+def refuse_new_sessions(cursor, live: str) -> None:
+    """Stop `live` taking new sessions (a pool reconnecting would make the rename fail), under
+    a lock of this session's: if the process dies before it lets them in again, the lock goes
+    with its session and `reopen_if_abandoned` can tell."""
+    locks.hold(cursor, locks.LIVE_DATABASE_SWAP, locks.key_of_name(live))
+    allow_connections(cursor, live, False)
+
+
+def reopen_if_abandoned(cursor, live: str) -> str:
+    """Let `live` take sessions again when a swap that stopped them was killed; "" when
+    there was nothing to do, else what was done (or why nothing could be)."""
+    cursor.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", [live])
+    row = cursor.fetchone()
+    if row is None or row[0]:
+        return ""
+    held = locks.held_keys(cursor, locks.LIVE_DATABASE_SWAP, any_database=True)
+    if locks.key_of_name(live) in held:
+        raise SwapInProgress(
+            f"database {live} takes no new sessions: a swap by another restore_backup is going on"
+        )
+    allow_connections(cursor, live, True)
+    return (
+        f"{live} took no new sessions since a swap was interrupted (its process ended "
+        f"before letting them in again): it takes them again"
+    )
+
+
+class SwapInProgress(Exception):
+    pass
 
 
 @dataclass(frozen=True)

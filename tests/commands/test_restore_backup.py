@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tests.restoring import SECRET, clean_environment, server_url, step_names
+from dbops import locks
+from tests.restoring import SECRET, clean_environment, psql, server_url, step_names
 
 
 def test_a_backup_is_restored_beside_the_live_database_and_checked(site):
@@ -216,3 +217,47 @@ def test_bad_requests_get_one_clear_line_and_change_nothing(site):
 
     assert site.databases() == {site.live}
     assert [run["status"] for run in site.runs()] == ["failed"]  # the rollback with no swap
+
+
+def test_a_live_database_left_refusing_sessions_by_a_killed_swap_takes_them_again(site):
+    site.backup()
+    # What a swap killed between stopping new sessions and the rename leaves: no lock held.
+    psql("postgres", f'ALTER DATABASE "{site.live}" WITH ALLOW_CONNECTIONS false')
+
+    completed = site.manage("restore_backup", "--latest")
+
+    assert completed.returncode == 0, completed.stderr
+    assert f"{site.live} took no new sessions since a swap was interrupted" in completed.stderr
+    assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"
+
+
+def test_nothing_is_done_while_another_swap_keeps_the_live_database_closed(site):
+    site.backup()
+    key = locks.key_of_name(site.live)
+    holder = subprocess.Popen(
+        ["psql", "-X", "-q", "-d", server_url("postgres")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        holder.stdin.write(
+            f"SELECT pg_advisory_lock({locks.LIVE_DATABASE_SWAP}, {key});\n"
+            f'ALTER DATABASE "{site.live}" WITH ALLOW_CONNECTIONS false;\n\\echo held\n'
+        )
+        holder.stdin.flush()
+        while "held" not in holder.stdout.readline():
+            pass
+
+        completed = site.manage("restore_backup", "--latest")
+
+        assert completed.returncode == 1
+        assert completed.stderr.strip().endswith(
+            f"restore_backup refused: database {site.live} takes no new sessions: a swap by "
+            f"another restore_backup is going on"
+        )
+        allowed = f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'"
+        assert site.value(allowed, "postgres") == "f"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -101,6 +101,7 @@ class Command(BaseCommand):
             notice=self.stderr.write,
             report=self.report_step,
         )
+        self.reopen_live_database()
         try:
             if rollback is not None:
                 self.roll_back(plan, rollback or None)
@@ -108,6 +109,18 @@ class Command(BaseCommand):
                 self.restore(plan, self.find_record(name))
         finally:
             connections[database].close()
+
+    def reopen_live_database(self) -> None:
+        try:
+            restore.reopen_live_database(self.alias, self.stderr.write)
+        except restore.RestoreFailed as exc:
+            raise CommandError(f"restore_backup refused: {exc}", returncode=1) from None
+        except DatabaseError as exc:
+            raise CommandError(
+                f"restore_backup: the server of database '{self.alias}' is unreachable, or "
+                f"its '{restore.MAINTENANCE_DATABASE}' database is ({safe_error(exc, self.alias)})",
+                returncode=1,
+            ) from None
 
     def find_record(self, name: str | None) -> BackupRecord:
         try:

@@ -58,6 +58,24 @@ def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> 
     return mask_text(text, secrets)[:limit]
 
 
+def session_of_its_own(alias: str, database: str | None = None) -> BaseDatabaseWrapper:
+    """A new connection to `database` (default: the alias's own) on the alias's server, with
+    the alias's settings and driver, outside Django's per-thread connections: for a session
+    that must not share the caller's transaction (a scratch database, a lock held while a
+    subprocess runs). Django's wrapper, so either psycopg works and errors are Django's. The
+    caller closes it. A connection pool in OPTIONS is left out (this is one session)."""
+    from django.db import connections
+
+    from dbops import conf
+
+    settings_dict = connections[alias].settings_dict
+    options = {key: value for key, value in settings_dict.get("OPTIONS", {}).items()}
+    options.pop("pool", None)
+    options.setdefault("connect_timeout", conf.CONNECT_TIMEOUT)
+    own = {**settings_dict, "NAME": database or settings_dict["NAME"], "OPTIONS": options}
+    return type(connections[alias])(own, alias)
+
+
 def server_version(connection: BaseDatabaseWrapper) -> str:
     """The server's version as people write it (15.20), from an open connection."""
     if connection.vendor == "postgresql":

@@ -21,12 +21,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg2
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from dbops import conf, locks
-from dbops.database import safe_error
+from dbops.database import safe_error, session_of_its_own
 from dbops.files import file_sha256
 from dbops.models import BackupRecord
 from dbops.pgrestore import RestoreError, gunzipped, restore_archive
@@ -123,7 +122,7 @@ def verify(record: BackupRecord, *, notice: Callable[[str], object]) -> str:
         detail = _verify(record, notice)
     except VerificationFailed as exc:
         reason = str(exc)
-    except (OSError, psycopg2.Error) as exc:
+    except (OSError, DatabaseError) as exc:
         reason = f"could not verify: {safe_error(exc, record.database)}"
     else:
         _store_verification(record, BackupRecord.Verification.PASSED, detail)
@@ -200,17 +199,6 @@ def _restored_sqlite_counts(path: Path) -> dict[str, int]:
             raise VerificationFailed(f"the backup does not restore: {exc}") from None
 
 
-def _connect(settings_dict: dict, database: str):
-    return psycopg2.connect(
-        dbname=database,
-        user=settings_dict.get("USER") or None,
-        password=settings_dict.get("PASSWORD") or None,
-        host=settings_dict.get("HOST") or None,
-        port=settings_dict.get("PORT") or None,
-        connect_timeout=conf.CONNECT_TIMEOUT,
-    )
-
-
 def scratch_prefix(settings_dict: dict) -> str:
     """Scratch databases are named `{NAME}_verify_{10 hex}`, NAME cut so the whole fits in
     PostgreSQL's 63 characters."""
@@ -230,8 +218,7 @@ def scratch_database(alias: str, notice: Callable[[str], object]):
     settings_dict = connections[alias].settings_dict
     prefix = scratch_prefix(settings_dict)
     name = f"{prefix}{uuid.uuid4().hex[:10]}"
-    admin = _connect(settings_dict, settings_dict["NAME"])
-    admin.autocommit = True
+    admin = session_of_its_own(alias)
     try:
         with admin.cursor() as cursor:
             locks.hold(cursor, locks.SCRATCH_DATABASE, locks.key_of_name(name))
@@ -261,7 +248,7 @@ def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> No
             continue
         try:
             cursor.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
-        except psycopg2.Error as exc:
+        except DatabaseError as exc:
             notice(f"Could not drop stale scratch database {stale}: {safe_error(exc, alias)}")
             continue
         notice(f"Dropped stale scratch database {stale} (left by a verification that was killed)")
@@ -270,13 +257,12 @@ def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> No
 def _restored_postgresql_counts(
     path: Path, alias: str, notice: Callable[[str], object]
 ) -> dict[str, int]:
-    settings_dict = connections[alias].settings_dict
     with scratch_database(alias, notice) as scratch:
         try:
             restore_archive(path, alias, scratch)
         except RestoreError as exc:
             raise VerificationFailed(str(exc)) from None
-        connection = _connect(settings_dict, scratch)
+        connection = session_of_its_own(alias, scratch)
         try:
             with connection.cursor() as cursor:
                 cursor.execute(

@@ -4,7 +4,9 @@
 # Which server: TEST_DATABASE_URL if set; else the one listening on 127.0.0.1:5432 (user
 # postgres); else, when PostgreSQL's server binaries are installed, a throwaway cluster in a
 # temporary folder on a free port, stopped and removed afterwards. Otherwise it stops with a
-# clear message. Arguments are passed to pytest.
+# clear message. With no arguments, the whole suite on psycopg2 and then dbops' tests on
+# psycopg 3; arguments are passed to pytest for one pass (CALORIA_TEST_DRIVER=psycopg: on
+# psycopg 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=.venv/bin/python
@@ -58,9 +60,36 @@ fi
 
 scripts/install-chromium.sh
 
-BACKUP_DIR=$(mktemp -d /tmp/caloria-test-backups.XXXXXX)
-export CALORIA_ENV=test CALORIA_ENV_FILE="$PWD/tests/test.env" DATABASE_URL DBOPS_BACKUP_DIR="$BACKUP_DIR"
+# dbops' own tests, run a second time under psycopg 3 (.venv-psycopg3, without psycopg2): the
+# importer, the commands, the fault tests, health, backups and the status page. Caloria's admin,
+# browser and settings tests run once, on psycopg2 which Caloria pins.
+DRIVER_TESTS=(
+  tests/sqlite_import tests/commands tests/faults tests/test_drivers.py tests/test_health.py
+  tests/test_backup_files.py tests/test_dbops_checks.py tests/test_dbops_settings.py
+  tests/test_status_page.py
+)
+
 status=0
-"$PYTHON" -m pytest "$@" || status=$?
-rm -rf "$BACKUP_DIR"
+run_pass() {
+  local python=$1 driver=$2 backup_dir
+  shift 2
+  echo "make test: the $driver pass ($python -m pytest $*)"
+  backup_dir=$(mktemp -d /tmp/caloria-test-backups.XXXXXX)
+  CALORIA_ENV=test CALORIA_ENV_FILE="$PWD/tests/test.env" DATABASE_URL="$DATABASE_URL" \
+    DBOPS_BACKUP_DIR="$backup_dir" CALORIA_TEST_DRIVER="$driver" \
+    "$python" -m pytest "$@" || status=$?
+  rm -rf "$backup_dir"
+}
+
+if [[ $# -gt 0 ]]; then
+  # Chosen tests run once, on psycopg2 unless CALORIA_TEST_DRIVER=psycopg asks for psycopg 3.
+  if [[ ${CALORIA_TEST_DRIVER:-psycopg2} == psycopg ]]; then
+    run_pass .venv-psycopg3/bin/python psycopg "$@"
+  else
+    run_pass "$PYTHON" psycopg2 "$@"
+  fi
+else
+  run_pass "$PYTHON" psycopg2
+  run_pass .venv-psycopg3/bin/python psycopg "${DRIVER_TESTS[@]}"
+fi
 exit "$status"

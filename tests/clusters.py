@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg2
+from tests import pg_driver
 
 
 def server_bindir() -> Path:
@@ -100,7 +100,7 @@ class Cluster:
             os.kill(pid, signal.SIGCONT)
 
     def execute(self, sql: str, database: str = "postgres") -> list[tuple]:
-        connection = psycopg2.connect(self.url(database), connect_timeout=5)
+        connection = pg_driver.connect(self.url(database), connect_timeout=5)
         connection.autocommit = True
         try:
             with connection.cursor() as cursor:
@@ -115,7 +115,7 @@ class Cluster:
             try:
                 self.execute("SELECT 1")
                 return
-            except psycopg2.OperationalError:
+            except pg_driver.OperationalError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

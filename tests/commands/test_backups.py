@@ -6,7 +6,6 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg2
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
@@ -17,6 +16,7 @@ from django.utils import timezone
 from caloria.models import FoodEntry, User
 from dbops import backups
 from dbops.models import BackupRecord
+from tests import pg_driver
 from tests.conftest import PROJECT_ROOT, clean_environment, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,7 +104,7 @@ def test_a_backup_restores_with_dbrestore_into_an_empty_database_with_every_row_
             DATABASE_URL=database_url(connection.settings_dict, NAME=target),
         )  # fmt: skip
         assert restored.returncode == 0, restored.stderr
-        restored_db = psycopg2.connect(database_url(connection.settings_dict, NAME=target))
+        restored_db = pg_driver.connect(database_url(connection.settings_dict, NAME=target))
         try:
             with restored_db.cursor() as cursor:
                 cursor.execute(

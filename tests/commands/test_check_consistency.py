@@ -12,13 +12,13 @@ import shutil
 import sqlite3
 from io import StringIO
 
-import psycopg2
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
 from caloria.models import FoodEntry, User
 from dbops.management.commands.check_consistency import Command
+from tests import pg_driver
 from tests.conftest import database_url
 
 
@@ -192,7 +192,7 @@ def test_fix_waits_for_a_writer_a_bounded_time_and_then_leaves_the_sequence_repo
     user = User.objects.create(username="ana")
     insert_food(FoodEntry.objects.create(user=user, name="Toast", calories=1).pk + 1000, user.pk)
     monkeypatch.setattr(command, "FIX_LOCK_TIMEOUT_SECONDS", 0.2)
-    writer = psycopg2.connect(database_url(connection.settings_dict))
+    writer = pg_driver.connect(database_url(connection.settings_dict))
     try:
         with writer.cursor() as cursor:  # what an INSERT takes, held by an open transaction
             cursor.execute("LOCK TABLE caloria_foodentry IN ROW EXCLUSIVE MODE")

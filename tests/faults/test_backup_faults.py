@@ -13,7 +13,6 @@ import uuid
 from io import StringIO
 from pathlib import Path
 
-import psycopg2
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -22,6 +21,7 @@ from django.db import connection
 from caloria.models import User
 from dbops import locks
 from dbops.models import BackupRecord
+from tests import pg_driver
 from tests.conftest import PROJECT_ROOT, clean_environment, database_url, leave_free
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -193,7 +193,7 @@ def held_scratch_database():
     """A scratch database of this database's naming whose lock another session holds, as a
     verification running at the same time would; dropped afterwards."""
     name = f"{connection.settings_dict['NAME']}_verify_{uuid.uuid4().hex[:10]}"
-    holder = psycopg2.connect(database_url(connection.settings_dict))
+    holder = pg_driver.connect(database_url(connection.settings_dict))
     holder.autocommit = True
     try:
         with holder.cursor() as cursor:
@@ -266,7 +266,7 @@ def test_a_verification_that_cannot_create_its_scratch_database_is_recorded_as_f
 
 
 def test_a_killed_backup_is_shown_as_abandoned_by_the_next_backup():
-    blocker = psycopg2.connect(database_url(connection.settings_dict))
+    blocker = pg_driver.connect(database_url(connection.settings_dict))
     try:
         with blocker.cursor() as cursor:  # pg_dump and the row counts wait for this lock
             cursor.execute("LOCK TABLE caloria_foodentry IN ACCESS EXCLUSIVE MODE")

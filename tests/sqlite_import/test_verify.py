@@ -7,8 +7,9 @@ from dataclasses import replace
 from io import BytesIO
 
 import pytest
-from django.db import connection, models
+from django.db import connection, models, transaction
 
+from dbops import pgcopy
 from dbops.sqlite_import import verify as checksums
 from dbops.sqlite_import.plan import column_for
 from dbops.sqlite_import.verify import (
@@ -26,12 +27,11 @@ EVERY_CHARACTER = "".join(chr(code) for code in range(1, 128)) + "é☕\U0001f60
 def postgresql_copy_output(*values: str) -> bytes:
     """What COPY TO STDOUT writes for one text column holding each value, in order."""
     output = BytesIO()
-    with connection.cursor() as cursor:
-        rows = cursor.cursor.mogrify(
-            "SELECT value FROM unnest(%s::text[]) WITH ORDINALITY AS t (value, n) ORDER BY n",
-            [list(values)],
-        )
-        cursor.cursor.copy_expert(f"COPY ({rows.decode()}) TO STDOUT", output)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE copied (n integer, value text) ON COMMIT DROP")
+        cursor.executemany("INSERT INTO copied VALUES (%s, %s)", list(enumerate(values)))
+        query = "COPY (SELECT value FROM copied ORDER BY n) TO STDOUT"
+        pgcopy.copy_to(connection, cursor, query, output)
     return output.getvalue()
 
 

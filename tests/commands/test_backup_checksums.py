@@ -209,3 +209,36 @@ def test_a_dump_that_pg_restore_cannot_list_is_a_failed_run(tmp_path):
     failed = BackupRecord.objects.get()
     assert failed.status == BackupRecord.Status.FAILED
     assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
+
+
+def test_rows_committed_while_pg_dump_runs_are_in_neither_the_dump_nor_the_checksums(tmp_path):
+    """pg_dump is started with a row committed just before it runs (a wrapper commits it
+    through psql): the snapshot, exported earlier, holds neither; so the counts and checksums
+    are those of the dump, and --verify passes."""
+    make_rows(users=1, entries_each=2)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    insert = (
+        "INSERT INTO caloria_foodentry (user_id, eaten_at, name, calories, meal, notes, "
+        "created_at) SELECT min(id), now(), 'late', 1, '', '', now() FROM caloria_user"
+    )
+    script = fake / "pg_dump"
+    script.write_text(
+        f'#!/bin/sh\n"{shutil.which("psql")}" -q "$LATE_URL" -c "{insert}" || exit 9\n'
+        f'exec "{shutil.which("pg_dump")}" "$@"\n'
+    )
+    script.chmod(0o755)
+
+    completed = run_manage(
+        "dbbackup",
+        "--verify",
+        PATH=f"{fake}:{Path(shutil.which('pg_restore')).parent}:/usr/bin:/bin",
+        LATE_URL=database_url(connection.settings_dict),
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert FoodEntry.objects.count() == 3
+    record = BackupRecord.objects.get()
+    assert record.table_counts["caloria_foodentry"] == 2
+    assert record.table_checksums["caloria_foodentry"]["rows"] == 2
+    assert record.verification == BackupRecord.Verification.PASSED

@@ -58,36 +58,10 @@ def check_migrations(restored, record: BackupRecord) -> str:
 
 
 def check_rows(restored, record: BackupRecord) -> str:
-    """Every table holds the rows recorded at backup time: the same checksum where the backup
-    recorded checksums (a changed value fails too), else the same count."""
-    if record.table_checksums:
-        found = table_checksums(restored)
-        differ = [
-            f"{table}: {expected['rows']} rows sha256 {expected['sha256'][:12]}… at backup, "
-            + (
-                f"{found[table]['rows']} rows sha256 {found[table]['sha256'][:12]}… restored"
-                if table in found
-                else "missing"
-            )
-            for table, expected in sorted(record.table_checksums.items())
-            if found.get(table) != expected
-        ]
-        if differ:
-            raise RestoreFailed("checksums differ: " + "; ".join(differ[:10]))
-        rows = sum(entry["rows"] for entry in found.values())
-        return f"{len(found)} tables, {rows:,} rows: counts and checksums match the record"
-    counts = backups.table_counts(restored)
-    differ = [
-        f"{table}: {expected} at backup, {counts.get(table, 'missing')} restored"
-        for table, expected in sorted(record.table_counts.items())
-        if counts.get(table) != expected
-    ]
-    if differ:
-        raise RestoreFailed("row counts differ: " + "; ".join(differ[:10]))
-    return (
-        f"{len(counts)} tables, {sum(counts.values()):,} rows: counts match the record "
-        f"(checksums not compared: the backup recorded none)"
-    )
+    """Every table holds the rows recorded at backup time: the same count, and the same
+    checksum where the backup recorded checksums (a changed value fails too), compared as
+    verification compares them (dbops.backups.compared)."""
+    return backups.compared(record, table_checksums(restored))
 
 
 def check_consistency(restored) -> str:

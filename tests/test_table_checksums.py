@@ -152,7 +152,8 @@ def test_the_same_rows_in_another_order_on_disk_have_the_same_checksums(database
     original, copy = databases
     execute(
         copy,
-        "CLUSTER pair USING pair_pkey; UPDATE log SET n = n; UPDATE counter SET value = value WHERE id < 100",
+        "CLUSTER pair USING pair_pkey; UPDATE log SET n = n; "
+        "UPDATE counter SET value = value WHERE id < 100",
     )
 
     assert checksums_of(original) == checksums_of(copy)
@@ -184,13 +185,16 @@ def test_the_sessions_datestyle_time_zone_and_number_formats_do_not_change_the_c
 
 def test_the_callers_settings_are_back_after_the_checksums_within_its_transaction(databases):
     original, _ = databases
-    with session_of_its_own("default", original) as session:
-        with transaction.atomic(using=session.alias), session.cursor() as cursor:
-            cursor.execute("SET LOCAL DateStyle = 'German'")
-            cursor.execute("SET LOCAL TimeZone = 'Asia/Tokyo'")
-            table_checksums(session)
-            cursor.execute("SELECT current_setting('DateStyle'), current_setting('TimeZone')")
-            assert cursor.fetchone() == ("German, DMY", "Asia/Tokyo")
+    with (
+        session_of_its_own("default", original) as session,
+        transaction.atomic(using=session.alias),
+        session.cursor() as cursor,
+    ):
+        cursor.execute("SET LOCAL DateStyle = 'German'")
+        cursor.execute("SET LOCAL TimeZone = 'Asia/Tokyo'")
+        table_checksums(session)
+        cursor.execute("SELECT current_setting('DateStyle'), current_setting('TimeZone')")
+        assert cursor.fetchone() == ("German, DMY", "Asia/Tokyo")
 
 
 def test_the_checksums_are_those_of_the_callers_snapshot(databases):

@@ -55,9 +55,17 @@ class BackupRecordAdmin(RunAdmin):
         "age",
         "verification",
         "verified_at",
+        "remote_copy",
+        "encrypted",
         "deleted_at",
     )
-    list_filter = ("status", "verification", ("deleted_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        "status",
+        "verification",
+        "remote_copy",
+        "encrypted",
+        ("deleted_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("filename", "sha256", "error")
     date_hierarchy = "started_at"
     ordering = ("-started_at", "-id")

@@ -113,16 +113,20 @@ def apply_retention(now=None) -> list[BackupRecord]:
 # --------------------------------------------------------------------------- verification
 
 
-def verify(record: BackupRecord, *, notice: Callable[[str], object]) -> str:
+def verify(
+    record: BackupRecord, *, notice: Callable[[str], object], source: Path | None = None
+) -> str:
     """Check the file's sha256, restore it into a scratch database, compare row counts.
 
     Stores the outcome on the record; raises VerificationFailed with the reason, in one line.
     A verification that cannot run (no pg_restore, no right to create a database) fails too:
     nobody proved the backup restores. `notice` hears of stale scratch
-    databases dropped on the way.
+    databases dropped on the way. `source` is a plain copy of the backup to restore instead
+    of the stored file, already checked by the caller (dbops.offsite.fetch_backup: the
+    off-site copy, a decrypted one).
     """
     try:
-        detail = _verify(record, notice)
+        detail = _verify(record, notice, source)
     except VerificationFailed as exc:
         reason = str(exc)
     except (OSError, psycopg2.Error) as exc:
@@ -141,20 +145,12 @@ def _store_verification(record: BackupRecord, outcome: str, detail: str) -> None
     record.save(update_fields=["verification", "verified_at", "verification_detail"])
 
 
-def _verify(record: BackupRecord, notice: Callable[[str], object]) -> str:
+def _verify(record: BackupRecord, notice: Callable[[str], object], source: Path | None) -> str:
     if record.status != BackupRecord.Status.SUCCEEDED:
         raise VerificationFailed(f"backup {record.pk} did not succeed; nothing to verify")
-    if record.deleted_at is not None:
-        raise VerificationFailed(f"{record.filename} was deleted by retention")
-    path = backup_path(record.filename)
-    if not path.is_file():
-        raise VerificationFailed(f"{path} is missing")
-    actual = file_sha256(path)
-    if actual != record.sha256:
-        raise VerificationFailed(
-            f"{record.filename}: sha256 is {actual[:12]}…, the record says "
-            f"{record.sha256[:12]}…: the file was changed or truncated"
-        )
+    path = source or backup_path(record.filename)
+    if source is None:
+        _check_stored_file(record, path)
     if "sqlite" in record.engine:
         restored = _restored_sqlite_counts(path)
     else:
@@ -168,6 +164,24 @@ def _verify(record: BackupRecord, notice: Callable[[str], object]) -> str:
         raise VerificationFailed("row counts differ: " + "; ".join(differences[:10]))
     total = sum(restored.values())
     return f"restored {len(restored)} tables, {total:,} rows, counts match; sha256 ok"
+
+
+def _check_stored_file(record: BackupRecord, path: Path) -> None:
+    if record.deleted_at is not None:
+        raise VerificationFailed(f"{record.filename} was deleted by retention")
+    if not path.is_file():
+        raise VerificationFailed(f"{path} is missing")
+    if record.encrypted:
+        raise VerificationFailed(
+            f"{record.filename} is encrypted: verifying it needs the private key "
+            f"(verify_backup --private-key FILE), which the server does not hold"
+        )
+    actual = file_sha256(path)
+    if actual != record.sha256:
+        raise VerificationFailed(
+            f"{record.filename}: sha256 is {actual[:12]}…, the record says "
+            f"{record.sha256[:12]}…: the file was changed or truncated"
+        )
 
 
 def _gunzipped(path: Path):

@@ -57,6 +57,7 @@ else
 fi
 
 scripts/install-chromium.sh
+scripts/install-test-packages.sh
 
 BACKUP_DIR=$(mktemp -d /tmp/caloria-test-backups.XXXXXX)
 export CALORIA_ENV=test CALORIA_ENV_FILE="$PWD/tests/test.env" DATABASE_URL DBOPS_BACKUP_DIR="$BACKUP_DIR"

@@ -12,6 +12,7 @@ but that file, and a private key given to decrypt (`verify_backup --private-key`
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +22,10 @@ from pathlib import Path
 from dbops import conf
 
 SUFFIX = ".gpg"
+
+# python-gnupg logs each failing gpg run as a warning of its own; dbops' one-line message
+# already carries gpg's reason, and cron must get one line, not two.
+logging.getLogger("gnupg").setLevel(logging.ERROR)
 
 
 class EncryptionError(Exception):
@@ -153,8 +158,8 @@ def decrypt(source: Path, output: Path, *, private_key: Path, expected_fingerpri
             result = gpg.decrypt_file(str(source), always_trust=True, output=str(output))
             if not result.ok or result.returncode:
                 raise EncryptionError(
-                    f"gpg could not decrypt {source.name}: {_said(result)} (a truncated or "
-                    f"altered file, or a key protected by a passphrase)"
+                    f"gpg could not decrypt it: {_said(result)} (a truncated or altered "
+                    f"file, or a key protected by a passphrase)"
                 )
         except BaseException:
             output.unlink(missing_ok=True)

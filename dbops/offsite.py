@@ -151,8 +151,8 @@ def fetch_backup(
         raise OffsiteError(f"backup {record.pk} did not succeed; there is nothing to fetch")
     if record.encrypted and private_key is None:
         raise OffsiteError(
-            f"{record.filename} is encrypted (key {record.encryption_key}): give the private "
-            f"key file (--private-key FILE); the server does not hold it"
+            f"it is encrypted (to key {record.encryption_key}): give the private key file "
+            f"(--private-key FILE); the server does not hold it"
         )
     destination = Path(destination)
     work = Path(tempfile.mkdtemp(prefix=".dbops-fetch-", dir=destination.parent))
@@ -168,8 +168,7 @@ def fetch_backup(
                     expected_fingerprint=record.encryption_key,
                 )
             except EncryptionError as exc:
-                reason = safe_error(exc, record.database)
-                raise OffsiteError(f"{record.filename}: {reason}") from None
+                raise OffsiteError(safe_error(exc, record.database)) from None
             copy = plain
         os.replace(copy, destination)
         return destination
@@ -196,7 +195,7 @@ def _fetched_copy(record: BackupRecord, work: Path, *, remote: bool) -> Path:
         return copy
     if record.remote_copy != BackupRecord.RemoteCopy.COPIED or record.remote_deleted_at:
         state = record.remote_detail or "no off-site copy was made"
-        raise OffsiteError(f"{record.filename} has no off-site copy to fetch ({state})")
+        raise OffsiteError(f"it has no off-site copy to fetch ({state})")
     copy = work / "copy"
     try:
         with remote_files() as files, copy.open("xb") as handle:
@@ -220,6 +219,6 @@ def _fetched_copy(record: BackupRecord, work: Path, *, remote: bool) -> Path:
 def _check_copy(record: BackupRecord, what: str, size: int, sha256: str) -> None:
     if (size, sha256) != (record.size, record.sha256):
         raise OffsiteError(
-            f"{record.filename}: {what} is {size:,} bytes, sha256 {sha256[:12]}…; the record "
-            f"says {record.size:,} bytes, {record.sha256[:12]}…: it was changed or truncated"
+            f"{what} is {size:,} bytes, sha256 {sha256[:12]}…; the record says "
+            f"{record.size:,} bytes, {record.sha256[:12]}…: it was changed or truncated"
         )

@@ -53,7 +53,8 @@ def location(storage) -> str:
     """`sftp://user@host:port/root` for messages: never the password."""
     params = storage.params or {}
     user = f"{params['username']}@" if params.get("username") else ""
-    return f"sftp://{user}{storage.host}:{params.get('port') or 22}/{storage.root_path or ''}"
+    root = (storage.root_path or "").lstrip("/")
+    return f"sftp://{user}{storage.host}:{params.get('port') or 22}/{root}"
 
 
 class _RefuseUnknownHost:

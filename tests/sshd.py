@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import selectors
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.tcp_proxy import TcpProxy
 
 SSHD = "/usr/sbin/sshd"
 SFTP_STORAGE = "storages.backends.sftpstorage.SFTPStorage"
@@ -140,3 +143,36 @@ def running_sshd():
         if server is not None:
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class CutAfterBytes(TcpProxy):
+    """A proxy that forwards until `limit` bytes went to the server, then drops both ends,
+    as a network failing in the middle of an upload does."""
+
+    def __init__(self, target_host: str, target_port: int, limit: int):
+        self.limit = limit
+        self.sent = 0
+        super().__init__(target_host, target_port)
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(client, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, client)
+        try:
+            while True:
+                for key, _ in selector.select(timeout=0.5):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    if key.data is upstream:
+                        self.sent += len(data)
+                        if self.sent > self.limit:
+                            return
+                    key.data.sendall(data)
+        except OSError:
+            return
+        finally:
+            selector.close()
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.close()

@@ -1,8 +1,10 @@
 """Off-site copies of every backup, to a real OpenSSH server (tests/sshd.py) over SFTP,
 with the real pg_dump and pg_restore against the real PostgreSQL server."""
 
+import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from dbops import backups, offsite
 from dbops.database import safe_error
 from dbops.models import BackupRecord
 from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
-from tests.sshd import keygen
+from tests.sshd import CutAfterBytes, keygen
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -341,3 +343,31 @@ def test_a_remote_url_caloria_cannot_use_is_named_at_start(tmp_path):
     assert failed.returncode != 0
     assert "DBOPS_BACKUP_REMOTE_URL" in failed.stderr
     assert "must start with sftp://" in failed.stderr
+
+
+def test_a_connection_cut_mid_upload_leaves_no_file_under_the_backup_name(sshd, settings, tmp_path):
+    user = User.objects.create(username="big", email="big@example.com")
+    FoodEntry.objects.bulk_create(
+        FoodEntry(user=user, name=f"meal {n}", calories=n, notes=base64.b64encode(os.urandom(3000)))
+        for n in range(300)
+    )
+    proxy = CutAfterBytes("127.0.0.1", sshd.port, limit=200_000)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{proxy.port} {sshd.host_public_key}\n")
+    folder = tmp_path / "off-site"
+    storage = sshd.storage(folder, params={"port": proxy.port}, known_host_file=str(known_hosts))
+    point_remote_at(settings, storage)
+    try:
+        record, failure = failing_backup()
+    finally:
+        proxy.close()
+
+    assert record.size > 300_000
+    assert failure.returncode == 1
+    assert record.remote_copy == BackupRecord.RemoteCopy.FAILED
+    assert not (folder / record.filename).exists()
+    # The cut came mid-upload: the hidden temporary file is all there is (its session died
+    # with the connection, so it is left for an operator; nothing lists it as a backup).
+    left = [path for path in folder.iterdir()]
+    assert len(left) == 1 and left[0].name.startswith(".dbops-partial-")
+    assert 0 < left[0].stat().st_size < record.size

@@ -12,6 +12,7 @@ from Caloria's variables, whose names stay Caloria's (CALORIA_ENV, HEALTH_TOKEN,
 from pathlib import Path
 
 from dbops.envinfo import StrictEnv, warn_once
+from dbops.remote_config import sftp_storage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -150,6 +151,24 @@ STORAGES = {
         },
     },
 }
+
+# Off-site copies of every backup (dbops.offsite): an SFTP server whose host key the
+# known-hosts file already holds (default ~/.ssh/known_hosts), logged in with a key file.
+_remote_url = env.str("DBOPS_BACKUP_REMOTE_URL", "")
+if _remote_url:
+    try:
+        STORAGES["dbbackup_remote"] = sftp_storage(
+            _remote_url,
+            key_file=env.str("DBOPS_BACKUP_REMOTE_KEY_FILE", ""),
+            known_hosts=env.str("DBOPS_BACKUP_REMOTE_KNOWN_HOSTS", ""),
+        )
+    except ValueError as exc:
+        env.problem("DBOPS_BACKUP_REMOTE_URL", str(exc))
+# Encryption to a public key (the private key is kept off the server; see docs/operations.md).
+DBOPS_BACKUP_ENCRYPT = env.bool("DBOPS_BACKUP_ENCRYPT", False)
+DBOPS_BACKUP_GPG_PUBLIC_KEY = env.str("DBOPS_BACKUP_GPG_PUBLIC_KEY", "") or None
+if DBOPS_BACKUP_ENCRYPT and not DBOPS_BACKUP_GPG_PUBLIC_KEY:
+    env.problem("DBOPS_BACKUP_ENCRYPT", "needs DBOPS_BACKUP_GPG_PUBLIC_KEY (a public key file)")
 
 # Health: backups must be fresh in production (off elsewhere unless asked for).
 DBOPS_BACKUP_CHECK = env.bool("DBOPS_BACKUP_CHECK", IS_PRODUCTION)

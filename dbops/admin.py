@@ -56,6 +56,8 @@ class BackupRecordAdmin(RunAdmin):
         "age",
         "verification",
         "verified_at",
+        "remote_copy",
+        "encrypted",
         "deleted_at",
         "pinned",
     )
@@ -63,6 +65,8 @@ class BackupRecordAdmin(RunAdmin):
         "status",
         "verification",
         "pinned",
+        "remote_copy",
+        "encrypted",
         ("deleted_at", admin.EmptyFieldListFilter),
     )
     actions = ("keep", "stop_keeping")

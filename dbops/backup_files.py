@@ -41,15 +41,26 @@ def write_privately(storage, name: str, content) -> str:
                 handle.write(chunk if isinstance(chunk, bytes) else chunk.encode())
             handle.flush()
             os.fsync(handle.fileno())
-        while True:
-            try:
-                os.link(partial, storage.path(name))
-                break
-            except FileExistsError:
-                name = storage.get_available_name(name)
-        sync_directory(directory)
+        return publish(storage, name, partial)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def publish(storage, name: str, partial: Path) -> str:
+    """Give a finished file, synced to disk, on the storage's file system the name `name`
+    (or another free one), mode 0600; return the name used. `partial` stays (its caller
+    removes it). Also for files another program wrote, such as gpg's output."""
+    name = storage.get_available_name(name)
+    directory = Path(storage.path(name)).parent
+    ensure_private_directory(directory)
+    os.chmod(partial, 0o600)
+    while True:
+        try:
+            os.link(partial, storage.path(name))
+            break
+        except FileExistsError:
+            name = storage.get_available_name(name)
+    sync_directory(directory)
     return name
 
 

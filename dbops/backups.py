@@ -100,16 +100,20 @@ def consistent_snapshot(alias: str):
 # --------------------------------------------------------------------------- verification
 
 
-def verify(record: BackupRecord, *, notice: Callable[[str], object]) -> str:
+def verify(
+    record: BackupRecord, *, notice: Callable[[str], object], source: Path | None = None
+) -> str:
     """Check the file's sha256, restore it into a scratch database, compare row counts.
 
     Stores the outcome on the record; raises VerificationFailed with the reason, in one line.
     A verification that cannot run (no pg_restore, no right to create a database) fails too:
     nobody proved the backup restores. `notice` hears of stale scratch
-    databases dropped on the way.
+    databases dropped on the way. `source` is a plain copy of the backup to restore instead
+    of the stored file, already checked by the caller (dbops.offsite.fetch_backup: the
+    off-site copy, a decrypted one).
     """
     try:
-        detail = _verify(record, notice)
+        detail = _verify(record, notice, source)
     except VerificationFailed as exc:
         reason = str(exc)
     except (OSError, DatabaseError) as exc:
@@ -128,8 +132,10 @@ def _store_verification(record: BackupRecord, outcome: str, detail: str) -> None
     record.save(update_fields=["verification", "verified_at", "verification_detail"])
 
 
-def _verify(record: BackupRecord, notice: Callable[[str], object]) -> str:
-    path = checked_file(record)
+def _verify(record: BackupRecord, notice: Callable[[str], object], source: Path | None) -> str:
+    if record.status != BackupRecord.Status.SUCCEEDED:
+        raise VerificationFailed(f"backup {record.pk} did not succeed; nothing to verify")
+    path = source or checked_file(record)
     if "sqlite" in record.engine:
         restored = _restored_sqlite_counts(path)
     else:
@@ -177,7 +183,7 @@ def compared(record: BackupRecord, restored: dict[str, dict]) -> str:
 
 def checked_file(record: BackupRecord) -> Path:
     """The backup's local file, once it is known to be the file the record describes (a
-    successful backup, not deleted by retention, the recorded sha256)."""
+    successful backup, not deleted by retention, plain, the recorded sha256)."""
     if record.status != BackupRecord.Status.SUCCEEDED:
         raise VerificationFailed(f"backup {record.pk} did not succeed: it has no file")
     if record.deleted_at is not None:
@@ -185,6 +191,11 @@ def checked_file(record: BackupRecord) -> Path:
     path = backup_path(record.filename)
     if not path.is_file():
         raise VerificationFailed(f"{path} is missing")
+    if record.encrypted:
+        raise VerificationFailed(
+            f"{record.filename} is encrypted: verifying it needs the private key "
+            f"(verify_backup --private-key FILE), which the server does not hold"
+        )
     actual = file_sha256(path)
     if actual != record.sha256:
         raise VerificationFailed(

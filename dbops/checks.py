@@ -194,3 +194,56 @@ def check_installed_apps(app_configs=None, **kwargs) -> list[CheckMessage]:
             )
         )
     return problems
+
+
+@register()
+def check_off_site_and_encryption(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """An off-site storage that cannot work (E010: not loadable, or SFTP without the
+    known-hosts file dbops insists on) and encryption without a key (E011) are found when
+    the settings are read, not by the first backup at night."""
+    from dbops import sftp
+
+    problems: list[CheckMessage] = []
+    if conf.has_remote_backup_storage():
+        try:
+            storage = conf.remote_backup_storage()
+        except Exception as exc:  # noqa: BLE001 - an unloadable backend is the finding
+            storage = None
+            problems.append(
+                Error(
+                    f'STORAGES["{conf.REMOTE_BACKUP_STORAGE_ALIAS}"] cannot be loaded '
+                    f"({type(exc).__name__}); no backup can be copied off-site.",
+                    hint="Install django-storages (and paramiko for SFTP) and check BACKEND.",
+                    id="dbops.E010",
+                )
+            )
+        if storage is not None and sftp.is_sftp_storage(storage):
+            known_hosts = sftp.known_hosts_file(storage)
+            if not known_hosts.is_file():
+                problems.append(
+                    Error(
+                        f"The off-site SFTP storage's known-hosts file {known_hosts} does not "
+                        f"exist: dbops copies only to a host whose key it already knows.",
+                        hint=f"ssh-keyscan -p PORT {storage.host} >> {known_hosts} (after "
+                        f"checking the fingerprint), or set the storage's known_host_file.",
+                        id="dbops.E010",
+                    )
+                )
+    key = conf.BACKUP_GPG_PUBLIC_KEY
+    if conf.BACKUP_ENCRYPT and not key:
+        problems.append(
+            Error(
+                "DBOPS_BACKUP_ENCRYPT is on but DBOPS_BACKUP_GPG_PUBLIC_KEY is not set.",
+                hint="Name an armored public key file: gpg --armor --export KEYID > FILE.",
+                id="dbops.E011",
+            )
+        )
+    elif key and not Path(key).is_file():
+        problems.append(
+            Error(
+                f"DBOPS_BACKUP_GPG_PUBLIC_KEY names {key}, which is not a file.",
+                hint="Copy the public key there (never the private key).",
+                id="dbops.E011",
+            )
+        )
+    return problems

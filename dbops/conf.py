@@ -69,7 +69,20 @@ SETTINGS: dict[str, Setting] = {
     "BACKUP_KEEP_DAYS": Setting(
         0, "... and every backup younger than N days (0: none beyond the tiers)"
     ),
-    "BACKUP_CHECK": Setting(False, "Whether `/health/` fails when backups are stale"),
+    "BACKUP_ENCRYPT": Setting(
+        False,
+        "Encrypt every backup to `BACKUP_GPG_PUBLIC_KEY` (as `dbbackup --encrypt` does for one)",
+    ),
+    "BACKUP_GPG_PUBLIC_KEY": Setting(
+        None,
+        "The armored GPG public key file backups are encrypted to (the server holds no "
+        "private key); its fingerprint is recorded with each encrypted backup",
+    ),
+    "BACKUP_CHECK": Setting(
+        False,
+        "Whether `/health/` fails when backups are stale, or when the newest one has no "
+        'off-site copy while `STORAGES["dbbackup_remote"]` is set',
+    ),
     "BACKUP_MAX_AGE_HOURS": Setting(26, "Age of the newest backup past which `/health/` fails"),
     "BACKUP_MIN_FREE_MB": Setting(
         1024, "Free space in the backup directory below which `/health/` warns"
@@ -150,3 +163,27 @@ def remote_backup_storage():
         return storages[REMOTE_BACKUP_STORAGE_ALIAS]
     except InvalidStorageError:
         return None
+
+
+def has_remote_backup_storage() -> bool:
+    """Whether the project names an off-site storage, without loading it (health checks)."""
+    return REMOTE_BACKUP_STORAGE_ALIAS in getattr(settings, "STORAGES", {})
+
+
+SECRET_OPTION_WORDS = ("password", "passphrase", "secret", "token", "access_key", "pkey")
+
+
+def remote_storage_secrets() -> list[str]:
+    """The secrets in the off-site storage's OPTIONS (an SFTP password or key passphrase, S3
+    keys), read from the settings without loading the storage, for the masking helper."""
+    found: list[str] = []
+
+    def walk(value, key=""):
+        if isinstance(value, dict):
+            for inner_key, inner in value.items():
+                walk(inner, str(inner_key).lower())
+        elif isinstance(value, str) and value and any(w in key for w in SECRET_OPTION_WORDS):
+            found.append(value)
+
+    walk(getattr(settings, "STORAGES", {}).get(REMOTE_BACKUP_STORAGE_ALIAS, {}).get("OPTIONS", {}))
+    return found

@@ -110,7 +110,9 @@ class MigrationsApplied(HealthCheck):
 
 @dataclasses.dataclass
 class BackupFresh(HealthCheck):
-    """The newest successful backup is younger than DBOPS_BACKUP_MAX_AGE_HOURS."""
+    """The newest successful backup is younger than DBOPS_BACKUP_MAX_AGE_HOURS, and when an
+    off-site storage is configured, it reached it: a machine lost with its disk must not take
+    the only copy of the newest backup with it."""
 
     timeout = DATABASE_TIMEOUT
 
@@ -120,6 +122,7 @@ class BackupFresh(HealthCheck):
         try:
             prepare_connection(DEFAULT_DB_ALIAS)
             age = newest_backup_age()
+            off_site = newest_backup_off_site() if conf.has_remote_backup_storage() else None
         except DatabaseError:
             raise ServiceUnavailable("backup history unavailable") from None
         if age is None:
@@ -129,6 +132,8 @@ class BackupFresh(HealthCheck):
             raise ServiceUnavailable(
                 f"newest backup is older than {conf.BACKUP_MAX_AGE_HOURS} hours"
             )
+        if off_site is False:
+            raise ServiceUnavailable("newest backup has no off-site copy")
 
 
 @dataclasses.dataclass
@@ -144,6 +149,19 @@ class BackupDiskSpace(HealthCheck):
 
 def existing_ancestor(path: Path) -> Path:
     return next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+
+
+def newest_backup_off_site() -> bool | None:
+    """Whether the newest successful backup still on disk was copied off-site (None: none)."""
+    from dbops.models import BackupRecord
+
+    remote_copy = (
+        BackupRecord.objects.filter(status=BackupRecord.Status.SUCCEEDED, deleted_at__isnull=True)
+        .order_by("-finished_at")
+        .values_list("remote_copy", flat=True)
+        .first()
+    )
+    return None if remote_copy is None else remote_copy == BackupRecord.RemoteCopy.COPIED
 
 
 def newest_backup_age() -> float | None:

@@ -323,3 +323,30 @@ def login_role(django_db_blocker) -> str:
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(f'DROP OWNED BY "{role}"')
         cursor.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """A real OpenSSH server on a free 127.0.0.1 port (see tests/sshd.py), stopped afterwards."""
+    from tests.sshd import running_sshd
+
+    with running_sshd() as server:
+        yield server
+
+
+@pytest.fixture
+def remote_storage(sshd, settings, tmp_path):
+    """STORAGES["dbbackup_remote"] on the test sshd, in a folder of this test's own; the
+    folder's path (on this machine: the server is local)."""
+    folder = tmp_path / "off-site"
+    settings.STORAGES = {**settings.STORAGES, "dbbackup_remote": sshd.storage(folder)}
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gpg_keys(tmp_path_factory):
+    """Two GPG key pairs made now: `backups` (the one backups are encrypted to) and `other`."""
+    from tests.gpg_keys import make_key_pair
+
+    folder = tmp_path_factory.mktemp("gpg-keys")
+    return {name: make_key_pair(folder, name) for name in ("backups", "other")}

@@ -9,10 +9,18 @@ verified and every pinned backup, local and remote alike) instead of dbbackup's 
 matching file names, and `--clean --dry-run` only lists it; `--verify` restores the new
 backup into a scratch database and compares every table's count and checksum. Files are
 written whole or not at all (dbops.backup_files).
+
+`--encrypt` (or DBOPS_BACKUP_ENCRYPT) stores the backup encrypted to the public key of
+DBOPS_BACKUP_GPG_PUBLIC_KEY (dbops.encryption), verified before encryption from a private
+plain copy that goes when the command ends. With `STORAGES["dbbackup_remote"]` set, every
+backup is also copied off-site and read back (dbops.offsite); a failed copy leaves a good
+local backup, recorded as not off-site, and exit code 1.
 """
 
 import contextlib
+import shutil
 import time
+from pathlib import Path
 
 from dbbackup.management.commands.dbbackup import Command as DbbackupCommand
 from dbbackup.signals import post_backup
@@ -21,9 +29,10 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from dbops import backup_files, backup_readback, backups, retention, runs
+from dbops import backup_files, backup_readback, backups, conf, encryption, offsite, retention, runs
 from dbops.commands import add_database_argument
 from dbops.database import safe_error
+from dbops.files import sync_file
 from dbops.models import BackupRecord
 
 
@@ -35,7 +44,9 @@ class Command(DbbackupCommand):
         "DBOPS_BACKUP_KEEP_MIN newest, the newest verified and every pinned one, and deletes "
         "the others locally and remotely; --clean --dry-run lists that and takes no backup; "
         "--verify restores the new backup into a scratch database and compares every table's "
-        "count and checksum. Exit 1 on any failure."
+        "count and checksum; --encrypt encrypts it to DBOPS_BACKUP_GPG_PUBLIC_KEY. Every "
+        'backup is also copied to STORAGES["dbbackup_remote"] when it is set. Exit 1 on any '
+        "failure."
     )
 
     # One database per run (each run is one record): --database is an alias argparse checks,
@@ -63,6 +74,10 @@ class Command(DbbackupCommand):
         )
 
     def handle(self, **options):
+        with contextlib.ExitStack() as self.cleanup:
+            self.back_up(**options)
+
+    def back_up(self, **options):
         alias = options["database"]
         verify, clean = options.pop("verify", False), options.get("clean")
         if options.pop("dry_run", False):
@@ -70,7 +85,12 @@ class Command(DbbackupCommand):
                 raise CommandError("--dry-run goes with --clean alone", returncode=2)
             self.list_retention()
             return
-        options.update(compress=True, clean=False, database=alias)
+        # dbops encrypts itself (to a key file, after keeping a plain copy to verify).
+        encrypt = options.get("encrypt") or conf.BACKUP_ENCRYPT
+        options.update(compress=True, clean=False, database=alias, encrypt=False)
+        self.public_key = self.encryption_key() if encrypt else None
+        self.plain_copy: Path | None = None
+        self.keep_plain_copy = verify
         self.record = self.start_record(alias)
         self.written_filename = None
         self.stored_names: dict[str, str] = {}
@@ -94,8 +114,18 @@ class Command(DbbackupCommand):
                 f"Backed up to {self.record.filename} ({self.record.size:,} bytes, "
                 f"sha256 {self.record.sha256[:12]}…)"
             )
+        failures = []
         if verify:
-            self.verify_new_backup()
+            try:
+                self.verify_new_backup()
+            except CommandError as exc:
+                failures.append(str(exc))
+        failure = self.copy_off_site()
+        if failure:
+            failures.append(failure)
+        if failures:
+            # One line for cron; nothing is pruned after a failure.
+            raise CommandError("; ".join(failures), returncode=1)
         if clean:
             self.apply_retention()
 
@@ -121,6 +151,15 @@ class Command(DbbackupCommand):
         for decision in decisions:
             verb = "keep" if decision.keep else "delete"
             self.stdout.write(f"would {verb} {decision.record.filename}: {decision.why}")
+
+    def encryption_key(self) -> encryption.PublicKey:
+        """The public key to encrypt to, checked before anything is dumped or recorded."""
+        try:
+            return encryption.configured_public_key()
+        except encryption.EncryptionError as exc:
+            raise CommandError(
+                f"dbbackup refused: {safe_error(exc)}; no backup taken", returncode=1
+            ) from None
 
     def start_record(self, alias: str) -> BackupRecord:
         runs.mark_abandoned(BackupRecord, alias)
@@ -164,11 +203,45 @@ class Command(DbbackupCommand):
             path = f"{self.stored_names[backup_name]}.metadata"
         self.logger.info("Writing file to %s", path)
         storage = self.storage.storage
-        if isinstance(storage, FileSystemStorage):
+        if self.public_key is not None and path == backup_name:
+            stored = self.write_encrypted(storage, path, file)
+        elif isinstance(storage, FileSystemStorage):
             stored = backup_files.write_privately(storage, path, file)
         else:
             stored = storage.save(name=path, content=file)
         self.stored_names[path] = stored
+
+    def write_encrypted(self, storage, path, file) -> str:
+        """Store the backup encrypted (name + .gpg), and only that; with --verify, keep the
+        plain dump for verification in a private folder removed when the command ends."""
+        work = encryption.private_copy_directory(Path(conf.BACKUP_DIR))
+        self.cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        source = file
+        if self.keep_plain_copy:
+            self.plain_copy = work / Path(path).name  # its suffix says how to read it (.gz)
+            file.seek(0)
+            with self.plain_copy.open("xb") as handle:
+                shutil.copyfileobj(file, handle, 1 << 20)
+            source = self.plain_copy
+        encrypted = work / "encrypted"
+        encryption.encrypt(source, encrypted, self.public_key)
+        sync_file(encrypted)
+        name = path + encryption.SUFFIX
+        if isinstance(storage, FileSystemStorage):
+            return backup_files.publish(storage, name, encrypted)
+        with encrypted.open("rb") as handle:
+            return storage.save(name=name, content=handle)
+
+    def copy_off_site(self) -> str | None:
+        """Copy the new backup to the remote storage, if there is one; the failure, or None."""
+        if conf.remote_backup_storage() is None:
+            return None
+        failure = offsite.copy_to_remote(self.record, backups.backup_path(self.record.filename))
+        if failure is None and self.verbosity >= 1:
+            self.stdout.write(f"Copied off-site: {self.record.remote_detail}")
+        if failure is not None:
+            return f"{self.record.filename} is a good local backup, but its {failure}"
+        return None
 
     def delete_written_files(self) -> None:
         """A failed run leaves no file of its own (a backup without its metadata, say), so
@@ -187,6 +260,8 @@ class Command(DbbackupCommand):
         record.table_checksums = self.snapshot.checksums
         record.migrations = self.snapshot.migrations
         if status == BackupRecord.Status.SUCCEEDED:
+            record.encrypted = self.public_key is not None
+            record.encryption_key = self.public_key.fingerprint if self.public_key else ""
             path = backups.backup_path(self.written_filename)
             record.filename = self.written_filename
             record.size = path.stat().st_size
@@ -199,7 +274,7 @@ class Command(DbbackupCommand):
 
     def verify_new_backup(self) -> None:
         try:
-            detail = backups.verify(self.record, notice=self.stderr.write)
+            detail = backups.verify(self.record, notice=self.stderr.write, source=self.plain_copy)
         except backups.VerificationFailed as exc:
             raise CommandError(f"backup verification failed: {exc}", returncode=1) from None
         if self.verbosity >= 1:

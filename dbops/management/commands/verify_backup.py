@@ -1,21 +1,28 @@
-"""`verify_backup [NAME | --latest]`: prove a backup restores, with the rows it should have.
+"""`verify_backup [NAME | --latest] [--remote] [--private-key FILE]`: prove a backup restores,
+with the rows it should have.
 
 Checks the file's sha256 against its BackupRecord, restores it into a scratch database
 (PostgreSQL: a new database created and always dropped; SQLite: a temporary file), compares
 each table's row count with the counts recorded at backup time, and stores the result on the
-record. Exit 1 on any mismatch or restore error.
+record. `--remote` does the same with the off-site copy, fetched into a private temporary
+file; an encrypted backup (local or off-site) is decrypted with `--private-key`, the armored
+secret key the server does not hold. Exit 1 on any mismatch, restore or key error.
 """
+
+import tempfile
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from dbops import backups
+from dbops import backups, conf, offsite
 from dbops.models import BackupRecord
 
 
 class Command(BaseCommand):
     help = (
         "Restore a recorded backup into a scratch database and compare its sha256 and row "
-        "counts with the record. Exit 1 on any mismatch or restore error."
+        "counts with the record; --remote verifies the off-site copy; --private-key FILE "
+        "decrypts an encrypted backup. Exit 1 on any mismatch, restore or key error."
     )
     requires_system_checks = []
 
@@ -26,17 +33,41 @@ class Command(BaseCommand):
         which.add_argument(
             "--latest", action="store_true", help="Verify the newest successful backup."
         )
+        parser.add_argument(
+            "--remote",
+            action="store_true",
+            help="Verify the off-site copy (fetched from the remote storage) instead.",
+        )
+        parser.add_argument(
+            "--private-key",
+            type=Path,
+            metavar="FILE",
+            help="Armored GPG private key file that decrypts an encrypted backup "
+            "(imported into a throwaway keyring, removed afterwards).",
+        )
 
-    def handle(self, *args, name, latest, verbosity, **options):
+    def handle(self, *args, name, latest, remote, private_key, verbosity, **options):
         record = self.find_record(name)
+        if private_key is not None and not private_key.is_file():
+            raise CommandError(f"--private-key: {private_key} is not a file", returncode=1)
+        what = f"{record.filename} (off-site copy)" if remote else record.filename
         try:
-            detail = backups.verify(record, notice=self.stderr.write)
-        except backups.VerificationFailed as exc:
-            raise CommandError(
-                f"{record.filename}: verification failed: {exc}", returncode=1
-            ) from None
+            if remote or record.encrypted:
+                detail = self.verify_fetched(record, remote=remote, private_key=private_key)
+            else:
+                detail = backups.verify(record, notice=self.stderr.write)
+        except (backups.VerificationFailed, offsite.OffsiteError) as exc:
+            raise CommandError(f"{what}: verification failed: {exc}", returncode=1) from None
         if verbosity >= 1:
-            self.stdout.write(self.style.SUCCESS(f"{record.filename}: {detail}"))
+            self.stdout.write(self.style.SUCCESS(f"{what}: {detail}"))
+
+    def verify_fetched(self, record, *, remote: bool, private_key: Path | None) -> str:
+        """Fetch (and decrypt) the backup into a private folder, verify that plain copy."""
+        parent = conf.BACKUP_DIR if conf.BACKUP_DIR and Path(conf.BACKUP_DIR).is_dir() else None
+        with tempfile.TemporaryDirectory(prefix=".dbops-verify-", dir=parent) as folder:
+            plain = Path(folder) / record.filename.removesuffix(".gpg")
+            offsite.fetch_backup(record, plain, remote=remote, private_key=private_key)
+            return backups.verify(record, notice=self.stderr.write, source=plain)
 
     def find_record(self, name: str | None) -> BackupRecord:
         good = BackupRecord.objects.filter(status=BackupRecord.Status.SUCCEEDED)

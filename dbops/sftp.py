@@ -1,0 +1,214 @@
+"""SFTP for off-site backups: only to a host the known-hosts file already knows, and never a
+partial file under a backup's name.
+
+django-storages' SFTPStorage is the configuration (its `host`, `params`, `root_path`,
+`known_host_file`, `file_mode`, `dir_mode`), but dbops opens the paramiko session itself,
+because the storage accepts an unknown host key silently (`AutoAddPolicy`: the first
+man-in-the-middle gets every backup) and writes with `putfo` straight to the final name (a
+dropped connection leaves a truncated file that looks like a backup). Here an unknown or
+changed host key is refused, and a file is written under a hidden temporary name, read back
+(size and sha256), and only then renamed to its final name. Transfers stream in bounded
+chunks, so memory stays flat whatever the backup's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import posixpath
+import secrets
+import stat
+import string
+from pathlib import Path
+
+from dbops import conf
+
+CHUNK = 1 << 20
+# Reads in flight while downloading (32 KiB each): fast on a distant server, memory bounded.
+PREFETCH_REQUESTS = 64
+# No digits, as for local partial files: nothing that lists backups by date picks it up.
+PARTIAL_PREFIX = ".dbops-partial-"
+DEFAULT_FILE_MODE = 0o600
+DEFAULT_DIR_MODE = 0o700
+
+
+class RemoteError(Exception):
+    """What went wrong with the remote, in one line that names it (never a password)."""
+
+
+def is_sftp_storage(storage) -> bool:
+    try:
+        from storages.backends.sftpstorage import SFTPStorage
+    except ImportError:  # django-storages (or paramiko) is not installed: not SFTP then
+        return False
+    return isinstance(storage, SFTPStorage)
+
+
+def known_hosts_file(storage) -> Path:
+    """The known-hosts file the storage names, else ~/.ssh/known_hosts (as SFTPStorage)."""
+    return Path(storage.known_host_file or Path("~/.ssh/known_hosts").expanduser())
+
+
+def location(storage) -> str:
+    """`sftp://user@host:port/root` for messages: never the password."""
+    params = storage.params or {}
+    user = f"{params['username']}@" if params.get("username") else ""
+    root = (storage.root_path or "").lstrip("/")
+    return f"sftp://{user}{storage.host}:{params.get('port') or 22}/{root}"
+
+
+class _RefuseUnknownHost:
+    """paramiko's missing-host-key policy: refuse, naming the key offered so the operator can
+    compare it with the server's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)."""
+
+    def __init__(self, known_hosts: Path):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        raise RemoteError(
+            f"the SFTP host {hostname} is not in the known-hosts file {self.known_hosts}: "
+            f"refused (it offered {key.get_name()} key {key.fingerprint}); after checking "
+            f"that fingerprint with the server's administrator, add it: ssh-keyscan "
+            f"{_keyscan_target(hostname)} >> {self.known_hosts}"
+        )
+
+
+def _keyscan_target(hostname: str) -> str:
+    if hostname.startswith("["):  # "[host]:port", as known-hosts files write other ports
+        host, _, port = hostname[1:].partition("]:")
+        return f"-p {port} {host}"
+    return hostname
+
+
+@contextlib.contextmanager
+def session(storage):
+    """An SFTP session to the storage's host, refused unless its key is already known."""
+    import paramiko
+
+    known_hosts = known_hosts_file(storage)
+    if not known_hosts.is_file():
+        raise RemoteError(
+            f"the known-hosts file {known_hosts} does not exist: dbops connects only to an "
+            f"SFTP host whose key it knows (set the storage's known_host_file)"
+        )
+    client = paramiko.SSHClient()
+    try:
+        client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(_RefuseUnknownHost(known_hosts))
+        timeout = conf.CONNECT_TIMEOUT
+        params = {"timeout": timeout, "banner_timeout": timeout, "auth_timeout": timeout}
+        params.update(storage.params or {})
+        try:
+            client.connect(storage.host, **params)
+        except paramiko.BadHostKeyException:
+            raise RemoteError(
+                f"the SFTP host {storage.host} offered a key that differs from the one in "
+                f"{known_hosts}: refused (the server's key changed, or this is not the server)"
+            ) from None
+        yield RemoteDirectory(client.open_sftp(), storage)
+    finally:
+        client.close()
+
+
+class RemoteDirectory:
+    """The storage's root folder on an open SFTP session."""
+
+    def __init__(self, sftp, storage):
+        self.sftp = sftp
+        self.root = storage.root_path or ""
+        self.file_mode = storage.file_mode if storage.file_mode is not None else DEFAULT_FILE_MODE
+        self.dir_mode = storage.dir_mode if storage.dir_mode is not None else DEFAULT_DIR_MODE
+
+    def path(self, name: str) -> str:
+        return posixpath.join(self.root, name)
+
+    def upload(self, source: Path, name: str, *, size: int, sha256: str) -> None:
+        """Copy `source` to `name`, whole and checked, or not at all; an existing `name` is
+        never replaced. The temporary file goes on any failure the session survives (a
+        connection cut mid-way leaves it, hidden, to be deleted by hand)."""
+        final = self.path(name)
+        self._make_directories(posixpath.dirname(final))
+        if self._exists(final):
+            raise RemoteError(f"{name} already exists on the remote: not replaced")
+        partial = posixpath.join(posixpath.dirname(final), _partial_name())
+        try:
+            with self.sftp.open(partial, "wb") as remote, source.open("rb") as local:
+                remote.chmod(self.file_mode)
+                remote.set_pipelined(True)
+                while chunk := local.read(CHUNK):
+                    remote.write(chunk)
+            copied_size, copied_sha256 = self.digest(partial)
+            if (copied_size, copied_sha256) != (size, sha256):
+                raise RemoteError(
+                    f"the copy read back from the remote differs ({copied_size:,} bytes, "
+                    f"sha256 {copied_sha256[:12]}…; sent {size:,} bytes, {sha256[:12]}…)"
+                )
+            # SFTP's rename (not posix-rename) never replaces an existing file.
+            self.sftp.rename(partial, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.sftp.remove(partial)
+            raise
+
+    def digest(self, path: str) -> tuple[int, str]:
+        """Size and sha256 of a remote file, read back in full."""
+        sink = _Digest()
+        self.sftp.getfo(path, sink, max_concurrent_prefetch_requests=PREFETCH_REQUESTS)
+        return sink.size, sink.hexdigest()
+
+    def download(self, name: str, handle) -> tuple[int, str]:
+        """Write the remote file `name` into an open binary file; its size and sha256."""
+        sink = _Digest(handle)
+        self.sftp.getfo(self.path(name), sink, max_concurrent_prefetch_requests=PREFETCH_REQUESTS)
+        return sink.size, sink.hexdigest()
+
+    def delete(self, name: str) -> None:
+        self.sftp.remove(self.path(name))
+
+    def exists(self, name: str) -> bool:
+        return self._exists(self.path(name))
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self.sftp.stat(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _make_directories(self, directory: str) -> None:
+        if directory in ("", "/", ".") or self._is_directory(directory):
+            return
+        self._make_directories(posixpath.dirname(directory))
+        self.sftp.mkdir(directory, self.dir_mode)
+
+    def _is_directory(self, path: str) -> bool:
+        try:
+            mode = self.sftp.stat(path).st_mode
+        except FileNotFoundError:
+            return False
+        if mode is not None and not stat.S_ISDIR(mode):
+            raise RemoteError(f"{path} on the remote is not a directory")
+        return True
+
+
+class _Digest:
+    """A write-only file that hashes what it is given (and passes it on, if given a file)."""
+
+    def __init__(self, handle=None):
+        self.handle = handle
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        if self.handle is not None:
+            self.handle.write(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
+
+
+def _partial_name() -> str:
+    return PARTIAL_PREFIX + "".join(secrets.choice(string.ascii_lowercase) for _ in range(16))

@@ -16,16 +16,19 @@ that stops half-way says where.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from dbops import backups, consistency, history, locks, restore_checks, runs, swap
+from dbops import backups, conf, consistency, history, locks, offsite, restore_checks, runs, swap
 from dbops.database import safe_error, session_of_its_own
 from dbops.models import BackupRecord, RestoreRun
+from dbops.offsite import OffsiteError
 from dbops.pgrestore import RestoreError, restore_archive
 
 MAINTENANCE_DATABASE = "postgres"
@@ -41,6 +44,8 @@ class Plan:
     swap: bool = False
     terminate_sessions: bool = False
     keep_restored: bool = False
+    from_remote: bool = False  # restore the off-site copy (dbops.offsite.fetch_backup)
+    private_key: Path | None = None  # decrypts an encrypted backup
     # Asked before the swap with what is about to happen; None: --noinput.
     confirm: Callable[[str], bool] | None = None
     notice: Callable[[str], object] = print
@@ -66,7 +71,7 @@ class Runner:
         outcome = {"detail": ""}
         try:
             yield outcome
-        except (RestoreFailed, RestoreError, backups.VerificationFailed) as exc:
+        except (RestoreFailed, RestoreError, backups.VerificationFailed, OffsiteError) as exc:
             self.record_step(name, FAILED, str(exc), started)
             raise RestoreFailed(f"{name}: {exc}") from None
         except (DatabaseError, OSError, consistency.ConsistencyError) as exc:
@@ -106,19 +111,35 @@ class Runner:
             raise
 
     def restore_and_check(self, record: BackupRecord) -> None:
-        with self.step("file") as step:
-            if record.engine != "postgresql":
-                raise RestoreFailed(
-                    f"{record.filename} is a {record.engine or 'unknown'} backup; "
-                    f"restore_backup restores PostgreSQL backups"
-                )
-            if record.encrypted:
-                raise RestoreFailed(
-                    f"{record.filename} is encrypted (to {record.encryption_key or 'a key'}): "
-                    f"restore_backup restores plain backups; decrypt it first"
-                )
+        with contextlib.ExitStack() as cleanup:
+            with self.step("file") as step:
+                if record.engine != "postgresql":
+                    raise RestoreFailed(
+                        f"{record.filename} is a {record.engine or 'unknown'} backup; "
+                        f"restore_backup restores PostgreSQL backups"
+                    )
+                path, step["detail"] = self.backup_file(record, cleanup)
+            self.restore_file_and_check(record, path)
+
+    def backup_file(self, record: BackupRecord, cleanup: contextlib.ExitStack) -> tuple:
+        """The plain backup file to restore, and how it was checked: the local file as it is,
+        or a private copy fetched (from the off-site storage) and decrypted, removed when
+        the restore is done with it."""
+        if not self.plan.from_remote and not record.encrypted:
             path = backups.checked_file(record)
-            step["detail"] = f"{path} ({record.size:,} bytes), sha256 matches the record"
+            return path, f"{path} ({record.size:,} bytes), sha256 matches the record"
+        folder = cleanup.enter_context(
+            tempfile.TemporaryDirectory(prefix=".dbops-restore-", dir=conf.BACKUP_DIR)
+        )
+        path = Path(folder) / record.filename.removesuffix(".gpg")
+        offsite.fetch_backup(
+            record, path, remote=self.plan.from_remote, private_key=self.plan.private_key
+        )
+        where = f"the off-site copy ({offsite.where()})" if self.plan.from_remote else "the file"
+        decrypted = ", decrypted" if record.encrypted else ""
+        return path, f"{where}: {record.size:,} bytes, sha256 matches the record{decrypted}"
+
+    def restore_file_and_check(self, record: BackupRecord, path: Path) -> None:
         with self.step("create database") as step:
             with self.maintenance() as maintenance, maintenance.cursor() as cursor:
                 name = swap.unused_name(
@@ -312,7 +333,9 @@ def reopen_live_database(alias: str, notice: Callable[[str], object]) -> None:
         notice(done)
 
 
-def start(alias: str, action: str, record: BackupRecord | None = None) -> RestoreRun:
+def start(
+    alias: str, action: str, record: BackupRecord | None = None, from_remote: bool = False
+) -> RestoreRun:
     """The run's record, unless another restore_backup of this database is running."""
     runs.mark_abandoned(RestoreRun, alias)
     running = RestoreRun.objects.using(alias).filter(status=RestoreRun.Status.RUNNING).first()
@@ -320,7 +343,9 @@ def start(alias: str, action: str, record: BackupRecord | None = None) -> Restor
         raise RestoreFailed(
             f"restore run {running.pk} (pid {running.pid} on {running.host}) is still running"
         )
-    return runs.start_run(RestoreRun, alias, action=action, backup=record, database=alias)
+    return runs.start_run(
+        RestoreRun, alias, action=action, backup=record, database=alias, from_remote=from_remote
+    )
 
 
 def finish(run: RestoreRun, started: float, error: str = "") -> bool:

@@ -136,7 +136,8 @@ class Site:
         rows = self.sql(
             "SELECT json_build_object('id', id, 'action', action, 'status', status, 'steps', "
             "steps, 'error', error, 'restored', restored_database, 'previous', "
-            "previous_database, 'backup', backup_id) FROM dbops_restorerun ORDER BY id",
+            "previous_database, 'backup', backup_id, 'from_remote', from_remote) "
+            "FROM dbops_restorerun ORDER BY id",
             database,
         )
         return [json.loads(row[0]) for row in rows]

@@ -1,4 +1,5 @@
-"""`restore_backup NAME|--latest [--swap]` and `restore_backup --rollback [DATABASE]`.
+"""`restore_backup NAME|--latest [--from-remote] [--private-key FILE] [--swap]` and
+`restore_backup --rollback [DATABASE]`.
 
 Restores a recorded backup into a new database beside the live one and checks it (dbops.
 restore); with `--swap`, puts it into service with the live database kept aside, and
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
@@ -64,6 +66,19 @@ class Command(BaseCommand):
             "is refused while there are any).",
         )
         parser.add_argument(
+            "--from-remote",
+            action="store_true",
+            help='Restore the off-site copy (STORAGES["dbbackup_remote"]), fetched and checked '
+            "against the record, instead of the local file.",
+        )
+        parser.add_argument(
+            "--private-key",
+            type=Path,
+            metavar="FILE",
+            help="Armored GPG private key file that decrypts an encrypted backup "
+            "(imported into a throwaway keyring, removed afterwards).",
+        )
+        parser.add_argument(
             "--keep-restored",
             action="store_true",
             help="Keep the restored database when a check (or the swap) fails, to look into it.",
@@ -77,8 +92,14 @@ class Command(BaseCommand):
     def handle(self, *args, name, latest, rollback, swap, interactive, database, **options):
         if swap and rollback is not None:
             self.parser.error("--swap restores a backup; --rollback swaps by itself")
+        from_remote, private_key = options["from_remote"], options["private_key"]
+        if rollback is not None and (from_remote or private_key):
+            self.parser.error("--from-remote and --private-key restore a backup, not --rollback")
+        if private_key is not None and not private_key.is_file():
+            raise CommandError(f"--private-key: {private_key} is not a file", returncode=1)
         self.alias = database
         self.verbosity = options["verbosity"]
+        self.from_remote = options["from_remote"]
         connection = connections[database]
         if connection.vendor != "postgresql":
             raise CommandError(
@@ -97,6 +118,8 @@ class Command(BaseCommand):
             swap=swap,
             terminate_sessions=options["terminate_sessions"],
             keep_restored=options["keep_restored"],
+            from_remote=from_remote,
+            private_key=private_key,
             confirm=self.confirm if interactive else None,
             notice=self.stderr.write,
             report=self.report_step,
@@ -125,8 +148,14 @@ class Command(BaseCommand):
     def find_record(self, name: str | None) -> BackupRecord:
         try:
             good = BackupRecord.objects.using(self.alias).filter(
-                status=BackupRecord.Status.SUCCEEDED, deleted_at__isnull=True
+                status=BackupRecord.Status.SUCCEEDED
             )
+            if self.from_remote:
+                good = good.filter(
+                    remote_copy=BackupRecord.RemoteCopy.COPIED, remote_deleted_at__isnull=True
+                )
+            else:
+                good = good.filter(deleted_at__isnull=True)
             record = good.filter(filename=name).first() if name else good.first()
         except DatabaseError as exc:
             raise CommandError(
@@ -136,8 +165,9 @@ class Command(BaseCommand):
             ) from None
         if record is None:
             what = f"a successful backup named {name}" if name else "a successful backup"
+            kept = "with an off-site copy" if self.from_remote else "that retention kept"
             raise CommandError(
-                f"No record of {what} that retention kept, in database '{self.alias}'; "
+                f"No record of {what} {kept}, in database '{self.alias}'; "
                 f"'manage.py dbbackup' makes one, the admin's Backup records list them.",
                 returncode=1,
             )
@@ -145,7 +175,7 @@ class Command(BaseCommand):
 
     def restore(self, plan: restore.Plan, record: BackupRecord) -> None:
         action = RestoreRun.Action.SWAP if plan.swap else RestoreRun.Action.RESTORE
-        run, started = self.start(action, record), time.monotonic()
+        run, started = self.start(action, record, plan.from_remote), time.monotonic()
         if self.verbosity >= 1:
             self.stdout.write(f"Restoring {record.filename} (restore run {run.pk})")
         self.finish(run, started, lambda runner: runner.restore(record), plan)
@@ -177,9 +207,11 @@ class Command(BaseCommand):
                 )
             )
 
-    def start(self, action: str, record: BackupRecord | None = None) -> RestoreRun:
+    def start(
+        self, action: str, record: BackupRecord | None = None, from_remote: bool = False
+    ) -> RestoreRun:
         try:
-            return restore.start(self.alias, action, record)
+            return restore.start(self.alias, action, record, from_remote)
         except restore.RestoreFailed as exc:
             raise CommandError(f"restore_backup refused: {exc}", returncode=1) from None
         except DatabaseError as exc:

@@ -178,11 +178,16 @@ class Runner:
         names = sorted(set(abandoned.values_list("restored_database", flat=True)))
         if not names:
             return
-        with self.maintenance() as maintenance, maintenance.cursor() as cursor:
-            for name in names:
-                if swap.database_exists(cursor, name):
-                    swap.drop_database(cursor, name)
-                    self.plan.notice(f"Dropped {name}, left by a restore run that was killed")
+        try:
+            with self.maintenance() as maintenance, maintenance.cursor() as cursor:
+                for name in names:
+                    if swap.database_exists(cursor, name):
+                        swap.drop_database(cursor, name)
+                        self.plan.notice(f"Dropped {name}, left by a restore run that was killed")
+        except DatabaseError as exc:  # the restore does not depend on it: say so, go on
+            self.plan.notice(
+                f"Could not drop a killed run's database: {safe_error(exc, self.alias)}"
+            )
 
     def drop_restored_unless_kept(self) -> None:
         name = self.run.restored_database
@@ -194,6 +199,9 @@ class Runner:
         started = time.monotonic()
         try:
             with self.maintenance() as maintenance, maintenance.cursor() as cursor:
+                if not swap.database_exists(cursor, name):
+                    self.run.restored_database = ""  # it was never created
+                    return
                 swap.drop_database(cursor, name)
         except DatabaseError as exc:
             self.record_step("drop restored", FAILED, safe_error(exc, self.alias), started)
@@ -224,10 +232,10 @@ class Runner:
         live_connection = connections[self.alias]
         closed = False
         try:
-            with maintenance.cursor() as cursor:
-                swap.refuse_new_sessions(cursor, self.live)
-                closed = True
             with self.step("sessions") as step:
+                with maintenance.cursor() as cursor:
+                    swap.refuse_new_sessions(cursor, self.live)
+                    closed = True
                 step["detail"] = self.clear_sessions(maintenance, [self.live, incoming], own_pids)
             with self.step("history") as step:
                 step["detail"] = self.carry_history(incoming)

@@ -182,6 +182,10 @@ def test_rollback_puts_the_database_from_before_the_swap_back(site):
     again = site.manage("restore_backup", "--rollback", swap_run["previous"], "--noinput")
     assert again.returncode == 1
     assert f"database {swap_run['previous']} no longer exists on the server" in again.stderr
+    stranger = site.manage("restore_backup", "--rollback", "postgres", "--noinput")
+    assert stranger.returncode == 1
+    assert f"postgres was not set aside by a swap of {site.live}" in stranger.stderr
+    assert site.databases() == {site.live, aside}
 
 
 def test_bad_requests_get_one_clear_line_and_change_nothing(site):

@@ -125,8 +125,11 @@ elif not DBOPS_BACKUP_DIR.is_absolute():
     DBOPS_BACKUP_DIR = (BASE_DIR / DBOPS_BACKUP_DIR).resolve()
 
 # Backups (django-dbbackup): only the default database, gzip, private files, no e-mail.
-DBOPS_BACKUP_KEEP_DAYS = env.int("DBOPS_BACKUP_KEEP_DAYS", 7, minimum=0)
+DBOPS_BACKUP_KEEP_DAILY = env.int("DBOPS_BACKUP_KEEP_DAILY", 7, minimum=0)
+DBOPS_BACKUP_KEEP_WEEKLY = env.int("DBOPS_BACKUP_KEEP_WEEKLY", 4, minimum=0)
+DBOPS_BACKUP_KEEP_MONTHLY = env.int("DBOPS_BACKUP_KEEP_MONTHLY", 12, minimum=0)
 DBOPS_BACKUP_KEEP_MIN = env.int("DBOPS_BACKUP_KEEP_MIN", 3, minimum=1)
+DBOPS_BACKUP_KEEP_DAYS = env.int("DBOPS_BACKUP_KEEP_DAYS", 0, minimum=0)
 DBBACKUP_DATABASES = ["default"]
 DBBACKUP_SEND_EMAIL = False
 STORAGES = {

@@ -56,8 +56,15 @@ class BackupRecordAdmin(RunAdmin):
         "verification",
         "verified_at",
         "deleted_at",
+        "pinned",
     )
-    list_filter = ("status", "verification", ("deleted_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        "status",
+        "verification",
+        "pinned",
+        ("deleted_at", admin.EmptyFieldListFilter),
+    )
+    actions = ("keep", "stop_keeping")
     search_fields = ("filename", "sha256", "error")
     date_hierarchy = "started_at"
     ordering = ("-started_at", "-id")
@@ -76,3 +83,25 @@ class BackupRecordAdmin(RunAdmin):
     @admin.display(description="age", ordering="-started_at")
     def age(self, record):
         return timesince(record.started_at, timezone.now())
+
+    # Pinning is the one change staff make here: with the right to change backup records (a
+    # superuser has it), never by editing the record. Who did it, and when, is in the admin's
+    # history of the record (LogEntry).
+    def has_pin_permission(self, request):
+        return request.user.has_perm("dbops.change_backuprecord")
+
+    @admin.action(description="Keep: never delete by retention", permissions=["pin"])
+    def keep(self, request, queryset):
+        self._pin(request, queryset, True, "Kept: retention never deletes it")
+
+    @admin.action(description="Stop keeping: retention decides again", permissions=["pin"])
+    def stop_keeping(self, request, queryset):
+        self._pin(request, queryset, False, "No longer kept: retention decides again")
+
+    def _pin(self, request, queryset, pinned: bool, message: str) -> None:
+        changed = list(queryset.exclude(pinned=pinned))
+        for record in changed:
+            record.pinned = pinned
+            record.save(update_fields=["pinned"])
+            self.log_change(request, record, message)
+        self.message_user(request, f"{message}: {len(changed)} backup(s).")

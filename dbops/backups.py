@@ -21,7 +21,7 @@ import tempfile
 import uuid
 import zlib
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import DatabaseError, connections, transaction
@@ -31,6 +31,7 @@ from dbops import conf, locks
 from dbops.database import safe_error, session_of_its_own
 from dbops.files import file_sha256
 from dbops.models import BackupRecord
+from dbops.table_checksums import SnapshotChecksums, table_checksums
 
 
 class VerificationFailed(Exception):
@@ -58,55 +59,44 @@ def table_counts(connection) -> dict[str, int]:
     return counts
 
 
+@dataclass
+class Snapshot:
+    """What a backup's snapshot held: its id (PostgreSQL), the newest migration of each app,
+    the rows of each table and (PostgreSQL) each table's checksum."""
+
+    id: str | None = None
+    migrations: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    checksums: dict[str, dict] = field(default_factory=dict)
+
+
 @contextlib.contextmanager
 def consistent_snapshot(alias: str):
-    """Yield (snapshot id or None, counts, migrations) from one repeatable-read transaction.
+    """Yield a Snapshot from one repeatable-read transaction.
 
     On PostgreSQL the snapshot id is exported, so pg_dump (`--snapshot`) dumps exactly the
-    rows that were counted; the transaction stays open until the dump is written.
+    rows that are counted and checksummed; the transaction stays open until the dump is
+    written. The counts and checksums come from one pass of a session of their own in that
+    snapshot, running while pg_dump dumps (dbops.table_checksums.SnapshotChecksums): they
+    are filled in once the body is done, and their failure fails the backup.
     """
     connection = connections[alias]
     with transaction.atomic(using=alias):
-        snapshot = None
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cursor.execute("SELECT pg_export_snapshot()")
-                snapshot = cursor.fetchone()[0]
-        yield snapshot, table_counts(connection), migration_state(connection)
-
-
-# --------------------------------------------------------------------------- retention
-
-
-def apply_retention(now=None) -> list[BackupRecord]:
-    """Delete backup files past DBOPS_BACKUP_KEEP_DAYS, keeping DBOPS_BACKUP_KEEP_MIN good ones
-    and, whatever its age, the newest backup whose verification passed.
-
-    Only successful backups count towards the floor, so failures can never push the last
-    good backup out. The floor alone can be filled by backups nobody proved restore (not
-    verified, or failing verification) while the only proven ones age out: so the newest
-    proven one always stays. Records stay, marked deleted. Returns the records whose files
-    went.
-    """
-    now = now or timezone.now()
-    cutoff = now - timedelta(days=conf.BACKUP_KEEP_DAYS)
-    good = BackupRecord.objects.filter(
-        status=BackupRecord.Status.SUCCEEDED, deleted_at__isnull=True
-    ).order_by("-started_at", "-id")
-    newest_verified = good.filter(verification=BackupRecord.Verification.PASSED).first()
-    deleted = []
-    for position, record in enumerate(good):
-        if position < conf.BACKUP_KEEP_MIN or record.started_at >= cutoff:
-            continue
-        if record == newest_verified:
-            continue
-        for path in (backup_path(record.filename), backup_path(record.filename + ".metadata")):
-            path.unlink(missing_ok=True)
-        record.deleted_at = now
-        record.save(update_fields=["deleted_at"])
-        deleted.append(record)
-    return deleted
+        if connection.vendor != "postgresql":
+            yield Snapshot(counts=table_counts(connection), migrations=migration_state(connection))
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = Snapshot(id=cursor.fetchone()[0])
+        checksums = SnapshotChecksums(alias, snapshot.id)
+        try:
+            snapshot.migrations = migration_state(connection)
+            yield snapshot
+        finally:
+            checksums.wait()
+        snapshot.checksums = checksums.result()
+        snapshot.counts = {table: value["rows"] for table, value in snapshot.checksums.items()}
 
 
 # --------------------------------------------------------------------------- verification
@@ -157,23 +147,53 @@ def _verify(record: BackupRecord, notice: Callable[[str], object]) -> str:
     if "sqlite" in record.engine:
         restored = _restored_sqlite_counts(path)
     else:
-        restored = _restored_postgresql_counts(path, record.database, notice)
-    differences = [
-        f"{table}: {expected} at backup, {restored.get(table, 'missing')} restored"
+        restored = _restored_postgresql_checksums(path, record.database, notice)
+    return compared(record, restored) + "; sha256 ok"
+
+
+def compared(record: BackupRecord, restored: dict[str, dict]) -> str:
+    """How the restored tables ({table: {"rows", "sha256"?}}) compare with the record: each
+    table's count, and its checksum when the record has checksums. Raises VerificationFailed
+    naming every table that differs (at most 10 of each kind)."""
+    rows = {table: value["rows"] for table, value in restored.items()}
+    problems = []
+    counts = [
+        f"{table}: {expected} at backup, {rows.get(table, 'missing')} restored"
         for table, expected in sorted(record.table_counts.items())
-        if restored.get(table) != expected
+        if rows.get(table) != expected
     ]
-    if differences:
-        raise VerificationFailed("row counts differ: " + "; ".join(differences[:10]))
-    total = sum(restored.values())
-    return f"restored {len(restored)} tables, {total:,} rows, counts match; sha256 ok"
+    if counts:
+        problems.append("row counts differ: " + "; ".join(counts[:10]))
+    checksums = []
+    for table, expected in sorted(record.table_checksums.items()):
+        got = restored.get(table)
+        if got is None:
+            checksums.append(f"{table} (missing from the restore)")
+        elif got.get("sha256") != expected["sha256"]:
+            same = "counts equal" if got["rows"] == expected["rows"] else "counts differ"
+            checksums.append(
+                f"{table} ({same}: {expected['rows']} at backup, {got['rows']} restored)"
+            )
+    checksums += [
+        f"{table} (not in the backup's record)"
+        for table in sorted(set(restored) - set(record.table_checksums))
+        if record.table_checksums
+    ]
+    if checksums:
+        problems.append("checksums differ: " + "; ".join(checksums[:10]))
+    if problems:
+        raise VerificationFailed(". ".join(problems))
+    summary = f"restored {len(restored)} tables, {sum(rows.values()):,} rows: counts match"
+    if record.table_checksums:
+        return summary + ", checksums match"
+    return summary + " (no checksums recorded: compared by counts only)"
 
 
 def _gunzipped(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
-def _restored_sqlite_counts(path: Path) -> dict[str, int]:
+def _restored_sqlite_counts(path: Path) -> dict[str, dict]:
     with tempfile.TemporaryDirectory(prefix="dbops-verify-") as folder:
         restored = Path(folder) / "restored.sqlite3"
         try:
@@ -189,7 +209,9 @@ def _restored_sqlite_counts(path: Path) -> dict[str, int]:
                     )
                 ]
                 return {
-                    table: connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                    table: {
+                        "rows": connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                    }
                     for table in tables
                 }
             finally:
@@ -231,8 +253,7 @@ def scratch_database(alias: str, notice: Callable[[str], object]):
     settings_dict = connections[alias].settings_dict
     prefix = scratch_prefix(settings_dict)
     name = f"{prefix}{uuid.uuid4().hex[:10]}"
-    admin = session_of_its_own(alias)
-    try:
+    with session_of_its_own(alias) as admin:
         with admin.cursor() as cursor:
             locks.hold(cursor, locks.SCRATCH_DATABASE, locks.key_of_name(name))
             _drop_stale_scratch_databases(cursor, prefix, alias, notice)
@@ -242,8 +263,6 @@ def scratch_database(alias: str, notice: Callable[[str], object]):
         finally:
             with admin.cursor() as cursor:
                 cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> None:
@@ -267,9 +286,9 @@ def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> No
         notice(f"Dropped stale scratch database {stale} (left by a verification that was killed)")
 
 
-def _restored_postgresql_counts(
+def _restored_postgresql_checksums(
     path: Path, alias: str, notice: Callable[[str], object]
-) -> dict[str, int]:
+) -> dict[str, dict]:
     pg_restore = shutil.which("pg_restore")
     if pg_restore is None:
         raise VerificationFailed(
@@ -299,17 +318,5 @@ def _restored_postgresql_counts(
         if feed_error is not None or process.returncode != 0:
             reason = feed_error or (stderr.strip().splitlines() or ["pg_restore failed"])[-1]
             raise VerificationFailed(f"the backup does not restore: {safe_error(reason, alias)}")
-        connection = session_of_its_own(alias, scratch)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
-                )
-                tables = [row[0] for row in cursor.fetchall()]
-                counts = {}
-                for table in tables:
-                    cursor.execute(f'SELECT count(*) FROM "{table}"')
-                    counts[table] = cursor.fetchone()[0]
-            return counts
-        finally:
-            connection.close()
+        with session_of_its_own(alias, scratch) as session:
+            return table_checksums(session)

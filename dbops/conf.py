@@ -56,10 +56,18 @@ SETTINGS: dict[str, Setting] = {
         "The local directory of backups and import snapshots (`imports/`); default: the "
         '`location` of `STORAGES["dbbackup"]`, which must be the same directory',
     ),
-    "BACKUP_KEEP_DAYS": Setting(7, "`dbbackup --clean` keeps every backup younger than this"),
+    "BACKUP_KEEP_DAILY": Setting(
+        7, "`dbbackup --clean` keeps the newest backup of each of the last N days that have one"
+    ),
+    "BACKUP_KEEP_WEEKLY": Setting(4, "... of each of the last N ISO weeks (UTC) that have one"),
+    "BACKUP_KEEP_MONTHLY": Setting(12, "... of each of the last N months (UTC) that have one"),
     "BACKUP_KEEP_MIN": Setting(
         3,
-        "... and never fewer than this many successful ones (and always the newest verified one)",
+        "... and the N newest successful ones whatever their dates (and always the newest "
+        "verified one, and every pinned one)",
+    ),
+    "BACKUP_KEEP_DAYS": Setting(
+        0, "... and every backup younger than N days (0: none beyond the tiers)"
     ),
     "BACKUP_CHECK": Setting(False, "Whether `/health/` fails when backups are stale"),
     "BACKUP_MAX_AGE_HOURS": Setting(26, "Age of the newest backup past which `/health/` fails"),

@@ -10,10 +10,12 @@ host and port).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -56,24 +58,6 @@ def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> 
     ]
     text = " ".join(str(exc).split()) or type(exc).__name__
     return mask_text(text, secrets)[:limit]
-
-
-def session_of_its_own(alias: str, database: str | None = None) -> BaseDatabaseWrapper:
-    """A new connection to `database` (default: the alias's own) on the alias's server, with
-    the alias's settings and driver, outside Django's per-thread connections: for a session
-    that must not share the caller's transaction (a scratch database, a lock held while a
-    subprocess runs). Django's wrapper, so either psycopg works and errors are Django's. The
-    caller closes it. A connection pool in OPTIONS is left out (this is one session)."""
-    from django.db import connections
-
-    from dbops import conf
-
-    settings_dict = connections[alias].settings_dict
-    options = {key: value for key, value in settings_dict.get("OPTIONS", {}).items()}
-    options.pop("pool", None)
-    options.setdefault("connect_timeout", conf.CONNECT_TIMEOUT)
-    own = {**settings_dict, "NAME": database or settings_dict["NAME"], "OPTIONS": options}
-    return type(connections[alias])(own, alias)
 
 
 def server_version(connection: BaseDatabaseWrapper) -> str:
@@ -359,3 +343,41 @@ def restart_sequence_past_largest_key(
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER SEQUENCE {state.sequence} RESTART WITH {int(next_value)}")
     return next_value
+
+
+@contextlib.contextmanager
+def session_of_its_own(alias: str, database: str | None = None):
+    """A Django connection of its own, to `database` (default: the alias's own), with the
+    alias's settings, closed on the way out.
+
+    It lives under a temporary alias of `connections` (not of its settings: it is no
+    configured database, and Django's test isolation lets such connections be), so that
+    everything that goes through Django by alias (transaction.atomic, the COPY helpers)
+    reaches this session and not the alias's own one: a scratch database, or a second
+    session beside an open transaction. Django's wrapper, so either psycopg works and errors
+    are Django's; a connection pool in OPTIONS is left out (this is one session), and it
+    waits DBOPS_CONNECT_TIMEOUT for the server unless OPTIONS say otherwise.
+    """
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    from dbops import conf
+
+    settings_dict = {**connections[alias].settings_dict}
+    if database is not None:
+        settings_dict["NAME"] = database
+    options = {**settings_dict.get("OPTIONS", {})}
+    options.pop("pool", None)
+    if settings_dict["ENGINE"].endswith("postgresql"):
+        options.setdefault("connect_timeout", conf.CONNECT_TIMEOUT)
+    settings_dict["OPTIONS"] = options
+    name = f"{alias}__dbops_session_{uuid.uuid4().hex[:8]}"
+    connection = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, name)
+    connections[name] = connection
+    try:
+        yield connection
+    finally:
+        try:
+            connection.close()
+        finally:
+            del connections[name]

@@ -31,7 +31,7 @@ def test_a_setting_is_read_from_the_project_when_it_is_used(settings):
     del settings.DBOPS_BACKUP_KEEP_DAYS
 
     assert overridden == 2
-    assert conf.BACKUP_KEEP_DAYS == 7
+    assert conf.BACKUP_KEEP_DAYS == 0
 
 
 def test_an_unknown_setting_is_an_attribute_error_that_names_it():

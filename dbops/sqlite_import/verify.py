@@ -328,7 +328,7 @@ def canonical_chunks(
 def postgresql_table_checksum(connection: BaseDatabaseWrapper, layout: RowLayout) -> TableChecksum:
     """Checksum of a PostgreSQL table, streamed with COPY so no table is held in memory."""
     query = layout.postgresql_query(connection.ops.quote_name)
-    sink = _DigestSink(layout.width)
+    sink = DigestSink(layout.width)
     with canonical_cursor(connection) as cursor:
         pgcopy.copy_to(
             connection, cursor, f"COPY ({query}) TO STDOUT (NULL {ESCAPED_NULL_SQL})", sink
@@ -347,7 +347,7 @@ def canonical_cursor(connection: BaseDatabaseWrapper):
         yield cursor
 
 
-class _DigestSink(io.RawIOBase):
+class DigestSink(io.RawIOBase):
     """File-like end of `COPY ... TO STDOUT` that only feeds a TableDigest."""
 
     def __init__(self, width: int):

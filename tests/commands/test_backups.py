@@ -242,85 +242,14 @@ def test_with_the_database_down_it_says_so_in_one_line_without_the_password():
     assert "Traceback" not in completed.stderr
 
 
-# --------------------------------------------------------------------------- retention
-
-
-def recorded_backup(days_old: float, status="succeeded", verification="") -> BackupRecord:
-    started = timezone.now() - timedelta(days=days_old)
-    filename = f"retention-{days_old}-{status}.psql.bin.gz"
-    if status == "succeeded":
-        backups.backup_path(filename).write_bytes(b"backup")
-    return BackupRecord.objects.create(
-        started_at=started,
-        finished_at=started,
-        status=status,
-        filename=filename,
-        verification=verification,
-    )
-
-
-def test_retention_keeps_young_backups_and_deletes_old_ones(settings):
-    settings.DBOPS_BACKUP_KEEP_DAYS, settings.DBOPS_BACKUP_KEEP_MIN = 7, 3
-    records = [recorded_backup(days) for days in (1, 2, 3, 4, 8, 9)]
-
-    deleted = backups.apply_retention()
-
-    assert sorted(r.filename for r in deleted) == sorted(r.filename for r in records[4:])
-    for record in records:
-        record.refresh_from_db()
-        assert backups.backup_path(record.filename).exists() == (record.deleted_at is None)
-    assert BackupRecord.objects.count() == 6
-
-
-def test_retention_never_deletes_the_last_good_backups(settings):
-    settings.DBOPS_BACKUP_KEEP_DAYS, settings.DBOPS_BACKUP_KEEP_MIN = 7, 3
-    good = [recorded_backup(days) for days in (20, 21, 22, 23)]
-    for days in (1, 2, 3):
-        recorded_backup(days, status="failed")
-
-    backups.apply_retention()
-
-    kept = [backups.backup_path(r.filename).exists() for r in good]
-    assert kept == [True, True, True, False]
-
-
-def test_retention_never_deletes_the_newest_backup_that_passed_verification(settings):
-    settings.DBOPS_BACKUP_KEEP_DAYS, settings.DBOPS_BACKUP_KEEP_MIN = 7, 3
-    unverified = [recorded_backup(days) for days in (10, 11, 12)]
-    verified = [recorded_backup(days, verification="passed") for days in (20, 21, 22)]
-
-    deleted = backups.apply_retention()
-
-    assert [backups.backup_path(r.filename).exists() for r in unverified] == [True] * 3
-    assert [backups.backup_path(r.filename).exists() for r in verified] == [True, False, False]
-    assert sorted(r.filename for r in deleted) == sorted(r.filename for r in verified[1:])
-
-
-def test_retention_does_not_count_a_failed_verification_as_passed(settings):
-    settings.DBOPS_BACKUP_KEEP_DAYS, settings.DBOPS_BACKUP_KEEP_MIN = 7, 1
-    newest = recorded_backup(1)
-    failed_verification = recorded_backup(10, verification="failed")
-    passed = recorded_backup(20, verification="passed")
-
-    backups.apply_retention()
-
-    assert backups.backup_path(newest.filename).exists()
-    assert not backups.backup_path(failed_verification.filename).exists()
-    assert backups.backup_path(passed.filename).exists()
-
-
-def test_dbbackup_clean_applies_the_retention(settings):
-    settings.DBOPS_BACKUP_KEEP_DAYS, settings.DBOPS_BACKUP_KEEP_MIN = 7, 1
-    old = recorded_backup(30)
-
-    backup("--clean")
-
-    old.refresh_from_db()
-    assert old.deleted_at is not None
-    assert not backups.backup_path(old.filename).exists()
-
-
 # --------------------------------------------------------------------------- admin
+
+
+def recorded_backup(days_old: float, status="succeeded") -> BackupRecord:
+    started = timezone.now() - timedelta(days=days_old)
+    return BackupRecord.objects.create(
+        started_at=started, finished_at=started, status=status, filename=f"b-{days_old}.psql.bin.gz"
+    )
 
 
 def test_the_admin_lists_backups_newest_first_read_only(client):

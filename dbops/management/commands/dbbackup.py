@@ -3,10 +3,12 @@
 Overrides django-dbbackup's command (dbops comes before dbbackup in INSTALLED_APPS) because
 dbbackup has no failure signal: a failed run must leave a failed BackupRecord, one line on
 stderr for cron's mail, exit code 1, and older backups untouched. Backups are always gzipped;
-`--clean` applies dbops' retention (DBOPS_BACKUP_KEEP_DAYS, never fewer than
-DBOPS_BACKUP_KEEP_MIN good backups, always the newest verified one) instead of dbbackup's
-count; `--verify` restores the new backup into a scratch database and compares row counts.
-Files are written whole or not at all (dbops.backup_files).
+each is read back before it counts as a success (dbops.backup_readback). `--clean` applies
+dbops' retention (dbops.retention: daily, weekly and monthly tiers, a floor, the newest
+verified and every pinned backup, local and remote alike) instead of dbbackup's count of
+matching file names, and `--clean --dry-run` only lists it; `--verify` restores the new
+backup into a scratch database and compares every table's count and checksum. Files are
+written whole or not at all (dbops.backup_files).
 """
 
 import contextlib
@@ -19,7 +21,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from dbops import backup_files, backups, runs
+from dbops import backup_files, backup_readback, backups, retention, runs
 from dbops.commands import add_database_argument
 from dbops.database import safe_error
 from dbops.models import BackupRecord
@@ -27,11 +29,13 @@ from dbops.models import BackupRecord
 
 class Command(DbbackupCommand):
     help = (
-        "Back up the database (gzipped) and record the run as a BackupRecord. --clean keeps "
-        "every backup younger than DBOPS_BACKUP_KEEP_DAYS, never fewer than "
-        "DBOPS_BACKUP_KEEP_MIN good ones, and always the newest one whose verification "
-        "passed; --verify restores the new backup into a scratch database and compares row "
-        "counts. Exit 1 on any failure."
+        "Back up the database (gzipped), read it back, and record the run as a BackupRecord. "
+        "--clean keeps the newest backup of the last DBOPS_BACKUP_KEEP_DAILY days, "
+        "DBOPS_BACKUP_KEEP_WEEKLY weeks and DBOPS_BACKUP_KEEP_MONTHLY months, the "
+        "DBOPS_BACKUP_KEEP_MIN newest, the newest verified and every pinned one, and deletes "
+        "the others locally and remotely; --clean --dry-run lists that and takes no backup; "
+        "--verify restores the new backup into a scratch database and compares every table's "
+        "count and checksum. Exit 1 on any failure."
     )
 
     # One database per run (each run is one record): --database is an alias argparse checks,
@@ -48,21 +52,35 @@ class Command(DbbackupCommand):
         parser.add_argument(
             "--verify",
             action="store_true",
-            help="Restore the new backup into a scratch database and compare row counts.",
+            help="Restore the new backup into a scratch database and compare every table's "
+            "count and checksum.",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="With --clean: take no backup, delete nothing; list what retention would "
+            "delete and what it keeps, and why.",
         )
 
     def handle(self, **options):
         alias = options["database"]
         verify, clean = options.pop("verify", False), options.get("clean")
+        if options.pop("dry_run", False):
+            if not clean or verify:
+                raise CommandError("--dry-run goes with --clean alone", returncode=2)
+            self.list_retention()
+            return
         options.update(compress=True, clean=False, database=alias)
         self.record = self.start_record(alias)
         self.written_filename = None
         self.stored_names: dict[str, str] = {}
-        self.snapshot_counts, self.snapshot_migrations = {}, {}
+        self.snapshot = backups.Snapshot()
         started = time.monotonic()
         post_backup.connect(self.remember_filename, dispatch_uid="dbops-backup-filename")
         try:
             super().handle(**options)
+            path = backups.backup_path(self.written_filename)
+            backup_readback.read_back(path, self.record.engine)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
             reason = safe_error(exc, alias)
             self.delete_written_files()
@@ -79,9 +97,30 @@ class Command(DbbackupCommand):
         if verify:
             self.verify_new_backup()
         if clean:
-            for record in backups.apply_retention():
-                if self.verbosity >= 1:
-                    self.stdout.write(f"Deleted old backup {record.filename} (retention)")
+            self.apply_retention()
+
+    def apply_retention(self) -> None:
+        outcome = retention.apply_retention()
+        if self.verbosity >= 1:
+            for decision, gone in outcome.deleted:
+                what = " and ".join(gone)
+                self.stdout.write(f"Deleted {decision.record.filename} ({what}): {decision.why}")
+        for line in outcome.notes:
+            self.stderr.write(line)
+        if outcome.problems:
+            raise CommandError(
+                "retention could not delete everything it should: " + "; ".join(outcome.problems),
+                returncode=1,
+            )
+
+    def list_retention(self) -> None:
+        """What `--clean` would do now, every successful backup that still has a copy."""
+        decisions = retention.plan()
+        if not decisions:
+            self.stdout.write("No backups to keep or delete.")
+        for decision in decisions:
+            verb = "keep" if decision.keep else "delete"
+            self.stdout.write(f"would {verb} {decision.record.filename}: {decision.why}")
 
     def start_record(self, alias: str) -> BackupRecord:
         runs.mark_abandoned(BackupRecord, alias)
@@ -102,10 +141,12 @@ class Command(DbbackupCommand):
 
     def _save_new_backup(self, database):
         alias = self.record.database
-        with backups.consistent_snapshot(alias) as (snapshot, counts, migrations):
-            if snapshot is not None:
-                self.connector.dump_suffix = f"{self.connector.dump_suffix} --snapshot={snapshot}"
-            self.snapshot_counts, self.snapshot_migrations = counts, migrations
+        with backups.consistent_snapshot(alias) as snapshot:
+            if snapshot.id is not None:
+                self.connector.dump_suffix = (
+                    f"{self.connector.dump_suffix} --snapshot={snapshot.id}"
+                )
+            self.snapshot = snapshot
             super()._save_new_backup(database)
 
     def remember_filename(self, sender, filename=None, **kwargs):
@@ -142,8 +183,9 @@ class Command(DbbackupCommand):
         record.error = error
         record.finished_at = timezone.now()
         record.duration_seconds = time.monotonic() - started
-        record.table_counts = self.snapshot_counts
-        record.migrations = self.snapshot_migrations
+        record.table_counts = self.snapshot.counts
+        record.table_checksums = self.snapshot.checksums
+        record.migrations = self.snapshot.migrations
         if status == BackupRecord.Status.SUCCEEDED:
             path = backups.backup_path(self.written_filename)
             record.filename = self.written_filename

@@ -251,8 +251,7 @@ def scratch_database(alias: str, notice: Callable[[str], object]):
     settings_dict = connections[alias].settings_dict
     prefix = scratch_prefix(settings_dict)
     name = f"{prefix}{uuid.uuid4().hex[:10]}"
-    admin = session_of_its_own(alias)
-    try:
+    with session_of_its_own(alias) as admin:
         with admin.cursor() as cursor:
             locks.hold(cursor, locks.SCRATCH_DATABASE, locks.key_of_name(name))
             _drop_stale_scratch_databases(cursor, prefix, alias, notice)
@@ -262,8 +261,6 @@ def scratch_database(alias: str, notice: Callable[[str], object]):
         finally:
             with admin.cursor() as cursor:
                 cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
 
 
 def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> None:

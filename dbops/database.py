@@ -10,6 +10,7 @@ host and port).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import subprocess
@@ -59,57 +60,6 @@ def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> 
     ]
     text = " ".join(str(exc).split()) or type(exc).__name__
     return mask_text(text, secrets)[:limit]
-
-
-def session_of_its_own(alias: str, database: str | None = None) -> BaseDatabaseWrapper:
-    """A new connection to `database` (default: the alias's own) on the alias's server, with
-    the alias's settings and driver, outside Django's per-thread connections: for a session
-    that must not share the caller's transaction (a scratch database, a lock held while a
-    subprocess runs). Django's wrapper, so either psycopg works and errors are Django's. A
-    connection pool in OPTIONS is left out (this is one session).
-
-    The caller closes it, or uses it as a context manager (`with session_of_its_own(...) as
-    session:` closes it on the way out). Until then it is known to `connections` under an
-    alias of its own (`session.alias`, no configured database, which Django's test isolation
-    lets be), so that what goes through Django by alias (transaction.atomic, the COPY
-    helpers) reaches this session and not the alias's own one."""
-    from django.db import connections
-
-    from dbops import conf
-
-    settings_dict = connections[alias].settings_dict
-    options = {key: value for key, value in settings_dict.get("OPTIONS", {}).items()}
-    options.pop("pool", None)
-    options.setdefault("connect_timeout", conf.CONNECT_TIMEOUT)
-    own = {**settings_dict, "NAME": database or settings_dict["NAME"], "OPTIONS": options}
-    session_class = _own_session_class(type(connections[alias]))
-    session = session_class(own, f"{alias}__dbops_session_{uuid.uuid4().hex[:8]}")
-    connections[session.alias] = session
-    session.registered = True
-    return session
-
-
-def _own_session_class(wrapper_class: type) -> type:
-    """The backend's wrapper, closable by `with` and forgotten by `connections` once closed."""
-
-    class OwnSession(wrapper_class):
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            self.close()
-
-        def close(self):
-            from django.db import connections
-
-            try:
-                super().close()
-            finally:
-                if getattr(self, "registered", False):
-                    self.registered = False
-                    del connections[self.alias]
-
-    return OwnSession
 
 
 def server_version(connection: BaseDatabaseWrapper) -> str:
@@ -395,3 +345,41 @@ def restart_sequence_past_largest_key(
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER SEQUENCE {state.sequence} RESTART WITH {int(next_value)}")
     return next_value
+
+
+@contextlib.contextmanager
+def session_of_its_own(alias: str, database: str | None = None):
+    """A Django connection of its own, to `database` (default: the alias's own), with the
+    alias's settings, closed on the way out.
+
+    It lives under a temporary alias of `connections` (not of its settings: it is no
+    configured database, and Django's test isolation lets such connections be), so that
+    everything that goes through Django by alias (transaction.atomic, the COPY helpers)
+    reaches this session and not the alias's own one: a scratch database, or a second
+    session beside an open transaction. Django's wrapper, so either psycopg works and errors
+    are Django's; a connection pool in OPTIONS is left out (this is one session), and it
+    waits DBOPS_CONNECT_TIMEOUT for the server unless OPTIONS say otherwise.
+    """
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    from dbops import conf
+
+    settings_dict = {**connections[alias].settings_dict}
+    if database is not None:
+        settings_dict["NAME"] = database
+    options = {**settings_dict.get("OPTIONS", {})}
+    options.pop("pool", None)
+    if settings_dict["ENGINE"].endswith("postgresql"):
+        options.setdefault("connect_timeout", conf.CONNECT_TIMEOUT)
+    settings_dict["OPTIONS"] = options
+    name = f"{alias}__dbops_session_{uuid.uuid4().hex[:8]}"
+    connection = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, name)
+    connections[name] = connection
+    try:
+        yield connection
+    finally:
+        try:
+            connection.close()
+        finally:
+            del connections[name]

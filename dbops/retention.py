@@ -190,7 +190,9 @@ def apply_retention(now: datetime | None = None) -> Outcome:
             try:
                 _delete_local(record)
             except OSError as exc:
-                outcome.problems.append(f"{record.filename}: local file not deleted: {exc}")
+                outcome.problems.append(
+                    f"{record.filename}: local file not deleted: {safe_error(exc, record.database)}"
+                )
             else:
                 record.deleted_at = now
                 gone.append("local file")

@@ -67,7 +67,7 @@ scripts/install-test-packages.sh
 DRIVER_TESTS=(
   tests/sqlite_import tests/commands tests/faults tests/test_drivers.py tests/test_health.py
   tests/test_backup_files.py tests/test_dbops_checks.py tests/test_dbops_settings.py
-  tests/test_status_page.py
+  tests/test_status_page.py tests/test_table_checksums.py tests/test_retention.py
 )
 
 status=0

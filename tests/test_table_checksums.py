@@ -7,12 +7,12 @@ from __future__ import annotations
 import subprocess
 import uuid
 
-import psycopg2
 import pytest
 from django.db import connection, transaction
 
 from dbops.database import session_of_its_own
 from dbops.table_checksums import table_checksums
+from tests import pg_driver
 from tests.conftest import database_url
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ INSERT INTO counter (value) SELECT g FROM generate_series(1, 2500) AS g;
 
 
 def admin_execute(*statements: str) -> None:
-    admin = psycopg2.connect(database_url(connection.settings_dict, NAME="postgres"))
+    admin = pg_driver.connect(database_url(connection.settings_dict, NAME="postgres"))
     admin.autocommit = True
     try:
         with admin.cursor() as cursor:
@@ -52,7 +52,7 @@ def admin_execute(*statements: str) -> None:
 
 
 def execute(database: str, sql: str) -> None:
-    session = psycopg2.connect(database_url(connection.settings_dict, NAME=database))
+    session = pg_driver.connect(database_url(connection.settings_dict, NAME=database))
     try:
         with session, session.cursor() as cursor:
             cursor.execute(sql)
@@ -69,7 +69,7 @@ def checksums_of(database: str, *settings: str) -> dict[str, dict]:
 
 
 def first_column(database: str, sql: str) -> list:
-    session = psycopg2.connect(database_url(connection.settings_dict, NAME=database))
+    session = pg_driver.connect(database_url(connection.settings_dict, NAME=database))
     try:
         with session.cursor() as cursor:
             cursor.execute(sql)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg2
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
@@ -19,6 +18,7 @@ from caloria.models import FoodEntry
 from dbops import backups
 from dbops.models import BackupRecord
 from dbops.table_checksums import table_checksums
+from tests import pg_driver
 from tests.commands.test_backups import make_rows, scratch_databases
 from tests.conftest import PROJECT_ROOT, clean_environment, database_url
 
@@ -48,7 +48,7 @@ def run_manage(*args, **variables) -> subprocess.CompletedProcess:
 
 
 def admin(*statements: str, database: str = "postgres") -> None:
-    session = psycopg2.connect(database_url(connection.settings_dict, NAME=database))
+    session = pg_driver.connect(database_url(connection.settings_dict, NAME=database))
     session.autocommit = True
     try:
         with session.cursor() as cursor:

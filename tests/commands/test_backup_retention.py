@@ -9,7 +9,9 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.admin.models import LogEntry
+from django.core.files.storage import FileSystemStorage
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -170,6 +172,29 @@ def test_a_remote_copy_that_cannot_be_deleted_fails_the_clean_and_is_tried_again
 
     record.refresh_from_db()
     assert record.remote_deleted_at is not None
+
+
+class UnreachableStorage(FileSystemStorage):
+    """A remote whose error names a secret, as a library's error text may."""
+
+    def exists(self, name):
+        raise OSError(f"cannot reach sftp://backup:{django_settings.SECRET_KEY}@offsite/{name}")
+
+
+def test_a_remote_error_is_reported_without_the_secrets_it_names(policy, settings):
+    policy(**ONLY_MIN)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "dbbackup_remote": {"BACKEND": f"{__name__}.UnreachableStorage"},
+    }
+    old_backup(50, "secret.psql.bin.gz")
+    BackupRecord.objects.update(remote_name="offsite/secret.psql.bin.gz")
+
+    with pytest.raises(CommandError) as raised:
+        clean()
+
+    assert "off-site copy offsite/secret.psql.bin.gz not deleted: cannot reach" in str(raised.value)
+    assert settings.SECRET_KEY not in str(raised.value)
 
 
 def test_without_a_remote_storage_remote_copies_are_left_and_a_line_says_so(policy):

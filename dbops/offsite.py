@@ -136,16 +136,21 @@ def copy_to_remote(record: BackupRecord, source: Path) -> str | None:
 
 
 def fetch_backup(
-    record: BackupRecord, destination: Path, *, remote: bool, private_key: Path | None = None
+    record: BackupRecord,
+    destination: Path,
+    *,
+    remote: bool,
+    private_key: Path | None = None,
+    passphrase: str | None = None,
 ) -> Path:
     """The backup of `record` as a plain (decrypted) file at `destination`, from the local
     file or (`remote=True`) the off-site copy; raises OffsiteError with the reason.
 
     The copy read is checked against the record's size and sha256 before anything is done
-    with it; an encrypted backup needs `private_key` (an armored secret key file), used in a
-    throwaway keyring. `destination` appears whole or not at all, and nothing fetched stays
-    behind on failure. A remote copy that arrives whole but differs from the record is
-    recorded as a failed off-site copy.
+    with it; an encrypted backup needs `private_key` (an armored secret key file, and its
+    `passphrase` if it has one), used in a throwaway keyring. `destination` appears whole or
+    not at all, and nothing fetched stays behind on failure. A remote copy that arrives whole
+    but differs from the record is recorded as a failed off-site copy.
     """
     if record.status != BackupRecord.Status.SUCCEEDED or not record.filename:
         raise OffsiteError(f"backup {record.pk} did not succeed; there is nothing to fetch")
@@ -166,6 +171,7 @@ def fetch_backup(
                     plain,
                     private_key=Path(private_key),
                     expected_fingerprint=record.encryption_key,
+                    passphrase=passphrase,
                 )
             except EncryptionError as exc:
                 raise OffsiteError(safe_error(exc, record.database)) from None

@@ -260,3 +260,28 @@ def test_the_admin_shows_the_off_site_copy_and_encryption(client, public_key, re
     assert "off-site copy" in page.lower() and "copied" in page
     assert "column-encrypted" in page
     assert public_key.fingerprint in detail
+
+
+def test_a_private_key_with_a_passphrase_decrypts_with_its_passphrase_file(
+    settings, gpg_keys, tmp_path
+):
+    from tests.gpg_keys import PASSPHRASE
+
+    protected = gpg_keys["protected"]
+    settings.DBOPS_BACKUP_GPG_PUBLIC_KEY = str(protected.public_key)
+    make_rows()
+    record = backup("--encrypt")
+    passphrase_file = tmp_path / "passphrase"
+    passphrase_file.write_text(PASSPHRASE + "\n")
+    key = str(protected.private_key)
+
+    without = verify(record.filename, "--private-key", key)
+    call_command(
+        "verify_backup", record.filename, "--private-key", key, "--passphrase-file",
+        str(passphrase_file),
+    )  # fmt: skip
+
+    record.refresh_from_db()
+    assert "passphrase is missing or wrong" in str(without)
+    assert PASSPHRASE not in str(without)
+    assert record.verification == BackupRecord.Verification.PASSED

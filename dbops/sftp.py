@@ -24,7 +24,10 @@ from pathlib import Path
 from dbops import conf
 
 CHUNK = 1 << 20
-# Reads in flight while downloading (32 KiB each): fast on a distant server, memory bounded.
+# A download asks for one window at a time, up to 64 reads of 32 KiB in flight: fast on a
+# distant server, and never more than a window in memory (paramiko's own getfo prefetches the
+# whole file, keeping what arrives faster than it is written).
+WINDOW = 8 << 20
 PREFETCH_REQUESTS = 64
 # No digits, as for local partial files: nothing that lists backups by date picks it up.
 PARTIAL_PREFIX = ".dbops-partial-"
@@ -152,14 +155,25 @@ class RemoteDirectory:
 
     def digest(self, path: str) -> tuple[int, str]:
         """Size and sha256 of a remote file, read back in full."""
-        sink = _Digest()
-        self.sftp.getfo(path, sink, max_concurrent_prefetch_requests=PREFETCH_REQUESTS)
-        return sink.size, sink.hexdigest()
+        return self._read(path, _Digest())
 
     def download(self, name: str, handle) -> tuple[int, str]:
         """Write the remote file `name` into an open binary file; its size and sha256."""
-        sink = _Digest(handle)
-        self.sftp.getfo(self.path(name), sink, max_concurrent_prefetch_requests=PREFETCH_REQUESTS)
+        return self._read(self.path(name), _Digest(handle))
+
+    def _read(self, path: str, sink: _Digest) -> tuple[int, str]:
+        with self.sftp.open(path, "rb") as remote:
+            size = remote.stat().st_size
+            for start in range(0, size, WINDOW):
+                end = min(start + WINDOW, size)
+                requests = [
+                    (offset, min(32768, end - offset)) for offset in range(start, end, 32768)
+                ]
+                for data in remote.readv(requests, PREFETCH_REQUESTS):
+                    sink.write(data)
+            remote.seek(size)
+            while tail := remote.read(CHUNK):  # the file grew while it was read
+                sink.write(tail)
         return sink.size, sink.hexdigest()
 
     def delete(self, name: str) -> None:

@@ -16,6 +16,7 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User
 from dbops import backups, offsite
+from dbops.checks import check_off_site_and_encryption
 from dbops.database import safe_error
 from dbops.models import BackupRecord
 from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
@@ -201,7 +202,7 @@ def test_a_missing_known_hosts_file_is_refused_and_named(sshd, settings, tmp_pat
     point_remote_at(settings, sshd.storage(tmp_path / "x", known_host_file=str(missing)))
 
     record, _ = failing_backup()
-    problems = [m.id for m in __import__("dbops.checks").checks.check_off_site_and_encryption()]
+    problems = [message.id for message in check_off_site_and_encryption()]
 
     assert f"the known-hosts file {missing} does not exist" in record.remote_detail
     assert problems == ["dbops.E010"]

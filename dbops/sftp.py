@@ -19,6 +19,7 @@ import posixpath
 import secrets
 import stat
 import string
+import time
 from pathlib import Path
 
 from dbops import conf
@@ -31,6 +32,9 @@ WINDOW = 8 << 20
 PREFETCH_REQUESTS = 64
 # No digits, as for local partial files: nothing that lists backups by date picks it up.
 PARTIAL_PREFIX = ".dbops-partial-"
+# A temporary file this old was left by an upload whose connection died (no upload of a
+# backup takes a day): the next upload deletes it.
+STALE_PARTIAL_SECONDS = 24 * 3600
 DEFAULT_FILE_MODE = 0o600
 DEFAULT_DIR_MODE = 0o700
 
@@ -127,10 +131,11 @@ class RemoteDirectory:
 
     def upload(self, source: Path, name: str, *, size: int, sha256: str) -> None:
         """Copy `source` to `name`, whole and checked, or not at all; an existing `name` is
-        never replaced. The temporary file goes on any failure the session survives (a
-        connection cut mid-way leaves it, hidden, to be deleted by hand)."""
+        never replaced. The temporary file goes on any failure the session survives; one
+        left by a connection cut mid-way goes with the first upload a day later."""
         final = self.path(name)
         self._make_directories(posixpath.dirname(final))
+        self._delete_stale_partials(posixpath.dirname(final))
         if self._exists(final):
             raise RemoteError(f"{name} already exists on the remote: not replaced")
         partial = posixpath.join(posixpath.dirname(final), _partial_name())
@@ -188,6 +193,13 @@ class RemoteDirectory:
         except FileNotFoundError:
             return False
         return True
+
+    def _delete_stale_partials(self, directory: str) -> None:
+        cutoff = time.time() - STALE_PARTIAL_SECONDS
+        for entry in self.sftp.listdir_attr(directory or "."):
+            if entry.filename.startswith(PARTIAL_PREFIX) and (entry.st_mtime or 0) < cutoff:
+                with contextlib.suppress(OSError):
+                    self.sftp.remove(posixpath.join(directory, entry.filename))
 
     def _make_directories(self, directory: str) -> None:
         if directory in ("", "/", ".") or self._is_directory(directory):

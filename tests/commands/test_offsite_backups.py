@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,20 @@ def test_a_connection_cut_mid_upload_leaves_no_file_under_the_backup_name(sshd, 
     left = [path for path in folder.iterdir()]
     assert len(left) == 1 and left[0].name.startswith(".dbops-partial-")
     assert 0 < left[0].stat().st_size < record.size
+
+
+def test_a_temporary_file_left_a_day_ago_goes_with_the_next_upload(remote_storage):
+    remote_storage.mkdir(mode=0o700)
+    stale = remote_storage / ".dbops-partial-leftbyacutupload"
+    fresh = remote_storage / ".dbops-partial-anuploadrunningnow"
+    for path in (stale, fresh):
+        path.write_bytes(b"part of a backup")
+    day_and_a_minute_ago = time.time() - 24 * 3600 - 60
+    os.utime(stale, (day_and_a_minute_ago, day_and_a_minute_ago))
+
+    record = backup()
+
+    assert sorted(path.name for path in remote_storage.iterdir()) == [
+        fresh.name,
+        record.filename,
+    ]

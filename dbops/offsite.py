@@ -36,7 +36,10 @@ class OffsiteError(Exception):
 
 def where() -> str:
     """The remote, for messages (never a password)."""
-    storage = conf.remote_backup_storage()
+    try:
+        storage = conf.remote_backup_storage()
+    except Exception:  # noqa: BLE001 - a backend that cannot load is named by its alias
+        storage = None
     if storage is None:
         return "no remote storage"
     if sftp.is_sftp_storage(storage):
@@ -53,9 +56,10 @@ def remote_files():
     """
     storage = conf.remote_backup_storage()
     if storage is None:
-        raise OffsiteError(
-            f'no off-site storage: STORAGES["{conf.REMOTE_BACKUP_STORAGE_ALIAS}"] is not set'
-        )
+        alias = f'STORAGES["{conf.REMOTE_BACKUP_STORAGE_ALIAS}"]'
+        if conf.has_remote_backup_storage():
+            raise OffsiteError(f"{alias} cannot be loaded (its BACKEND, or a missing package)")
+        raise OffsiteError(f"no off-site storage: {alias} is not set")
     if sftp.is_sftp_storage(storage):
         with sftp.session(storage) as directory:
             yield directory
@@ -110,7 +114,7 @@ def copy_to_remote(record: BackupRecord, source: Path) -> str | None:
     The remote copy keeps the backup's file name; a name already taken there is never
     replaced.
     """
-    if conf.remote_backup_storage() is None:
+    if not conf.has_remote_backup_storage():
         return None
     record.remote_name = record.filename
     try:

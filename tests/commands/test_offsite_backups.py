@@ -390,3 +390,16 @@ def test_a_temporary_file_left_a_day_ago_goes_with_the_next_upload(remote_storag
         fresh.name,
         record.filename,
     ]
+
+
+def test_a_remote_backend_that_cannot_load_is_a_failed_copy_in_one_line(settings):
+    point_remote_at(settings, {"BACKEND": "storages.backends.nosuch.NoSuchStorage"})
+
+    record, failure = failing_backup()
+    problems = [message.id for message in check_off_site_and_encryption()]
+
+    assert failure.returncode == 1
+    assert record.status == BackupRecord.Status.SUCCEEDED
+    assert record.remote_copy == BackupRecord.RemoteCopy.FAILED
+    assert 'STORAGES["dbbackup_remote"] cannot be loaded' in record.remote_detail
+    assert problems == ["dbops.E010"]

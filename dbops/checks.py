@@ -207,12 +207,13 @@ def check_off_site_and_encryption(app_configs=None, **kwargs) -> list[CheckMessa
     if conf.has_remote_backup_storage():
         try:
             storage = conf.remote_backup_storage()
-        except Exception as exc:  # noqa: BLE001 - an unloadable backend is the finding
+        except Exception:  # noqa: BLE001 - an unloadable backend is the finding
             storage = None
+        if storage is None:
             problems.append(
                 Error(
-                    f'STORAGES["{conf.REMOTE_BACKUP_STORAGE_ALIAS}"] cannot be loaded '
-                    f"({type(exc).__name__}); no backup can be copied off-site.",
+                    f'STORAGES["{conf.REMOTE_BACKUP_STORAGE_ALIAS}"] cannot be loaded: no '
+                    f"backup can be copied off-site.",
                     hint="Install django-storages (and paramiko for SFTP) and check BACKEND.",
                     id="dbops.E010",
                 )

@@ -123,8 +123,16 @@ def encrypt(source, output: Path, key: PublicKey) -> None:
         raise EncryptionError(f"gpg could not encrypt: {_said(result)}")
 
 
-def decrypt(source: Path, output: Path, *, private_key: Path, expected_fingerprint: str) -> None:
-    """Decrypt `source` into `output` with the armored private key file `private_key`.
+def decrypt(
+    source: Path,
+    output: Path,
+    *,
+    private_key: Path,
+    expected_fingerprint: str,
+    passphrase: str | None = None,
+) -> None:
+    """Decrypt `source` into `output` with the armored private key file `private_key` (and
+    its passphrase, given to gpg on a pipe, never on a command line).
 
     Refuses a key that is not the one the backup was encrypted to before decrypting; gpg
     itself refuses a truncated or altered file (its integrity check). On any failure
@@ -155,11 +163,16 @@ def decrypt(source: Path, output: Path, *, private_key: Path, expected_fingerpri
                 f"({expected_fingerprint}); it holds {', '.join(sorted(held))}"
             )
         try:
-            result = gpg.decrypt_file(str(source), always_trust=True, output=str(output))
+            try:
+                result = gpg.decrypt_file(
+                    str(source), always_trust=True, output=str(output), passphrase=passphrase
+                )
+            except ValueError:  # python-gnupg refuses a passphrase holding a line break
+                raise EncryptionError("the passphrase holds a line break") from None
             if not result.ok or result.returncode:
                 raise EncryptionError(
                     f"gpg could not decrypt it: {_said(result)} (a truncated or altered "
-                    f"file, or a key protected by a passphrase)"
+                    f"file, or a key whose passphrase is missing or wrong)"
                 )
         except BaseException:
             output.unlink(missing_ok=True)

@@ -36,7 +36,10 @@ class OffsiteError(Exception):
 
 def where() -> str:
     """The remote, for messages (never a password)."""
-    storage = conf.remote_backup_storage()
+    try:
+        storage = conf.remote_backup_storage()
+    except Exception:  # noqa: BLE001 - a backend that cannot load is named by its alias
+        storage = None
     if storage is None:
         return "no remote storage"
     if sftp.is_sftp_storage(storage):
@@ -53,9 +56,10 @@ def remote_files():
     """
     storage = conf.remote_backup_storage()
     if storage is None:
-        raise OffsiteError(
-            f'no off-site storage: STORAGES["{conf.REMOTE_BACKUP_STORAGE_ALIAS}"] is not set'
-        )
+        alias = f'STORAGES["{conf.REMOTE_BACKUP_STORAGE_ALIAS}"]'
+        if conf.has_remote_backup_storage():
+            raise OffsiteError(f"{alias} cannot be loaded (its BACKEND, or a missing package)")
+        raise OffsiteError(f"no off-site storage: {alias} is not set")
     if sftp.is_sftp_storage(storage):
         with sftp.session(storage) as directory:
             yield directory
@@ -110,7 +114,7 @@ def copy_to_remote(record: BackupRecord, source: Path) -> str | None:
     The remote copy keeps the backup's file name; a name already taken there is never
     replaced.
     """
-    if conf.remote_backup_storage() is None:
+    if not conf.has_remote_backup_storage():
         return None
     record.remote_name = record.filename
     try:
@@ -136,16 +140,21 @@ def copy_to_remote(record: BackupRecord, source: Path) -> str | None:
 
 
 def fetch_backup(
-    record: BackupRecord, destination: Path, *, remote: bool, private_key: Path | None = None
+    record: BackupRecord,
+    destination: Path,
+    *,
+    remote: bool,
+    private_key: Path | None = None,
+    passphrase: str | None = None,
 ) -> Path:
     """The backup of `record` as a plain (decrypted) file at `destination`, from the local
     file or (`remote=True`) the off-site copy; raises OffsiteError with the reason.
 
     The copy read is checked against the record's size and sha256 before anything is done
-    with it; an encrypted backup needs `private_key` (an armored secret key file), used in a
-    throwaway keyring. `destination` appears whole or not at all, and nothing fetched stays
-    behind on failure. A remote copy that arrives whole but differs from the record is
-    recorded as a failed off-site copy.
+    with it; an encrypted backup needs `private_key` (an armored secret key file, and its
+    `passphrase` if it has one), used in a throwaway keyring. `destination` appears whole or
+    not at all, and nothing fetched stays behind on failure. A remote copy that arrives whole
+    but differs from the record is recorded as a failed off-site copy.
     """
     if record.status != BackupRecord.Status.SUCCEEDED or not record.filename:
         raise OffsiteError(f"backup {record.pk} did not succeed; there is nothing to fetch")
@@ -166,6 +175,7 @@ def fetch_backup(
                     plain,
                     private_key=Path(private_key),
                     expected_fingerprint=record.encryption_key,
+                    passphrase=passphrase,
                 )
             except EncryptionError as exc:
                 raise OffsiteError(safe_error(exc, record.database)) from None

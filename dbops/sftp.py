@@ -19,15 +19,22 @@ import posixpath
 import secrets
 import stat
 import string
+import time
 from pathlib import Path
 
 from dbops import conf
 
 CHUNK = 1 << 20
-# Reads in flight while downloading (32 KiB each): fast on a distant server, memory bounded.
+# A download asks for one window at a time, up to 64 reads of 32 KiB in flight: fast on a
+# distant server, and never more than a window in memory (paramiko's own getfo prefetches the
+# whole file, keeping what arrives faster than it is written).
+WINDOW = 8 << 20
 PREFETCH_REQUESTS = 64
 # No digits, as for local partial files: nothing that lists backups by date picks it up.
 PARTIAL_PREFIX = ".dbops-partial-"
+# A temporary file this old was left by an upload whose connection died (no upload of a
+# backup takes a day): the next upload deletes it.
+STALE_PARTIAL_SECONDS = 24 * 3600
 DEFAULT_FILE_MODE = 0o600
 DEFAULT_DIR_MODE = 0o700
 
@@ -124,10 +131,11 @@ class RemoteDirectory:
 
     def upload(self, source: Path, name: str, *, size: int, sha256: str) -> None:
         """Copy `source` to `name`, whole and checked, or not at all; an existing `name` is
-        never replaced. The temporary file goes on any failure the session survives (a
-        connection cut mid-way leaves it, hidden, to be deleted by hand)."""
+        never replaced. The temporary file goes on any failure the session survives; one
+        left by a connection cut mid-way goes with the first upload a day later."""
         final = self.path(name)
         self._make_directories(posixpath.dirname(final))
+        self._delete_stale_partials(posixpath.dirname(final))
         if self._exists(final):
             raise RemoteError(f"{name} already exists on the remote: not replaced")
         partial = posixpath.join(posixpath.dirname(final), _partial_name())
@@ -152,14 +160,25 @@ class RemoteDirectory:
 
     def digest(self, path: str) -> tuple[int, str]:
         """Size and sha256 of a remote file, read back in full."""
-        sink = _Digest()
-        self.sftp.getfo(path, sink, max_concurrent_prefetch_requests=PREFETCH_REQUESTS)
-        return sink.size, sink.hexdigest()
+        return self._read(path, _Digest())
 
     def download(self, name: str, handle) -> tuple[int, str]:
         """Write the remote file `name` into an open binary file; its size and sha256."""
-        sink = _Digest(handle)
-        self.sftp.getfo(self.path(name), sink, max_concurrent_prefetch_requests=PREFETCH_REQUESTS)
+        return self._read(self.path(name), _Digest(handle))
+
+    def _read(self, path: str, sink: _Digest) -> tuple[int, str]:
+        with self.sftp.open(path, "rb") as remote:
+            size = remote.stat().st_size
+            for start in range(0, size, WINDOW):
+                end = min(start + WINDOW, size)
+                requests = [
+                    (offset, min(32768, end - offset)) for offset in range(start, end, 32768)
+                ]
+                for data in remote.readv(requests, PREFETCH_REQUESTS):
+                    sink.write(data)
+            remote.seek(size)
+            while tail := remote.read(CHUNK):  # the file grew while it was read
+                sink.write(tail)
         return sink.size, sink.hexdigest()
 
     def delete(self, name: str) -> None:
@@ -174,6 +193,13 @@ class RemoteDirectory:
         except FileNotFoundError:
             return False
         return True
+
+    def _delete_stale_partials(self, directory: str) -> None:
+        cutoff = time.time() - STALE_PARTIAL_SECONDS
+        for entry in self.sftp.listdir_attr(directory or "."):
+            if entry.filename.startswith(PARTIAL_PREFIX) and (entry.st_mtime or 0) < cutoff:
+                with contextlib.suppress(OSError):
+                    self.sftp.remove(posixpath.join(directory, entry.filename))
 
     def _make_directories(self, directory: str) -> None:
         if directory in ("", "/", ".") or self._is_directory(directory):

@@ -345,8 +345,11 @@ def remote_storage(sshd, settings, tmp_path):
 
 @pytest.fixture(scope="session")
 def gpg_keys(tmp_path_factory):
-    """Two GPG key pairs made now: `backups` (the one backups are encrypted to) and `other`."""
-    from tests.gpg_keys import make_key_pair
+    """GPG key pairs made now: `backups` (the one backups are encrypted to), `other`, and
+    `protected`, whose private key has the passphrase GPG_PASSPHRASE."""
+    from tests.gpg_keys import PASSPHRASE, make_key_pair
 
     folder = tmp_path_factory.mktemp("gpg-keys")
-    return {name: make_key_pair(folder, name) for name in ("backups", "other")}
+    keys = {name: make_key_pair(folder, name) for name in ("backups", "other")}
+    keys["protected"] = make_key_pair(folder, "protected", passphrase=PASSPHRASE)
+    return keys

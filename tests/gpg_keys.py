@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+PASSPHRASE = "correct horse battery staple, never shown"
+
 
 @dataclass(frozen=True)
 class KeyPair:
@@ -19,13 +21,13 @@ class KeyPair:
     private_key: Path
 
 
-def make_key_pair(folder: Path, name: str) -> KeyPair:
+def make_key_pair(folder: Path, name: str, passphrase: str = "") -> KeyPair:
     home = tempfile.mkdtemp(prefix="caloria-test-gnupg-")
     environment = {**os.environ, "GNUPGHOME": home}
 
     def gpg(*args: str) -> str:
         completed = subprocess.run(
-            ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", *args],
+            ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", passphrase, *args],
             env=environment,
             capture_output=True,
             text=True,

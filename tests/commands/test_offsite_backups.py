@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from django.db import connection
 
 from caloria.models import FoodEntry, User
 from dbops import backups, offsite
+from dbops.checks import check_off_site_and_encryption
 from dbops.database import safe_error
 from dbops.models import BackupRecord
 from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
@@ -201,7 +203,7 @@ def test_a_missing_known_hosts_file_is_refused_and_named(sshd, settings, tmp_pat
     point_remote_at(settings, sshd.storage(tmp_path / "x", known_host_file=str(missing)))
 
     record, _ = failing_backup()
-    problems = [m.id for m in __import__("dbops.checks").checks.check_off_site_and_encryption()]
+    problems = [message.id for message in check_off_site_and_encryption()]
 
     assert f"the known-hosts file {missing} does not exist" in record.remote_detail
     assert problems == ["dbops.E010"]
@@ -371,3 +373,33 @@ def test_a_connection_cut_mid_upload_leaves_no_file_under_the_backup_name(sshd, 
     left = [path for path in folder.iterdir()]
     assert len(left) == 1 and left[0].name.startswith(".dbops-partial-")
     assert 0 < left[0].stat().st_size < record.size
+
+
+def test_a_temporary_file_left_a_day_ago_goes_with_the_next_upload(remote_storage):
+    remote_storage.mkdir(mode=0o700)
+    stale = remote_storage / ".dbops-partial-leftbyacutupload"
+    fresh = remote_storage / ".dbops-partial-anuploadrunningnow"
+    for path in (stale, fresh):
+        path.write_bytes(b"part of a backup")
+    day_and_a_minute_ago = time.time() - 24 * 3600 - 60
+    os.utime(stale, (day_and_a_minute_ago, day_and_a_minute_ago))
+
+    record = backup()
+
+    assert sorted(path.name for path in remote_storage.iterdir()) == [
+        fresh.name,
+        record.filename,
+    ]
+
+
+def test_a_remote_backend_that_cannot_load_is_a_failed_copy_in_one_line(settings):
+    point_remote_at(settings, {"BACKEND": "storages.backends.nosuch.NoSuchStorage"})
+
+    record, failure = failing_backup()
+    problems = [message.id for message in check_off_site_and_encryption()]
+
+    assert failure.returncode == 1
+    assert record.status == BackupRecord.Status.SUCCEEDED
+    assert record.remote_copy == BackupRecord.RemoteCopy.FAILED
+    assert 'STORAGES["dbbackup_remote"] cannot be loaded' in record.remote_detail
+    assert problems == ["dbops.E010"]

@@ -234,7 +234,7 @@ class Command(DbbackupCommand):
 
     def copy_off_site(self) -> str | None:
         """Copy the new backup to the remote storage, if there is one; the failure, or None."""
-        if conf.remote_backup_storage() is None:
+        if not conf.has_remote_backup_storage():
             return None
         failure = offsite.copy_to_remote(self.record, backups.backup_path(self.record.filename))
         if failure is None and self.verbosity >= 1:

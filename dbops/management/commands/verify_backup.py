@@ -45,11 +45,18 @@ class Command(BaseCommand):
             help="Armored GPG private key file that decrypts an encrypted backup "
             "(imported into a throwaway keyring, removed afterwards).",
         )
+        parser.add_argument(
+            "--passphrase-file",
+            type=Path,
+            metavar="FILE",
+            help="A file whose first line is the private key's passphrase.",
+        )
 
     def handle(self, *args, name, latest, remote, private_key, verbosity, **options):
         record = self.find_record(name)
         if private_key is not None and not private_key.is_file():
             raise CommandError(f"--private-key: {private_key} is not a file", returncode=1)
+        self.passphrase = self.read_passphrase(options["passphrase_file"])
         what = f"{record.filename} (off-site copy)" if remote else record.filename
         try:
             if remote or record.encrypted:
@@ -66,8 +73,21 @@ class Command(BaseCommand):
         parent = conf.BACKUP_DIR if conf.BACKUP_DIR and Path(conf.BACKUP_DIR).is_dir() else None
         with tempfile.TemporaryDirectory(prefix=".dbops-verify-", dir=parent) as folder:
             plain = Path(folder) / record.filename.removesuffix(".gpg")
-            offsite.fetch_backup(record, plain, remote=remote, private_key=private_key)
+            offsite.fetch_backup(
+                record, plain, remote=remote, private_key=private_key, passphrase=self.passphrase
+            )
             return backups.verify(record, notice=self.stderr.write, source=plain)
+
+    def read_passphrase(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(
+                f"--passphrase-file: {path} cannot be read ({type(exc).__name__})", returncode=1
+            ) from None
+        return lines[0] if lines else ""
 
     def find_record(self, name: str | None) -> BackupRecord:
         good = BackupRecord.objects.filter(status=BackupRecord.Status.SUCCEEDED)

@@ -19,7 +19,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import DatabaseError, connections
@@ -46,6 +46,7 @@ class Plan:
     keep_restored: bool = False
     from_remote: bool = False  # restore the off-site copy (dbops.offsite.fetch_backup)
     private_key: Path | None = None  # decrypts an encrypted backup
+    passphrase: str | None = field(default=None, repr=False)  # the private key's, if any
     # Asked before the swap with what is about to happen; None: --noinput.
     confirm: Callable[[str], bool] | None = None
     notice: Callable[[str], object] = print
@@ -133,7 +134,11 @@ class Runner:
         )
         path = Path(folder) / record.filename.removesuffix(".gpg")
         offsite.fetch_backup(
-            record, path, remote=self.plan.from_remote, private_key=self.plan.private_key
+            record,
+            path,
+            remote=self.plan.from_remote,
+            private_key=self.plan.private_key,
+            passphrase=self.plan.passphrase,
         )
         where = f"the off-site copy ({offsite.where()})" if self.plan.from_remote else "the file"
         decrypted = ", decrypted" if record.encrypted else ""

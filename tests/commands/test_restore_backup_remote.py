@@ -79,3 +79,28 @@ def test_an_encrypted_backup_is_restored_only_with_its_private_key(site, gpg_key
     assert "sha256 matches the record, decrypted" in run["steps"][0]["detail"]
     assert ("rows", "passed") in step_names(run)
     assert site.foods(run["restored"]) == 12
+
+
+def test_a_private_key_with_a_passphrase_decrypts_with_its_passphrase_file(
+    site, gpg_keys, tmp_path
+):
+    from tests.gpg_keys import PASSPHRASE
+
+    site.env.update(
+        DBOPS_BACKUP_ENCRYPT="true",
+        DBOPS_BACKUP_GPG_PUBLIC_KEY=str(gpg_keys["protected"].public_key),
+    )
+    filename = site.backup()
+    key = str(gpg_keys["protected"].private_key)
+    passphrase_file = tmp_path / "passphrase"
+    passphrase_file.write_text(PASSPHRASE + "\n")
+
+    without = site.manage("restore_backup", filename, "--private-key", key)
+    done = site.manage(
+        "restore_backup", filename, "--private-key", key, "--passphrase-file", str(passphrase_file)
+    )
+
+    assert without.returncode == 1
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert PASSPHRASE not in without.stdout + without.stderr + done.stdout + done.stderr
+    assert PASSPHRASE not in json.dumps(site.runs())

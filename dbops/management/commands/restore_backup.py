@@ -79,6 +79,12 @@ class Command(BaseCommand):
             "(imported into a throwaway keyring, removed afterwards).",
         )
         parser.add_argument(
+            "--passphrase-file",
+            type=Path,
+            metavar="FILE",
+            help="A file whose first line is the private key's passphrase.",
+        )
+        parser.add_argument(
             "--keep-restored",
             action="store_true",
             help="Keep the restored database when a check (or the swap) fails, to look into it.",
@@ -93,8 +99,12 @@ class Command(BaseCommand):
         if swap and rollback is not None:
             self.parser.error("--swap restores a backup; --rollback swaps by itself")
         from_remote, private_key = options["from_remote"], options["private_key"]
-        if rollback is not None and (from_remote or private_key):
-            self.parser.error("--from-remote and --private-key restore a backup, not --rollback")
+        passphrase_file = options["passphrase_file"]
+        if rollback is not None and (from_remote or private_key or passphrase_file):
+            self.parser.error(
+                "--from-remote, --private-key and --passphrase-file restore a backup, "
+                "not --rollback"
+            )
         if private_key is not None and not private_key.is_file():
             raise CommandError(f"--private-key: {private_key} is not a file", returncode=1)
         self.alias = database
@@ -120,6 +130,7 @@ class Command(BaseCommand):
             keep_restored=options["keep_restored"],
             from_remote=from_remote,
             private_key=private_key,
+            passphrase=self.read_passphrase(passphrase_file),
             confirm=self.confirm if interactive else None,
             notice=self.stderr.write,
             report=self.report_step,
@@ -144,6 +155,17 @@ class Command(BaseCommand):
                 f"its '{restore.MAINTENANCE_DATABASE}' database is ({safe_error(exc, self.alias)})",
                 returncode=1,
             ) from None
+
+    def read_passphrase(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(
+                f"--passphrase-file: {path} cannot be read ({type(exc).__name__})", returncode=1
+            ) from None
+        return lines[0] if lines else ""
 
     def find_record(self, name: str | None) -> BackupRecord:
         try:

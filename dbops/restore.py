@@ -140,7 +140,11 @@ class Runner:
             private_key=self.plan.private_key,
             passphrase=self.plan.passphrase,
         )
-        where = f"the off-site copy ({offsite.where()})" if self.plan.from_remote else "the file"
+        where = (
+            f"the off-site copy ({offsite.where()})"
+            if self.plan.from_remote
+            else str(backups.backup_path(record.filename))
+        )
         decrypted = ", decrypted" if record.encrypted else ""
         return path, f"{where}: {record.size:,} bytes, sha256 matches the record{decrypted}"
 

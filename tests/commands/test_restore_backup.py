@@ -153,6 +153,9 @@ def test_swap_is_refused_while_another_session_is_connected_and_ends_it_when_tol
     assert site.foods() == 12  # the live name serves the backup's data
     previous = run["previous"]
     assert previous.startswith(f"{site.live}_previous_")
+    assert f"{site.live} now holds {filename}; the database it replaced is kept as {previous}" in (
+        swapped.stdout
+    )
     assert site.databases() == {site.live, previous}
     assert site.foods(previous) == 7  # kept for rollback
     assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{previous}'") == "t"

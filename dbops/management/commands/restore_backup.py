@@ -205,9 +205,9 @@ class Command(BaseCommand):
             if plan.swap:
                 self.stdout.write(
                     self.style.SUCCESS(
-                        f"{run.database}'s database now holds {record.filename}; the one before "
-                        f"is kept as {run.previous_database} (roll back: restore_backup "
-                        f"--rollback)"
+                        f"{connections[self.alias].settings_dict['NAME']} now holds "
+                        f"{record.filename}; the database it replaced is kept as "
+                        f"{run.previous_database} (restore_backup --rollback puts it back)"
                     )
                 )
             else:

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import PROJECT_ROOT
-from tests.restoring import step_names
+from tests.conftest import PROJECT_ROOT, clean_environment
+from tests.restoring import server_url, step_names
 
 PROMPT = "Type 'yes' to continue, or 'no' to cancel: "
 
@@ -135,3 +135,47 @@ def test_a_restore_killed_at_the_prompt_leaves_a_database_the_next_run_drops(sit
     abandoned, succeeded = site.runs()
     assert abandoned["status"] == "abandoned"
     assert site.databases() == {site.live, succeeded["restored"]}
+
+
+def test_a_session_on_the_restored_database_also_stops_the_swap(site):
+    filename = site.backup()
+    site.sql("DELETE FROM caloria_foodentry WHERE id IN (SELECT id FROM caloria_foodentry LIMIT 5)")
+    terminal = Terminal(site, "restore_backup", filename, "--swap")
+    looking = None
+    try:
+        terminal.read_until(PROMPT)
+        [running] = site.runs()
+        # Someone opens the restored copy to look at it while the operator reads the question.
+        looking = subprocess.Popen(
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-d",
+                server_url(running["restored"]),
+                "-c",
+                "SELECT pg_sleep(60)",
+            ],
+            env=clean_environment(PGAPPNAME="a-curious-psql"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        busy = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'a-curious-psql' "
+            "AND wait_event = 'PgSleep'"
+        )
+        while site.value(busy, "postgres") == "0":
+            assert looking.poll() is None
+        returncode = terminal.answer("yes")
+    finally:
+        terminal.close()
+        if looking is not None:
+            looking.kill()
+            looking.wait()
+
+    assert returncode == 1
+    assert "(a-curious-psql, from 127.0.0.1:" in terminal.output
+    assert f"on {running['restored']}" in terminal.output
+    assert site.databases() == {site.live}  # the restored copy dropped, its session with it
+    assert site.foods() == 7
+    assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"

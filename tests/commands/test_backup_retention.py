@@ -175,20 +175,26 @@ def test_a_remote_copy_that_cannot_be_deleted_fails_the_clean_and_is_tried_again
 
 
 class UnreachableStorage(FileSystemStorage):
-    """A remote whose error names a secret, as a library's error text may."""
+    """A remote that takes the new backup's copy but cannot delete, with an error that names a
+    secret, as a library's error text may."""
 
-    def exists(self, name):
+    def delete(self, name):
         raise OSError(f"cannot reach sftp://backup:{django_settings.SECRET_KEY}@offsite/{name}")
 
 
-def test_a_remote_error_is_reported_without_the_secrets_it_names(policy, settings):
+def test_a_remote_error_is_reported_without_the_secrets_it_names(policy, settings, tmp_path):
     policy(**ONLY_MIN)
     settings.STORAGES = {
         **settings.STORAGES,
-        "dbbackup_remote": {"BACKEND": f"{__name__}.UnreachableStorage"},
+        "dbbackup_remote": {
+            "BACKEND": f"{__name__}.UnreachableStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
     }
     old_backup(50, "secret.psql.bin.gz")
     BackupRecord.objects.update(remote_name="offsite/secret.psql.bin.gz")
+    (tmp_path / "offsite").mkdir()
+    (tmp_path / "offsite" / "secret.psql.bin.gz").write_bytes(b"an old copy")
 
     with pytest.raises(CommandError) as raised:
         clean()

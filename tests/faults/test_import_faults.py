@@ -95,6 +95,16 @@ def children_of(pid: int) -> list[int]:
     return [int(child) for child in found.stdout.split()]
 
 
+def wait_for_children(pid: int, timeout: float = 30) -> list[int]:
+    """The process's children, once it has some: the line announcing the value checks can come
+    before the readers are forked."""
+    deadline = time.monotonic() + timeout
+    while not (children := children_of(pid)):
+        assert time.monotonic() < deadline, f"no child process within {timeout} s"
+        time.sleep(0.005)
+    return children
+
+
 def wait_for_line(process, text: str, timeout: float = 60) -> None:
     """Read the import's (unbuffered) output until a line holds `text`."""
     deadline = time.monotonic() + timeout
@@ -119,7 +129,7 @@ def test_sigterm_during_preflight_stops_the_child_processes_and_records_it(
 ):
     process = start_import(large_source, test_database_url, tmp_path)
     wait_for_line(process, "Checking every value against its target column")
-    children = children_of(process.pid)
+    children = wait_for_children(process.pid)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
 
@@ -136,7 +146,7 @@ def test_a_child_process_that_dies_fails_the_import_cleanly(
 ):
     process = start_import(large_source, test_database_url, tmp_path)
     wait_for_line(process, "Checking every value against its target column")
-    for child in children_of(process.pid):
+    for child in wait_for_children(process.pid):
         os.kill(child, signal.SIGKILL)
     _, stderr = process.communicate(timeout=60)
 

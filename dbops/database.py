@@ -44,7 +44,8 @@ class DatabaseProbe:
 
 def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> str:
     """A failure's text on one line with every secret masked: the database password (which
-    libpq and pg_dump may echo in a URL), SECRET_KEY and DBOPS_HEALTH_TOKEN. The one way dbops
+    libpq and pg_dump may echo in a URL), SECRET_KEY, DBOPS_HEALTH_TOKEN and
+    DBOPS_METRICS_TOKEN. The one way dbops
     turns an exception into words for a terminal, a log or a record."""
     from django.conf import settings
     from django.db import connections
@@ -55,6 +56,7 @@ def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> 
         connections[alias].settings_dict.get("PASSWORD", ""),
         settings.SECRET_KEY,
         conf.HEALTH_TOKEN,
+        conf.METRICS_TOKEN,
     ]
     text = " ".join(str(exc).split()) or type(exc).__name__
     return mask_text(text, secrets)[:limit]

@@ -19,7 +19,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
-from dbops import consistency
+from dbops import consistency, consistency_runs
 from dbops.commands import (
     add_database_argument,
     add_json_argument,
@@ -79,11 +79,14 @@ class Command(BaseCommand):
         self.connection = connections[database]
         self.verbosity = 0 if report_on_stdout(json_report) else verbosity
         self.against = against.expanduser().resolve() if against else None
+        record = consistency_runs.start(database, self.against)
         try:
             findings, fixed = self.check(fix)
         except CommandError as exc:
+            consistency_runs.finish(record, None, [], error=str(exc))
             self.write_json(json_report, [], [], error=str(exc))
             raise
+        consistency_runs.finish(record, findings, fixed)
         if not report_on_stdout(json_report):
             self.write_lines(findings, fixed)
         self.write_json(json_report, findings, fixed)

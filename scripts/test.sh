@@ -59,6 +59,7 @@ else
 fi
 
 scripts/install-chromium.sh
+scripts/install-prometheus.sh
 
 # dbops' own tests, run a second time under psycopg 3 (.venv-psycopg3, without psycopg2): the
 # importer, the commands, the fault tests, health, backups and the status page. Caloria's admin,

@@ -29,10 +29,11 @@ from dbops.commands import (
 from dbops.consistency import Finding, Fixed, SqliteDatabase
 from dbops.database import safe_error
 from dbops.envinfo import describe_database
+from dbops.pings import PingsMonitor
 from dbops.sqlite_import import source
 
 
-class Command(BaseCommand):
+class Command(PingsMonitor, BaseCommand):
     help = (
         "Report where the database disagrees with this code base: unapplied migrations, "
         "tables or columns the models expect but the database lacks, sequences behind the "
@@ -42,6 +43,7 @@ class Command(BaseCommand):
         "finding comes with a hint. Exit 0 when clean, 1 with findings or on an error."
     )
     requires_system_checks = []
+    ping_setting = "CONSISTENCY_PING_URL"
 
     def add_arguments(self, parser):
         add_database_argument(parser, "Database alias to check (default: default).")

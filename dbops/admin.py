@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from dbops import runs
-from dbops.models import BackupRecord, ImportRun
+from dbops.models import BackupRecord, ConsistencyRun, ImportRun
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -105,3 +105,11 @@ class BackupRecordAdmin(RunAdmin):
             record.save(update_fields=["pinned"])
             self.log_change(request, record, message)
         self.message_user(request, f"{message}: {len(changed)} backup(s).")
+
+
+@admin.register(ConsistencyRun)
+class ConsistencyRunAdmin(RunAdmin):
+    list_display = ("started_at", "status", "database", "findings_total", "findings", "fixed")
+    list_filter = ("status", "database")
+    date_hierarchy = "started_at"
+    ordering = ("-started_at", "-id")

@@ -68,6 +68,7 @@ DRIVER_TESTS=(
   tests/sqlite_import tests/commands tests/faults tests/test_drivers.py tests/test_health.py
   tests/test_backup_files.py tests/test_dbops_checks.py tests/test_dbops_settings.py
   tests/test_status_page.py tests/test_table_checksums.py tests/test_retention.py
+  tests/test_metrics.py tests/test_health_logging.py tests/test_pings.py
 )
 
 status=0

@@ -35,12 +35,17 @@ def test_findings_are_recorded_by_kind_and_fix_counts_what_it_repaired():
     assert fixed.status == "succeeded" and fixed.findings == {} and fixed.fixed == 1
 
 
-def test_a_run_whose_checks_could_not_run_records_why_and_no_findings(tmp_path):
-    missing = tmp_path / "missing.sqlite3"
-
+def test_a_run_whose_checks_could_not_run_records_why_and_no_findings():
     with pytest.raises(CommandError) as raised:
-        check_consistency("--against", str(missing))
+        check_consistency("--exclude", "nosuchapp")
 
     run = ConsistencyRun.objects.get()
     assert run.status == "failed" and run.findings is None
     assert run.error == str(raised.value)
+
+
+def test_a_bad_against_file_is_refused_before_the_database_and_not_recorded(tmp_path):
+    with pytest.raises(CommandError):
+        check_consistency("--against", str(tmp_path / "missing.sqlite3"))
+
+    assert not ConsistencyRun.objects.exists()

@@ -81,14 +81,14 @@ class Command(PingsMonitor, BaseCommand):
         self.connection = connections[database]
         self.verbosity = 0 if report_on_stdout(json_report) else verbosity
         self.against = against.expanduser().resolve() if against else None
-        record = consistency_runs.start(database, self.against)
+        self.record = None  # recorded once the database answers (dbops.consistency_runs)
         try:
             findings, fixed = self.check(fix)
         except CommandError as exc:
-            consistency_runs.finish(record, None, [], error=str(exc))
+            consistency_runs.finish(self.record, None, [], error=str(exc))
             self.write_json(json_report, [], [], error=str(exc))
             raise
-        consistency_runs.finish(record, findings, fixed)
+        consistency_runs.finish(self.record, findings, fixed)
         if not report_on_stdout(json_report):
             self.write_lines(findings, fixed)
         self.write_json(json_report, findings, fixed)
@@ -108,6 +108,7 @@ class Command(PingsMonitor, BaseCommand):
             self.stdout.write(f"Checking database '{self.alias}' ({described})")
         try:
             self.connect()
+            self.record = consistency_runs.start(self.alias, self.against)
             return consistency.run_checks(
                 self.connection,
                 fix=fix,

@@ -13,7 +13,7 @@ would be restarted for a database outage. A gthread worker serves `threads` requ
 threads for liveness and the load balancer. Ordinary pages that query a hung database hold
 their thread too; once all of a worker's threads are stuck, liveness waits as well. Each
 thread keeps its own persistent connection: plan PostgreSQL's `max_connections` for
-`workers x (threads + 4 health threads)` per server.
+`workers x (threads + 5 health threads: checks, details, /metrics)` per server.
 """
 
 import os

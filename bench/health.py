@@ -1,4 +1,5 @@
-"""How fast the database health probe answers, and whether its cost grows with the data.
+"""How fast the database health probe and /metrics answer, and whether their cost grows with
+the data.
 
 Issue 5 promises that `/health/database/` (the probe a load balancer polls many times a
 minute) costs little more than a trivial Django view, and costs the same with a million users
@@ -12,9 +13,12 @@ next to a baseline measured on the same machine in the same run, so this script:
      on loopback and loads it with wrk (`-t2 -c16 -d10s` by default) after a short warm-up:
      `/health/database/` (JSON) on each server, then on the 1k-user server `/health/live/`
      (a plain HttpResponse, no database; the baseline), back to back with its probe;
+     `/metrics` (issue 18; with the bearer token) is measured on both servers too, and the
+     databases also hold one run of history (backups, imports, consistency checks) per 10
+     users, so that the 1M-user one has 100,000 of each;
   3. prints requests/s, p50 and p99 latency and the count of responses that were not 200,
-     then the issue's targets: at least 70% of the baseline's throughput, and the 1M-user
-     figures within 20% of the 1k-user ones.
+     then the issues' targets: the probe at least 70% of the baseline's throughput, /metrics
+     at least 50%, and the 1M-user figures within 20% of the 1k-user ones.
 
 On a 2-core machine any other busy process (a test run, another benchmark) halves the figures
 of whichever measurement it overlaps and makes every ratio meaningless, so each measurement
@@ -59,7 +63,10 @@ GUNICORN = PROJECT / ".venv/bin/gunicorn"
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
 DATABASE_PREFIX = "bench_health_"
 HOST = "127.0.0.1"
-LIVE, DATABASE = "/health/live/", "/health/database/"
+LIVE, DATABASE, METRICS = "/health/live/", "/health/database/", "/metrics"
+METRICS_TOKEN = secrets.token_urlsafe(32)  # never printed
+# Headers each path is requested with (besides Accept: application/json).
+PATH_HEADERS = {METRICS: {"Authorization": f"Bearer {METRICS_TOKEN}"}}
 SMALL, LARGE = 1_000, 1_000_000
 WORKERS = 2
 WRK_THREADS = 2
@@ -72,6 +79,8 @@ PRIVATE_ENV_PREFIXES = ("CALORIA_", "DATABASE_", "DBOPS_")
 PRIVATE_ENV_NAMES = ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE")
 
 TARGET_VS_BASELINE = 0.70
+TARGET_METRICS_VS_BASELINE = 0.50
+HISTORY_PER_USERS = 10
 TARGET_SCALE_DRIFT = 0.20
 QUIET_MACHINE_SHARE = 0.10
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -135,6 +144,7 @@ class Workspace:
             DATABASE_CONN_MAX_AGE="600",
             DBOPS_BACKUP_DIR=str(self.backup_dir),
             DBOPS_BACKUP_CHECK="false",
+            METRICS_TOKEN=METRICS_TOKEN,
         )
         return env
 
@@ -152,6 +162,7 @@ class Workspace:
         migrate = [str(PYTHON), "manage.py", "migrate", "--noinput"]
         run_checked(migrate, self.django_env(url), f"migrate {name}")
         fill_users(url, users)
+        fill_history(url, users // HISTORY_PER_USERS)
         return url
 
     def close(self) -> None:
@@ -175,6 +186,43 @@ FROM generate_series(1, %s) AS i
 """
 
 
+FILL_HISTORY = """
+INSERT INTO dbops_backuprecord (
+    started_at, finished_at, status, host, pid, error, duration_seconds, database, engine,
+    filename, size, sha256, migrations, table_counts, verification, verified_at,
+    verification_detail, table_checksums, encrypted, encryption_key, remote_copy, remote_name,
+    remote_copied_at, remote_detail, pinned
+)
+SELECT now() - (%(n)s - i) * interval '1 hour', now() - (%(n)s - i) * interval '1 hour',
+       CASE WHEN i %% 7 = 3 THEN 'failed' ELSE 'succeeded' END, 'bench', 1, '', 5.0,
+       'default', 'postgresql', 'backup-' || i || '.psql.bin.gz', 1000 + i, '', '{}', '{}',
+       CASE WHEN i %% 5 = 0 THEN 'passed' ELSE '' END, now(), '', '{}', false, '',
+       CASE WHEN i %% 3 = 0 THEN 'copied' ELSE '' END, '', now(), '', false
+FROM generate_series(1, %(n)s) AS i;
+INSERT INTO dbops_importrun (
+    started_at, finished_at, status, host, pid, error, database, source_path, source_sha256,
+    snapshot_path, mapping, options, tables, total_rows, duration_seconds
+)
+SELECT now() - (%(n)s - i) * interval '1 hour', now(), 'succeeded', 'bench', 1, '',
+       'default', '/tmp/x.sqlite3', '', '', '', '{}', '[]', i, 1.0
+FROM generate_series(1, %(n)s) AS i;
+INSERT INTO dbops_consistencyrun (
+    started_at, finished_at, status, host, pid, error, database, against, findings,
+    findings_total, fixed, duration_seconds
+)
+SELECT now() - (%(n)s - i) * interval '1 hour', now(), 'succeeded', 'bench', 1, '',
+       'default', '', '{}', 0, 0, 1.0
+FROM generate_series(1, %(n)s) AS i;
+ANALYZE dbops_backuprecord, dbops_importrun, dbops_consistencyrun;
+"""
+
+
+def fill_history(url: str, runs: int) -> None:
+    """`runs` recorded backups, imports and consistency checks, an hour apart."""
+    with postgres(url) as cursor:
+        cursor.execute(FILL_HISTORY, {"n": runs})
+
+
 def fill_users(url: str, users: int) -> None:
     """Users in one statement, then fresh planner statistics (reltuples) for the table."""
     with postgres(url) as cursor:
@@ -191,10 +239,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def request_headers(path: str) -> dict[str, str]:
+    return {"Accept": "application/json", **PATH_HEADERS.get(path, {})}
+
+
 def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        connection.request("GET", path, headers={"Accept": "application/json"})
+        connection.request("GET", path, headers=request_headers(path))
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -355,7 +407,7 @@ def run_python_client(port: int, path: str, connections: int, seconds: int) -> L
         while time.monotonic() < deadline:
             started = time.perf_counter()
             try:
-                connection.request("GET", path, headers={"Accept": "application/json"})
+                connection.request("GET", path, headers=request_headers(path))
                 response = connection.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException):
@@ -395,7 +447,7 @@ class LoadGenerator:
     """wrk when it can be had, else the Python client; same figures either way."""
 
     wrk: str | None
-    script: Path
+    scripts: Path  # a folder: one wrk script per path (its own headers)
     connections: int
     seconds: int
 
@@ -411,6 +463,16 @@ class LoadGenerator:
             f"server"
         )
 
+    def script(self, path: str) -> Path:
+        script = self.scripts / (re.sub(r"\W+", "_", path).strip("_") + ".lua")
+        if not script.exists():
+            headers = "".join(
+                f'wrk.headers["{name}"] = "{value}"\n'
+                for name, value in PATH_HEADERS.get(path, {}).items()
+            )
+            script.write_text(headers + WRK_SCRIPT)
+        return script
+
     def measure(self, port: int, path: str) -> Load:
         status, body = get(port, path)
         if status != 200:
@@ -418,12 +480,12 @@ class LoadGenerator:
         warm_up = min(WARM_UP_SECONDS, self.seconds)
         url = f"http://{HOST}:{port}{path}"
         if self.wrk:
-            run_wrk(self.wrk, self.script, url, self.connections, warm_up)
+            run_wrk(self.wrk, self.script(path), url, self.connections, warm_up)
         else:
             run_python_client(port, path, self.connections, warm_up)
         before, started = cpu_ticks_by_process(), time.monotonic()
         if self.wrk:
-            load = run_wrk(self.wrk, self.script, url, self.connections, self.seconds)
+            load = run_wrk(self.wrk, self.script(path), url, self.connections, self.seconds)
         else:
             load = run_python_client(port, path, self.connections, self.seconds)
         ours = (f"{HOST}:{port}", f"{DATABASE_PREFIX}{os.getpid()}_")
@@ -481,7 +543,7 @@ def measure_all(workspace: Workspace, generator: LoadGenerator) -> list[Row]:
         url = workspace.create_database(users)
         print(f"  ready in {time.perf_counter() - started:.1f} s", flush=True)
         # The probe first on each server, so both probe figures come from fresh workers.
-        paths = (DATABASE, LIVE) if users == SMALL else (DATABASE,)
+        paths = (DATABASE, METRICS, LIVE) if users == SMALL else (DATABASE, METRICS)
         with gunicorn(workspace, url) as port:
             for path in paths:
                 print(f"  {path} ...", flush=True)
@@ -489,10 +551,11 @@ def measure_all(workspace: Workspace, generator: LoadGenerator) -> list[Row]:
                 rows.append(Row(path, users, generator.measure(port, path)))
         # For the record: every probe querying the database (the 1 s result reuse off).
         with gunicorn(workspace, url, DBOPS_HEALTH_CACHE_SECONDS="0") as port:
-            print(f"  {DATABASE} with the result reuse off ...", flush=True)
-            generator.measure(port, DATABASE)
-            load = generator.measure(port, DATABASE)
-            rows.append(Row(f"{DATABASE} (no reuse)", users, load))
+            for path in (DATABASE, METRICS):
+                print(f"  {path} with the result reuse off ...", flush=True)
+                generator.measure(port, path)
+                load = generator.measure(port, path)
+                rows.append(Row(f"{path} (no reuse)", users, load))
     return sorted(rows, key=lambda row: (row.path != LIVE, row.users, row.path))
 
 
@@ -572,6 +635,7 @@ def targets(rows: list[Row]) -> list[str]:
         f"users within {TARGET_SCALE_DRIFT:.0%} of {SMALL:,}: "
         f"{large.p50_ms:.2f} vs {small.p50_ms:.2f} ms ({p50_drift:+.1%})",
     ]
+    lines += metrics_targets(rows, live)
     failures = sum(row.load.not_200 + row.load.socket_errors for row in rows)
     lines.append(f"{verdict(failures == 0)} every response 200, no socket errors: {failures:,}")
     busiest = max(rows, key=lambda row: row.load.other_cpu)
@@ -582,6 +646,26 @@ def targets(rows: list[Row]) -> list[str]:
         f"otherwise rerun, the figures above are not comparable"
     )
     return lines
+
+
+def metrics_targets(rows: list[Row], live: Load) -> list[str]:
+    small = find(rows, METRICS, SMALL).load
+    large = find(rows, METRICS, LARGE).load
+    share = small.requests_per_second / live.requests_per_second
+    rate_drift = large.requests_per_second / small.requests_per_second - 1
+    p50_drift = large.p50_ms / small.p50_ms - 1
+    return [
+        f"{verdict(share >= TARGET_METRICS_VS_BASELINE)} {METRICS} at least "
+        f"{TARGET_METRICS_VS_BASELINE:.0%} of {LIVE}'s throughput ({SMALL:,} users): "
+        f"{small.requests_per_second:,.0f} vs {live.requests_per_second:,.0f} req/s = {share:.0%}",
+        f"{verdict(abs(rate_drift) <= TARGET_SCALE_DRIFT)} {METRICS} req/s with {LARGE:,} "
+        f"users and {LARGE // HISTORY_PER_USERS:,} runs of history within "
+        f"{TARGET_SCALE_DRIFT:.0%} of {SMALL:,}: "
+        f"{large.requests_per_second:,.0f} vs {small.requests_per_second:,.0f} ({rate_drift:+.1%})",
+        f"{verdict(abs(p50_drift) <= TARGET_SCALE_DRIFT)} {METRICS} p50 with {LARGE:,} "
+        f"users within {TARGET_SCALE_DRIFT:.0%} of {SMALL:,}: "
+        f"{large.p50_ms:.2f} vs {small.p50_ms:.2f} ms ({p50_drift:+.1%})",
+    ]
 
 
 def machine_description() -> str:
@@ -645,9 +729,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workspace = Workspace(DEFAULT_SERVER)
     try:
-        script = workspace.dir / "not_200.lua"
-        script.write_text(WRK_SCRIPT)
-        generator = LoadGenerator(ensure_wrk(), script, arguments.connections, arguments.duration)
+        generator = LoadGenerator(
+            ensure_wrk(), workspace.dir, arguments.connections, arguments.duration
+        )
         if generator.wrk is None:
             print("wrk cannot be had; falling back to the Python client", flush=True)
         description = generator.describe()

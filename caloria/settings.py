@@ -74,8 +74,8 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", IS_PRODUCTION)
 if env.bool("SECURE_PROXY_SSL_HEADER", False):
     # Only behind a proxy that sets X-Forwarded-Proto itself and strips it from clients.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# The health probe must answer over plain HTTP on the private network.
-SECURE_REDIRECT_EXEMPT = [r"^health/"]
+# The health probes and the Prometheus scrape answer over plain HTTP on the private network.
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
 
 # --- the database
 
@@ -181,6 +181,13 @@ DBOPS_HEALTH_DEADLINE_SECONDS = env.int("DBOPS_HEALTH_DEADLINE_SECONDS", 4, mini
 DBOPS_HEALTH_TOKEN = env.str("HEALTH_TOKEN", "")
 if DBOPS_HEALTH_TOKEN and len(DBOPS_HEALTH_TOKEN) < 20:
     env.problem("HEALTH_TOKEN", "must be at least 20 characters (or unset)")
+DBOPS_METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+if DBOPS_METRICS_TOKEN and len(DBOPS_METRICS_TOKEN) < 20:
+    env.problem("METRICS_TOKEN", "must be at least 20 characters (or unset)")
+# Dead man's switch URLs (healthchecks.io and its clones); a ping's timeout in seconds.
+DBOPS_BACKUP_PING_URL = env.str("DBOPS_BACKUP_PING_URL", "")
+DBOPS_CONSISTENCY_PING_URL = env.str("DBOPS_CONSISTENCY_PING_URL", "")
+DBOPS_PING_TIMEOUT_SECONDS = env.int("DBOPS_PING_TIMEOUT_SECONDS", 5, minimum=1)
 
 # Mappings import_sqlite --mapping knows by name.
 DBOPS_IMPORT_MAPPINGS = {"flask-caloria": BASE_DIR / "caloria/import_mappings/flask-caloria.toml"}

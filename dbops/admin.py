@@ -6,7 +6,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
 from dbops import runs
-from dbops.models import BackupRecord, ImportRun, RestoreRun
+from dbops.models import BackupRecord, ConsistencyRun, ImportRun, RestoreRun
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -170,3 +170,11 @@ class RestoreRunAdmin(RunAdmin):
             "</thead><tbody>{}</tbody></table>",
             rows,
         )
+
+
+@admin.register(ConsistencyRun)
+class ConsistencyRunAdmin(RunAdmin):
+    list_display = ("started_at", "status", "database", "findings_total", "findings", "fixed")
+    list_filter = ("status", "database")
+    date_hierarchy = "started_at"
+    ordering = ("-started_at", "-id")

@@ -92,7 +92,22 @@ SETTINGS: dict[str, Setting] = {
         "", "Bearer token that shows health details to a monitor (empty: staff only)"
     ),
     "HEALTH_CACHE_SECONDS": Setting(
-        1, "A health result is reused this long per process (0: never)"
+        1, "A health result, and the `/metrics` text, is reused this long per process (0: never)"
+    ),
+    "METRICS_TOKEN": Setting(
+        "",
+        "Bearer token for `/metrics` alone (`DBOPS_HEALTH_TOKEN` and staff are let in too; "
+        "empty: only those)",
+    ),
+    # Dead man's switch (healthchecks.io and its clones).
+    "BACKUP_PING_URL": Setting(
+        "",
+        "After each `dbbackup` run: GET this URL on success, POST the log's last lines to "
+        "`<url>/fail` on failure (empty: no ping)",
+    ),
+    "CONSISTENCY_PING_URL": Setting("", "The same, for each `check_consistency` run"),
+    "PING_TIMEOUT_SECONDS": Setting(
+        5, "A ping gives up after this; a failed ping is logged and never fails the run"
     ),
     "HEALTH_DEADLINE_SECONDS": Setting(4, "A health endpoint answers within this"),
     "HEALTH_EXACT_COUNT_BELOW": Setting(

@@ -44,9 +44,9 @@ class DatabaseProbe:
 
 def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> str:
     """A failure's text on one line with every secret masked: the database password (which
-    libpq and pg_dump may echo in a URL), SECRET_KEY, DBOPS_HEALTH_TOKEN and the off-site
-    storage's password or keys. The one way dbops turns an exception into words for a
-    terminal, a log or a record."""
+    libpq and pg_dump may echo in a URL), SECRET_KEY, DBOPS_HEALTH_TOKEN, DBOPS_METRICS_TOKEN
+    and the off-site storage's password or keys. The one way dbops turns an exception into
+    words for a terminal, a log or a record."""
     from django.conf import settings
     from django.db import connections
 
@@ -57,6 +57,7 @@ def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> 
         settings.SECRET_KEY,
         conf.HEALTH_TOKEN,
         *conf.remote_storage_secrets(),
+        conf.METRICS_TOKEN,
     ]
     text = " ".join(str(exc).split()) or type(exc).__name__
     return mask_text(text, secrets)[:limit]

@@ -37,8 +37,10 @@ from dbops import conf
 
 logger = logging.getLogger("health_check")
 
-# Newest result of each check in this process: (monotonic time, error or None).
-RECENT_RESULTS: dict[str, tuple[float, HealthCheckException | None]] = {}
+# Newest result of each check in this process: (monotonic time, error or None, seconds taken).
+RECENT_RESULTS: dict[str, tuple[float, HealthCheckException | None, float]] = {}
+# What the log last said of each check in this process: its failure's text, or None (passing).
+LOGGED_STATE: dict[str, str | None] = {}
 
 
 class HealthThread:
@@ -74,6 +76,7 @@ def _forget_threads_after_fork() -> None:
     _lock = threading.Lock()
     _threads.clear()
     RECENT_RESULTS.clear()
+    LOGGED_STATE.clear()
 
 
 os.register_at_fork(after_in_child=_forget_threads_after_fork)
@@ -138,21 +141,37 @@ def run_checks(checks, started: float | None = None) -> list[HealthCheckResult]:
         key = repr(check)
         cached = RECENT_RESULTS.get(key)
         if ttl and cached is not None and started - cached[0] < ttl:
-            reused[key] = cached[1]
+            reused[key] = cached
         else:
             running[key] = submit_once(key, check.run)
     results = []
     for check in checks:
         key = repr(check)
         if key in reused:
-            results.append(HealthCheckResult(check=check, error=reused[key], time_taken=0.0))
+            _, error, taken = reused[key]
+            results.append(HealthCheckResult(check=check, error=error, time_taken=taken))
             continue
         error = outcome(check, running[key], started)
-        RECENT_RESULTS[key] = (started, error)
-        results.append(
-            HealthCheckResult(check=check, error=error, time_taken=time.monotonic() - started)
-        )
+        taken = time.monotonic() - started
+        RECENT_RESULTS[key] = (started, error, taken)
+        log_change(key, error)
+        results.append(HealthCheckResult(check=check, error=error, time_taken=taken))
     return results
+
+
+def log_change(key: str, error: HealthCheckException | None) -> None:
+    """Log a check's state once per change, per process: WARNING with the check's name and
+    its fixed reason when it starts failing (or fails for another reason), INFO when it
+    passes again. A probe every second of a long outage writes one line, not thousands."""
+    state = None if error is None else str(error)
+    if LOGGED_STATE.get(key) == state:
+        return
+    had_failed = LOGGED_STATE.get(key) is not None
+    LOGGED_STATE[key] = state
+    if state is not None:
+        logger.warning("Health check %s failed: %s", key, state)
+    elif had_failed:
+        logger.info("Health check %s passes again", key)
 
 
 def outcome(check, future: Future, started: float) -> HealthCheckException | None:
@@ -162,11 +181,8 @@ def outcome(check, future: Future, started: float) -> HealthCheckException | Non
         result_within(future, started, timeout)
         return None
     except HealthCheckException as exc:
-        logger.warning("Health check %r failed: %s", check, exc)
         return exc
     except FutureTimeout:
-        logger.warning("Health check %r timed out", check)
         return ServiceUnavailable(f"Timed out after {time_limit(timeout):g} s")
-    except Exception:
-        logger.exception("Unexpected exception during health check")
-        return HealthCheckException("unknown error")
+    except Exception as exc:  # noqa: BLE001 - its text may name secrets: only its type
+        return HealthCheckException(f"unexpected {type(exc).__name__}")

@@ -20,6 +20,7 @@ SCRATCH_DATABASE = 0x64620003
 RESTORE_RUN = 0x64620004
 # Held by the session that stopped a live database's new sessions for a swap (dbops.swap).
 LIVE_DATABASE_SWAP = 0x64620005
+CONSISTENCY_RUN = 0x64620006
 
 
 def key_of_number(number: int) -> int:

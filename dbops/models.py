@@ -107,7 +107,12 @@ class BackupRecord(Run):
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        indexes = [models.Index(fields=["status", "-started_at"], name="backup_status_started")]
+        indexes = [
+            models.Index(fields=["status", "-started_at"], name="backup_status_started"),
+            # /metrics reads the newest verified and the newest off-site copy with LIMIT 1.
+            models.Index(fields=["verification", "-started_at"], name="backup_verified_started"),
+            models.Index(fields=["remote_copy", "-started_at"], name="backup_remote_started"),
+        ]
 
     def __str__(self):
         return self.filename or f"backup started {self.started_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -144,3 +149,26 @@ class RestoreRun(Run):
 
     def __str__(self):
         return f"{self.get_action_display()} at {self.started_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+class ConsistencyRun(Run):
+    """One run of `check_consistency`: how many findings of each kind it made (None when the
+    checks could not run at all; `error` says why). Succeeded means no findings."""
+
+    RUN_LOCK = locks.CONSISTENCY_RUN
+
+    database = models.CharField(max_length=100, default="default")
+    against = models.TextField("--against", blank=True)
+    findings = models.JSONField(
+        null=True, blank=True, help_text="Findings per kind of check (none when none ran)."
+    )
+    findings_total = models.IntegerField(null=True, blank=True)
+    fixed = models.IntegerField(default=0, help_text="Sequences --fix repaired.")
+    duration_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["-started_at"], name="consistencyrun_started_at")]
+
+    def __str__(self):
+        return f"consistency check at {self.started_at:%Y-%m-%d %H:%M:%S} UTC"

@@ -14,6 +14,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.template.response import TemplateResponse
 
 from dbops import conf, runs
+from dbops.backup_chart import backup_chart
 from dbops.backup_files import loose_permissions
 from dbops.database import migration_state, probe_connection
 from dbops.envinfo import describe_location
@@ -67,6 +68,7 @@ def collect_status() -> dict:
         "sources": _sources(),
         "health": health_results(),
         "backups": _recent(BackupRecord),
+        "backup_chart": backup_chart(),
         "imports": _recent(ImportRun),
         "newest_offsite_verified": _newest_offsite_verified(),
         "newest_restore": _newest(RestoreRun),

@@ -1,4 +1,5 @@
-"""dbops' URLs: the health endpoints (`urlpatterns`, included at `health/`), and the database
+"""dbops' URLs: the health endpoints (`urlpatterns`, included at `health/`), `/metrics`
+(`metrics_urlpatterns`, included at the root), and the database
 status page, which belongs under a project's admin site (`status_page_urls`)."""
 
 from django.urls import path
@@ -10,6 +11,9 @@ urlpatterns = [
     path("database/", views.database_view, name="health-database"),
     path("live/", views.live, name="health-live"),
 ]
+
+# `/metrics` for Prometheus, beside the health URLs: `path("", include(metrics_urlpatterns))`.
+metrics_urlpatterns = [path("metrics", views.metrics, name="dbops-metrics")]
 
 
 def status_page_urls(site=None) -> list:

@@ -30,6 +30,7 @@ from dbops.health import (
     prepare_connection,
 )
 from dbops.health_runner import result_within, run_checks, submit_once, submit_queued
+from dbops.metrics import exposition
 
 
 class DbopsHealthView(HealthCheckView):
@@ -90,11 +91,7 @@ class DbopsHealthView(HealthCheckView):
         )
 
     def has_token(self, request) -> bool:
-        token = conf.HEALTH_TOKEN
-        header = request.headers.get("Authorization", "")
-        if token and header.startswith("Bearer "):
-            return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
-        return False
+        return has_bearer_token(request, conf.HEALTH_TOKEN)
 
     def render_to_response_json(self, status):
         body = {
@@ -112,6 +109,14 @@ class DbopsHealthView(HealthCheckView):
             "errors": any(result.error for result in self.results),
             "details": self.details,
         }
+
+
+def has_bearer_token(request, *tokens: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return False
+    given = header[len("Bearer ") :].encode()
+    return any(token and hmac.compare_digest(given, token.encode()) for token in tokens)
 
 
 # Session lookups waiting behind a hung one; beyond this, a cookie holder gets no details.
@@ -171,6 +176,34 @@ def user_count(connection) -> dict:
                 return {"user_count": estimate, "user_count_is_estimate": True}
         cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(table)}")
         return {"user_count": cursor.fetchone()[0], "user_count_is_estimate": False}
+
+
+def metrics(request):
+    """`/metrics` (dbops.metrics) for a bearer of DBOPS_METRICS_TOKEN or DBOPS_HEALTH_TOKEN,
+    or staff: 401 for anyone else without a session, 403 with a session that is not staff's.
+    """
+    started = time.monotonic()
+    if not has_bearer_token(request, conf.METRICS_TOKEN, conf.HEALTH_TOKEN):
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return refused(401, "a bearer token (or a staff session) is required")
+        staff = submit_queued(
+            "staff session", lambda: is_active_staff(request), MAX_PENDING_SESSION_LOOKUPS
+        )
+        if staff is None or not staff_within(staff, started):
+            return refused(403, "staff only")
+    body, content_type = exposition(request.headers.get("Accept", ""))
+    response = HttpResponse(body, content_type=content_type)
+    patch_vary_headers(response, ["Accept", "Authorization", "Cookie"])
+    add_never_cache_headers(response)
+    return response
+
+
+def refused(status: int, why: str) -> HttpResponse:
+    response = HttpResponse(f"{why}\n", status=status, content_type="text/plain")
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    add_never_cache_headers(response)
+    return response
 
 
 def live(request):

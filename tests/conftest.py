@@ -128,9 +128,10 @@ def closed_port() -> int:
 def fresh_health_results():
     """No health result reused from an earlier test; afterwards, the health checks' threads
     close their database connections, so the test database can be flushed and dropped."""
-    from dbops.health_runner import RECENT_RESULTS, close_connections
+    from dbops.health_runner import LOGGED_STATE, RECENT_RESULTS, close_connections
 
     RECENT_RESULTS.clear()
+    LOGGED_STATE.clear()
     yield
     close_connections()
 

@@ -12,9 +12,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from caloria.models import FoodEntry, User, WeightEntry
-from dbops.models import ImportRun
+from dbops.models import ConsistencyRun, ImportRun
 
 USER_LIST = "/admin/caloria/user/"
 FOOD_LIST = "/admin/caloria/foodentry/"
@@ -210,3 +211,18 @@ def test_import_runs_are_listed_newest_first_and_read_only_in_the_admin(filled_s
     change = client.get(f"/admin/dbops/importrun/{run.pk}/change/")
     assert change.status_code == 200
     assert 'name="_save"' not in change.content.decode()
+
+
+def test_consistency_runs_are_listed_read_only_with_their_findings(admin_client):
+    with pytest.raises(CommandError):
+        call_command("check_consistency", "--exclude", "nosuchapp", verbosity=0)
+    ConsistencyRun.objects.create(
+        started_at=timezone.now(), status="failed", findings={"sequence": 2}, findings_total=2
+    )
+
+    listing = admin_client.get("/admin/dbops/consistencyrun/")
+    add = admin_client.get("/admin/dbops/consistencyrun/add/")
+
+    assert listing.status_code == 200
+    assert b"sequence" in listing.content and b"Failed" in listing.content
+    assert add.status_code == 403

@@ -7,6 +7,7 @@ browser saw. `scripts/install-chromium.sh` (run by `make test`) installs the bro
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,60 @@ def test_the_database_status_page_shows_the_database_and_never_its_password(page
     if connection.settings_dict.get("PASSWORD"):
         assert connection.settings_dict["PASSWORD"] not in text
     screenshot(page, "database-status")
+
+
+def test_the_status_page_charts_the_last_30_backups_and_the_newest_verification(page, seeded):
+    call_command("dbbackup", "--verify", verbosity=0)
+    verified = BackupRecord.objects.get()
+    start = verified.started_at
+    for n in range(1, 32):
+        when = start + timedelta(hours=n)
+        failed = n % 10 == 0
+        BackupRecord.objects.create(
+            started_at=when,
+            finished_at=when + timedelta(seconds=n),
+            status="failed" if failed else "succeeded",
+            filename="" if failed else f"chart-{n:02d}.psql.bin.gz",
+            size=None if failed else 1000 * n,
+            duration_seconds=None if failed else float(n),
+        )
+    log_in(page, DEV_SUPERUSER, DEV_SUPERUSER_PASSWORD)
+
+    page.goto("/admin/database/")
+
+    chart = page.locator("#backup-chart svg")
+    expect(chart).to_be_visible()
+    runs = chart.locator("rect.backup-run")
+    expect(runs).to_have_count(30)  # the 30 newest of 32 runs: 2..31, three of them failed
+    expect(chart.locator("rect.backup-run.failed")).to_have_count(3)
+    expect(chart.locator("circle.backup-duration-point")).to_have_count(27)
+    # The verified backup is older than the 30 newest: the caption still names it.
+    expect(chart.locator("rect.verified")).to_have_count(0)
+    caption = page.locator("#backup-chart figcaption")
+    expect(caption).to_contain_text(
+        f"Newest verification: passed at {verified.verified_at:%Y-%m-%d}"
+    )
+    expect(caption).to_contain_text(verified.filename)
+    newest = runs.last.locator("title")
+    expect(newest).to_have_text(re.compile(r"chart-31\.psql\.bin\.gz, 30\.3\sKB in 31\.0 s\s*$"))
+    # The largest backup fills the plot's height; one of half its size, half of it.
+    heights = runs.evaluate_all("rects => rects.map(r => r.getBBox().height)")
+    assert max(heights) == pytest.approx(136, abs=0.1)
+    assert heights[-1] == pytest.approx(136, abs=0.1) and heights[14] == pytest.approx(
+        136 * 16 / 31, abs=0.1
+    )
+    # Nothing from another host (no CDN): every script, style and image is the site's own.
+    external = "script[src*='//'], link[href*='//'], img[src*='//'], image[href*='//']"
+    assert page.locator(external).count() == 0
+    screenshot(page, "backup-chart")
+
+
+def test_the_newest_verified_backup_is_marked_in_the_chart(page, seeded):
+    call_command("dbbackup", "--verify", verbosity=0)
+    log_in(page, DEV_SUPERUSER, DEV_SUPERUSER_PASSWORD)
+
+    page.goto("/admin/database/")
+
+    expect(page.locator("#backup-chart rect.backup-run")).to_have_count(1)
+    expect(page.locator("#backup-chart rect.backup-run.verified")).to_have_count(1)
+    expect(page.locator("#backup-chart figcaption")).to_contain_text("Newest verification: passed")

@@ -19,7 +19,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
-from dbops import consistency
+from dbops import consistency, consistency_runs
 from dbops.commands import (
     add_database_argument,
     add_json_argument,
@@ -29,10 +29,11 @@ from dbops.commands import (
 from dbops.consistency import Finding, Fixed, SqliteDatabase
 from dbops.database import safe_error
 from dbops.envinfo import describe_database
+from dbops.pings import PingsMonitor
 from dbops.sqlite_import import source
 
 
-class Command(BaseCommand):
+class Command(PingsMonitor, BaseCommand):
     help = (
         "Report where the database disagrees with this code base: unapplied migrations, "
         "tables or columns the models expect but the database lacks, sequences behind the "
@@ -42,6 +43,7 @@ class Command(BaseCommand):
         "finding comes with a hint. Exit 0 when clean, 1 with findings or on an error."
     )
     requires_system_checks = []
+    ping_setting = "CONSISTENCY_PING_URL"
 
     def add_arguments(self, parser):
         add_database_argument(parser, "Database alias to check (default: default).")
@@ -79,11 +81,14 @@ class Command(BaseCommand):
         self.connection = connections[database]
         self.verbosity = 0 if report_on_stdout(json_report) else verbosity
         self.against = against.expanduser().resolve() if against else None
+        self.record = None  # recorded once the database answers (dbops.consistency_runs)
         try:
             findings, fixed = self.check(fix)
         except CommandError as exc:
+            consistency_runs.finish(self.record, None, [], error=str(exc))
             self.write_json(json_report, [], [], error=str(exc))
             raise
+        consistency_runs.finish(self.record, findings, fixed)
         if not report_on_stdout(json_report):
             self.write_lines(findings, fixed)
         self.write_json(json_report, findings, fixed)
@@ -103,6 +108,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Checking database '{self.alias}' ({described})")
         try:
             self.connect()
+            self.record = consistency_runs.start(self.alias, self.against)
             return consistency.run_checks(
                 self.connection,
                 fix=fix,

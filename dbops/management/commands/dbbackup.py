@@ -34,9 +34,10 @@ from dbops.commands import add_database_argument
 from dbops.database import safe_error
 from dbops.files import sync_file
 from dbops.models import BackupRecord
+from dbops.pings import PingsMonitor
 
 
-class Command(DbbackupCommand):
+class Command(PingsMonitor, DbbackupCommand):
     help = (
         "Back up the database (gzipped), read it back, and record the run as a BackupRecord. "
         "--clean keeps the newest backup of the last DBOPS_BACKUP_KEEP_DAILY days, "
@@ -56,6 +57,11 @@ class Command(DbbackupCommand):
         for flags, kwargs in DbbackupCommand.option_list
         if "--database" not in flags
     )
+
+    ping_setting = "BACKUP_PING_URL"
+
+    def pings_this_run(self, options: dict) -> bool:
+        return not options.get("dry_run")  # a listing, not a backup
 
     def add_arguments(self, parser):
         super().add_arguments(parser)

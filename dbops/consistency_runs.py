@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 from django.utils import timezone
 
 from dbops import runs
@@ -50,7 +50,8 @@ def finish(record: ConsistencyRun | None, findings, fixed, error: str = "") -> N
     try:
         record.save()
     except DatabaseError as exc:
-        connections[alias].close_if_unusable_or_obsolete()
+        # The connection is left as it is: closing it here would also end a caller's
+        # transaction (a test's, an atomic block's), and Django reconnects when it must.
         record.save_problem = safe_error(exc, alias, 200)
         return
     runs.release(record)

@@ -313,7 +313,7 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(
     assert "Traceback" not in completed.stderr
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the child process commits its ConsistencyRun
 def test_a_clean_database_exits_0_from_the_command_line(manage, test_database_url):
     completed = manage("check_consistency", CALORIA_ENV="test", DATABASE_URL=test_database_url)
 

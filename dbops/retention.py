@@ -182,6 +182,12 @@ def apply_retention(now: datetime | None = None) -> Outcome:
     now = now or timezone.now()
     outcome = Outcome(plan(now))
     remote = conf.remote_backup_storage()
+    with _RemoteSession() as remote_files:
+        _apply(outcome, now, remote, remote_files)
+    return outcome
+
+
+def _apply(outcome: Outcome, now: datetime, remote, remote_files: _RemoteSession) -> None:
     for decision in outcome.decisions:
         if decision.keep:
             continue
@@ -204,7 +210,7 @@ def apply_retention(now: datetime | None = None) -> Outcome:
                 )
             else:
                 try:
-                    _delete_remote(remote, record.remote_name)
+                    _delete_remote(remote_files.open(), record.remote_name)
                 except Exception as exc:  # noqa: BLE001 - any storage's error, reported
                     outcome.problems.append(
                         f"{record.filename}: off-site copy {record.remote_name} not deleted: "
@@ -216,7 +222,30 @@ def apply_retention(now: datetime | None = None) -> Outcome:
         if gone:
             record.save(update_fields=["deleted_at", "remote_deleted_at"])
             outcome.deleted.append((decision, gone))
-    return outcome
+
+
+class _RemoteSession(contextlib.ExitStack):
+    """The remote's files (dbops.offsite.remote_files: for SFTP, dbops' own session, which
+    refuses an unknown host key, where the storage's own API would accept it), opened at the
+    first deletion and kept for the others; a failure to open is raised for each."""
+
+    def __init__(self):
+        super().__init__()
+        self._files = None
+        self._error: Exception | None = None
+
+    def open(self):
+        from dbops import offsite
+
+        if self._error is not None:
+            raise self._error
+        if self._files is None:
+            try:
+                self._files = self.enter_context(offsite.remote_files())
+            except Exception as exc:
+                self._error = exc
+                raise
+        return self._files
 
 
 def _delete_local(record: BackupRecord) -> None:
@@ -224,11 +253,11 @@ def _delete_local(record: BackupRecord) -> None:
         path.unlink(missing_ok=True)
 
 
-def _delete_remote(storage, name: str) -> None:
+def _delete_remote(files, name: str) -> None:
     """Delete a remote copy (and its .metadata, if one was copied); one already gone is no
     error (a storage's delete of a missing file may raise)."""
-    if storage.exists(name):
-        storage.delete(name)
+    if files.exists(name):
+        files.delete(name)
     with contextlib.suppress(Exception):
-        if storage.exists(name + ".metadata"):
-            storage.delete(name + ".metadata")
+        if files.exists(name + ".metadata"):
+            files.delete(name + ".metadata")

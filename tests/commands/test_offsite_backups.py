@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from caloria.models import FoodEntry, User
-from dbops import backups, offsite
+from dbops import backups, offsite, retention
 from dbops.checks import check_off_site_and_encryption
 from dbops.database import safe_error
 from dbops.models import BackupRecord
@@ -403,3 +404,52 @@ def test_a_remote_backend_that_cannot_load_is_a_failed_copy_in_one_line(settings
     assert record.remote_copy == BackupRecord.RemoteCopy.FAILED
     assert 'STORAGES["dbbackup_remote"] cannot be loaded' in record.remote_detail
     assert problems == ["dbops.E010"]
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def age_backup(record: BackupRecord, days: int) -> None:
+    started = record.started_at - timedelta(days=days)
+    BackupRecord.objects.filter(pk=record.pk).update(started_at=started, finished_at=started)
+
+
+@pytest.fixture
+def keep_only_the_newest(settings):
+    settings.DBOPS_BACKUP_KEEP_DAILY = settings.DBOPS_BACKUP_KEEP_WEEKLY = 0
+    settings.DBOPS_BACKUP_KEEP_MONTHLY = settings.DBOPS_BACKUP_KEEP_DAYS = 0
+    settings.DBOPS_BACKUP_KEEP_MIN = 1
+
+
+def test_retention_deletes_an_old_off_site_copy_on_the_sftp_server(
+    remote_storage, keep_only_the_newest
+):
+    old = backup()
+    age_backup(old, 50)
+
+    new = backup("--clean")
+
+    old.refresh_from_db()
+    assert old.remote_deleted_at is not None
+    assert not (remote_storage / old.remote_name).exists()
+    assert (remote_storage / new.remote_name).exists()
+
+
+def test_retention_never_connects_to_a_host_the_known_hosts_file_does_not_hold(
+    sshd, settings, remote_storage, keep_only_the_newest, tmp_path
+):
+    old = backup()
+    age_backup(old, 50)
+    backup()
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    point_remote_at(settings, sshd.storage(remote_storage, known_host_file=str(empty)))
+
+    outcome = retention.apply_retention()
+
+    old.refresh_from_db()
+    assert old.remote_deleted_at is None
+    assert (remote_storage / old.remote_name).exists()
+    assert len(outcome.problems) == 1
+    assert f"is not in the known-hosts file {empty}: refused" in outcome.problems[0]
+    assert empty.read_text() == ""

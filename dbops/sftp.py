@@ -14,7 +14,6 @@ chunks, so memory stays flat whatever the backup's size.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import posixpath
 import secrets
@@ -93,7 +92,6 @@ def session(storage):
     """An SFTP session to the storage's host, refused unless its key is already known."""
     import paramiko
 
-    _allocate_transfers_apart()
     known_hosts = known_hosts_file(storage)
     if not known_hosts.is_file():
         raise RemoteError(
@@ -240,19 +238,3 @@ class _Digest:
 
 def _partial_name() -> str:
     return PARTIAL_PREFIX + "".join(secrets.choice(string.ascii_lowercase) for _ in range(16))
-
-
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-
-
-def _allocate_transfers_apart() -> None:
-    """Give each of paramiko's 32 KiB packet buffers pages of its own (glibc: mmap above
-    16 KiB), returned to the system when freed.
-
-    Otherwise glibc raises its mmap threshold after the first freed buffer and serves the
-    rest from the heap, which the transport thread and this one fragment between them:
-    measured here, a 1.4 GB download grew the process by 75 MiB, and by 12 MiB with this.
-    Without glibc (or ctypes) nothing changes.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 16 * 1024)

@@ -164,6 +164,8 @@ if _remote_url:
         )
     except ValueError as exc:
         env.problem("DBOPS_BACKUP_REMOTE_URL", str(exc))
+# OpenSSH's client moves the copies' bytes (empty: dbops' paramiko session, slower).
+DBOPS_BACKUP_REMOTE_SFTP_PROGRAM = env.str("DBOPS_BACKUP_REMOTE_SFTP_PROGRAM", "sftp")
 # Encryption to a public key (the private key is kept off the server; see docs/operations.md).
 DBOPS_BACKUP_ENCRYPT = env.bool("DBOPS_BACKUP_ENCRYPT", False)
 DBOPS_BACKUP_GPG_PUBLIC_KEY = env.str("DBOPS_BACKUP_GPG_PUBLIC_KEY", "") or None

@@ -78,6 +78,12 @@ SETTINGS: dict[str, Setting] = {
         "The armored GPG public key file backups are encrypted to (the server holds no "
         "private key); its fingerprint is recorded with each encrypted backup",
     ),
+    "BACKUP_REMOTE_SFTP_PROGRAM": Setting(
+        "sftp",
+        "OpenSSH's sftp client, which moves the bytes of off-site copies to and from an SFTP "
+        "storage that authenticates with a key (empty, not installed, or a password: dbops' "
+        "own paramiko session moves them, slower)",
+    ),
     "BACKUP_CHECK": Setting(
         False,
         "Whether `/health/` fails when backups are stale, or when the newest one has no "

@@ -82,7 +82,7 @@ class StorageFiles:
         if stored != name:
             self.storage.delete(stored)
             raise OffsiteError(f"the remote stored {name} as {stored}: removed it")
-        copied = self.download(name, None)
+        copied = self._digest(name)
         if copied != (size, sha256):
             self.storage.delete(name)
             raise OffsiteError(
@@ -90,7 +90,11 @@ class StorageFiles:
                 f"{copied[1][:12]}…; sent {size:,} bytes, {sha256[:12]}…): removed it"
             )
 
-    def download(self, name: str, handle) -> tuple[int, str]:
+    def download(self, name: str, destination: Path) -> tuple[int, str]:
+        with destination.open("xb") as handle:
+            return self._digest(name, handle)
+
+    def _digest(self, name: str, handle=None) -> tuple[int, str]:
         sink = sftp._Digest(handle)
         with self.storage.open(name, "rb") as remote:
             for chunk in remote.chunks(sftp.CHUNK):
@@ -208,8 +212,8 @@ def _fetched_copy(record: BackupRecord, work: Path, *, remote: bool) -> Path:
         raise OffsiteError(f"it has no off-site copy to fetch ({state})")
     copy = work / "copy"
     try:
-        with remote_files() as files, copy.open("xb") as handle:
-            size, sha256 = files.download(record.remote_name, handle)
+        with remote_files() as files:
+            size, sha256 = files.download(record.remote_name, copy)
     except OffsiteError:
         raise
     except Exception as exc:  # noqa: BLE001 - a remote that cannot be read is one message

@@ -7,8 +7,9 @@ because the storage accepts an unknown host key silently (`AutoAddPolicy`: the f
 man-in-the-middle gets every backup) and writes with `putfo` straight to the final name (a
 dropped connection leaves a truncated file that looks like a backup). Here an unknown or
 changed host key is refused, and a file is written under a hidden temporary name, read back
-(size and sha256), and only then renamed to its final name. Transfers stream in bounded
-chunks, so memory stays flat whatever the backup's size.
+(size and sha256), and only then renamed to its final name. The bytes themselves go through
+OpenSSH's `sftp` client when the storage authenticates with a key (dbops.openssh: faster, and
+memory flat whatever the backup's size); otherwise through this session, in bounded chunks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import string
 import time
 from pathlib import Path
 
-from dbops import conf
+from dbops import conf, openssh
+from dbops.files import file_sha256
 
 CHUNK = 1 << 20
 # A download asks for one window at a time, up to 64 reads of 32 KiB in flight: fast on a
@@ -112,7 +114,7 @@ def session(storage):
                 f"the SFTP host {storage.host} offered a key that differs from the one in "
                 f"{known_hosts}: refused (the server's key changed, or this is not the server)"
             ) from None
-        yield RemoteDirectory(client.open_sftp(), storage)
+        yield RemoteDirectory(client.open_sftp(), storage, openssh.client_for(storage, known_hosts))
     finally:
         client.close()
 
@@ -120,8 +122,9 @@ def session(storage):
 class RemoteDirectory:
     """The storage's root folder on an open SFTP session."""
 
-    def __init__(self, sftp, storage):
+    def __init__(self, sftp, storage, openssh_client=None):
         self.sftp = sftp
+        self.openssh = openssh_client
         self.root = storage.root_path or ""
         self.file_mode = storage.file_mode if storage.file_mode is not None else DEFAULT_FILE_MODE
         self.dir_mode = storage.dir_mode if storage.dir_mode is not None else DEFAULT_DIR_MODE
@@ -140,12 +143,8 @@ class RemoteDirectory:
             raise RemoteError(f"{name} already exists on the remote: not replaced")
         partial = posixpath.join(posixpath.dirname(final), _partial_name())
         try:
-            with self.sftp.open(partial, "wb") as remote, source.open("rb") as local:
-                remote.chmod(self.file_mode)
-                remote.set_pipelined(True)
-                while chunk := local.read(CHUNK):
-                    remote.write(chunk)
-            copied_size, copied_sha256 = self.digest(partial)
+            self._send(source, partial)
+            copied_size, copied_sha256 = self._read_back(partial, source.parent)
             if (copied_size, copied_sha256) != (size, sha256):
                 raise RemoteError(
                     f"the copy read back from the remote differs ({copied_size:,} bytes, "
@@ -158,13 +157,40 @@ class RemoteDirectory:
                 self.sftp.remove(partial)
             raise
 
-    def digest(self, path: str) -> tuple[int, str]:
-        """Size and sha256 of a remote file, read back in full."""
-        return self._read(path, _Digest())
+    def _send(self, source: Path, partial: str) -> None:
+        if self.openssh is not None:
+            self.sftp.open(partial, "xb").close()  # created private, before any byte is sent
+            self.sftp.chmod(partial, self.file_mode)
+            self.openssh.put(source, partial)
+            return
+        with self.sftp.open(partial, "wb") as remote, source.open("rb") as local:
+            remote.chmod(self.file_mode)
+            remote.set_pipelined(True)
+            while chunk := local.read(CHUNK):
+                remote.write(chunk)
 
-    def download(self, name: str, handle) -> tuple[int, str]:
-        """Write the remote file `name` into an open binary file; its size and sha256."""
-        return self._read(self.path(name), _Digest(handle))
+    def _read_back(self, path: str, scratch: Path) -> tuple[int, str]:
+        """Size and sha256 of a remote file, read back in full (OpenSSH's client writes it
+        into a private file in `scratch`, removed afterwards)."""
+        if self.openssh is None:
+            return self._read(path, _Digest())
+        copy = scratch / _partial_name()
+        try:
+            return self._fetch(path, copy)
+        finally:
+            copy.unlink(missing_ok=True)
+
+    def download(self, name: str, destination: Path) -> tuple[int, str]:
+        """The remote file `name` as a new local file `destination`; its size and sha256."""
+        return self._fetch(self.path(name), Path(destination))
+
+    def _fetch(self, path: str, destination: Path) -> tuple[int, str]:
+        if self.openssh is None:
+            with destination.open("xb") as handle:
+                return self._read(path, _Digest(handle))
+        destination.touch(mode=0o600, exist_ok=False)  # OpenSSH's get keeps it private
+        self.openssh.get(path, destination)
+        return destination.stat().st_size, file_sha256(destination)
 
     def _read(self, path: str, sink: _Digest) -> tuple[int, str]:
         with self.sftp.open(path, "rb") as remote:

@@ -11,6 +11,7 @@ output shows it.
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +28,7 @@ from tests.restoring import psql, server_url
 DIRECT_PASSWORD = "SECRETPW-direct"
 POOLED_PASSWORD = "SECRETPW-pooled"
 HEALTH_TOKEN = "pooled-health-token-0123456789"
-GUNICORN = str(PROJECT_ROOT / ".venv" / "bin" / "gunicorn")
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")  # this virtualenv's
 
 
 @pytest.fixture(scope="session")

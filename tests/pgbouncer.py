@@ -119,10 +119,10 @@ class PgBouncer:
 
 
 @contextlib.contextmanager
-def running_pgbouncer(server_host: str, server_port: int, user: str):
+def running_pgbouncer(server_host: str, server_port: int, user: str, pool_size: int = POOL_SIZE):
     """A started PgBouncer in front of server_host:server_port; stopped and removed after."""
     folder = Path(tempfile.mkdtemp(prefix="caloria-pgbouncer-"))
-    pooler = PgBouncer(folder, free_port(), server_host, server_port, user)
+    pooler = PgBouncer(folder, free_port(), server_host, server_port, user, pool_size)
     try:
         pooler.start()
         yield pooler

@@ -55,8 +55,8 @@ SETTINGS: dict[str, Setting] = {
         None,
         '"pgbouncer": `DATABASES["default"]` goes through PgBouncer in transaction mode, so '
         "server-side cursors must be off (dbops.E012) and the commands that need a session of "
-        "their own (import_sqlite, dbbackup, verify_backup, restore_backup, check_consistency "
-        "--fix) run over `DIRECT_DATABASE` or refuse; None: no pooler",
+        "their own (import_sqlite, dbbackup, verify_backup, restore_backup, check_consistency) "
+        "run over `DIRECT_DATABASE` or refuse; None: no pooler",
     ),
     "DIRECT_DATABASE": Setting(
         "direct",

@@ -19,7 +19,8 @@ and server-side cursors"; PgBouncer's feature table):
 
 `CONN_MAX_AGE` is the project's choice: a persistent connection to PgBouncer holds no server
 connection between transactions, so either value keeps the server's count at the pool size.
-Caloria defaults to 0 behind the pooler (see its settings and docs/deploy.md).
+A project may default it to 0 behind the pooler, so that the pooler is the one place where
+connections persist.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ SESSION_COMMANDS = {
     "dbbackup": "pg_dump, the exported snapshot its checksums are read in, and its run lock",
     "verify_backup": "pg_restore into a scratch database and the scratch database's lock",
     "restore_backup": "pg_restore, its run lock and the renames of a swap",
-    "check_consistency --fix": "its repairs and its run lock",
+    # Even without --fix: its run lock must hold for the whole run, and a lock taken through
+    # the pooler would stay on a pooled server connection and never be released.
+    "check_consistency": "its run lock (and, with --fix, its repairs)",
 }
 
 
@@ -68,18 +71,15 @@ def direct_setting_name() -> str:
     return f"{variable} ({alias})" if variable else alias
 
 
-def session_alias(alias: str, command: str, *, required: bool = True) -> str:
+def session_alias(alias: str, command: str) -> str:
     """The alias `command` must do its work on: `alias` itself, or the direct connection when
-    `alias` is behind the pooler. Raises PoolerRefusal when it is pooled, no direct connection
-    is configured and the command needs a session (`required`); call it before the command
-    opens any connection or writes anything."""
+    `alias` is behind the pooler. Raises PoolerRefusal when it is pooled and no direct
+    connection is configured; call it before the command opens any connection or writes."""
     if not is_pooled(alias):
         return alias
     direct = direct_alias()
     if direct is not None:
         return direct
-    if not required:
-        return alias
     raise PoolerRefusal(
         f"{command} refused: database '{alias}' goes through {conf.POOLER} in transaction "
         f"mode (DBOPS_POOLER), and {command} needs a session of its own for "
@@ -88,12 +88,12 @@ def session_alias(alias: str, command: str, *, required: bool = True) -> str:
     )
 
 
-def command_alias(alias: str, command: str, *, required: bool = True) -> str:
+def command_alias(alias: str, command: str) -> str:
     """`session_alias` for a management command: a refusal is its CommandError (exit 1)."""
     from django.core.management.base import CommandError
 
     try:
-        return session_alias(alias, command, required=required)
+        return session_alias(alias, command)
     except PoolerRefusal as exc:
         raise CommandError(str(exc), returncode=1) from None
 
@@ -110,7 +110,7 @@ def is_psycopg3() -> bool:
 
 def pooled_database(settings_dict: dict) -> dict:
     """A DATABASES entry fit for PgBouncer in transaction mode: server-side cursors off and,
-    on psycopg 3, no prepared statements. For a project's settings module (Caloria's)."""
+    on psycopg 3, no prepared statements. For a project's settings module."""
     pooled = {**settings_dict, "DISABLE_SERVER_SIDE_CURSORS": True}
     if is_psycopg3():
         pooled["OPTIONS"] = {**settings_dict.get("OPTIONS", {}), "prepare_threshold": None}

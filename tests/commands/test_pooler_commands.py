@@ -53,7 +53,7 @@ SESSION_COMMANDS = {
     "dbbackup": ("dbbackup",),
     "verify_backup": ("verify_backup", "--latest"),
     "restore_backup": ("restore_backup", "--latest"),
-    "check_consistency --fix": ("check_consistency", "--fix"),
+    "check_consistency": ("check_consistency", "--fix"),
 }
 
 

@@ -82,11 +82,9 @@ class Command(PingsMonitor, BaseCommand):
         self.against = against.expanduser().resolve() if against else None
         self.record = None  # recorded once the database answers (dbops.consistency_runs)
         try:
-            # Behind a transaction pooler: over the direct connection when there is one (the
-            # run lock needs a session); --fix refuses without one, a plain check goes on.
-            self.alias = database = pooler.command_alias(
-                database, "check_consistency --fix", required=fix
-            )
+            # Behind a transaction pooler: over the direct connection (the run lock, and the
+            # repairs, need a session), or refused before anything is checked.
+            self.alias = database = pooler.command_alias(database, "check_consistency")
             self.connection = connections[database]
             findings, fixed = self.check(fix)
         except CommandError as exc:

@@ -254,7 +254,7 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 @contextmanager
-def gunicorn(workspace: Workspace, database_url: str, **extra_env: str):
+def gunicorn(workspace: Workspace, database_url: str, workers: int = WORKERS, **extra_env: str):
     """A gunicorn serving Caloria on a free loopback port; yields the port, then stops it."""
     port = free_port()
     log_path = workspace.dir / f"gunicorn-{port}.log"
@@ -262,7 +262,7 @@ def gunicorn(workspace: Workspace, database_url: str, **extra_env: str):
         str(GUNICORN),
         "caloria.wsgi:application",
         "--workers",
-        str(WORKERS),
+        str(workers),
         "--bind",
         f"{HOST}:{port}",
     ]
@@ -473,7 +473,9 @@ class LoadGenerator:
             script.write_text(headers + WRK_SCRIPT)
         return script
 
-    def measure(self, port: int, path: str) -> Load:
+    def measure(self, port: int, path: str, also_ours: tuple[str, ...] = ()) -> Load:
+        """Load `path`; `also_ours` marks more processes of this measurement (a pooler) by a
+        piece of their command line, so their CPU does not count as another process's."""
         status, body = get(port, path)
         if status != 200:
             raise BenchError(f"{path} answered {status} before the load:\n{body[:500]!r}")
@@ -488,7 +490,7 @@ class LoadGenerator:
             load = run_wrk(self.wrk, self.script(path), url, self.connections, self.seconds)
         else:
             load = run_python_client(port, path, self.connections, self.seconds)
-        ours = (f"{HOST}:{port}", f"{DATABASE_PREFIX}{os.getpid()}_")
+        ours = (f"{HOST}:{port}", f"{DATABASE_PREFIX}{os.getpid()}_", *also_ours)
         seconds = time.monotonic() - started
         load.other_cpu = other_cpu_share(before, cpu_ticks_by_process(), seconds, ours)
         return load
@@ -718,6 +720,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--markdown", type=Path, help="also write the Markdown report here")
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="measure /health/database/ through PgBouncer in transaction mode instead "
+        "(bench/health_pgbouncer.py: 8 workers, the server's sessions sampled)",
+    )
     arguments = parser.parse_args()
     if not 1 <= arguments.duration <= 300 or not 1 <= arguments.connections <= 256:
         parser.error("--duration must be 1-300 seconds and --connections 1-256")
@@ -727,6 +735,10 @@ def parse_arguments() -> argparse.Namespace:
 def main() -> int:
     arguments = parse_arguments()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if arguments.pgbouncer:
+        import health_pgbouncer
+
+        return health_pgbouncer.run(arguments)
     workspace = Workspace(DEFAULT_SERVER)
     try:
         generator = LoadGenerator(

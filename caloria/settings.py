@@ -12,6 +12,7 @@ from Caloria's variables, whose names stay Caloria's (CALORIA_ENV, HEALTH_TOKEN,
 from pathlib import Path
 
 from dbops.envinfo import StrictEnv, warn_once
+from dbops.pooler import POOLERS, direct_database, pooled_database
 from dbops.remote_config import sftp_storage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -79,11 +80,31 @@ SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
 
 # --- the database
 
+DBOPS_DIRECT_DATABASE = "direct"
 DBOPS_CONNECT_TIMEOUT = env.int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
-DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+# PgBouncer in transaction mode in front of DATABASE_URL (dbops.pooler): server-side cursors
+# off, no prepared statements, and CONN_MAX_AGE 0 unless set (PgBouncer keeps the server
+# connections; a worker's own connection to it lasts one request). The commands that need a
+# session of their own use DATABASE_DIRECT_URL, the server without PgBouncer.
+DBOPS_POOLER = env.str("DATABASE_POOLER", "") or None
+if DBOPS_POOLER not in (None, *POOLERS):
+    env.problem("DATABASE_POOLER", f"must be pgbouncer (or unset); got {DBOPS_POOLER!r}")
+    DBOPS_POOLER = None
+DBOPS_DIRECT_DATABASE_VARIABLE = "DATABASE_DIRECT_URL"
+DATABASE_CONN_MAX_AGE = env.int("DATABASE_CONN_MAX_AGE", 0 if DBOPS_POOLER else 60, minimum=0)
 DATABASE_CONN_HEALTH_CHECKS = env.bool("DATABASE_CONN_HEALTH_CHECKS", True)
 
 _database = env.database_url("DATABASE_URL")
+_postgresql_options = {
+    "connect_timeout": DBOPS_CONNECT_TIMEOUT,
+    # Notice a dead peer within seconds instead of the kernel's default of minutes:
+    # keepalives while waiting for an answer, tcp_user_timeout while data is unanswered.
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 25_000,
+}
 DBOPS_DATABASE_IS_DEFAULT_SQLITE = False
 if _database is None and not env.is_set("DATABASE_URL"):
     if CALORIA_ENV == "development":
@@ -99,21 +120,29 @@ if _database is not None and IS_PRODUCTION and "postgresql" not in _database["EN
 if _database is None:
     _database = {"ENGINE": "django.db.backends.dummy"}
 elif "postgresql" in _database["ENGINE"]:
-    _database.setdefault("OPTIONS", {}).update(
-        connect_timeout=DBOPS_CONNECT_TIMEOUT,
-        # Notice a dead peer within seconds instead of the kernel's default of minutes:
-        # keepalives while waiting for an answer, tcp_user_timeout while data is unanswered.
-        keepalives=1,
-        keepalives_idle=10,
-        keepalives_interval=5,
-        keepalives_count=3,
-        tcp_user_timeout=25_000,
-    )
+    _database.setdefault("OPTIONS", {}).update(_postgresql_options)
 elif "sqlite3" in _database["ENGINE"]:
     _database.setdefault("OPTIONS", {}).setdefault("timeout", DBOPS_CONNECT_TIMEOUT)
 _database["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
 _database["CONN_HEALTH_CHECKS"] = DATABASE_CONN_HEALTH_CHECKS
 DATABASES = {"default": _database}
+
+_direct = env.database_url("DATABASE_DIRECT_URL")
+if DBOPS_POOLER and _database["ENGINE"].endswith(("sqlite3", "mysql", "oracle")):
+    env.problem("DATABASE_POOLER", "PgBouncer pools PostgreSQL; DATABASE_URL is not PostgreSQL")
+elif DBOPS_POOLER:
+    DATABASES["default"] = pooled_database(_database)
+if _direct is not None and not DBOPS_POOLER:
+    env.problem(
+        "DATABASE_DIRECT_URL", "is only used with DATABASE_POOLER=pgbouncer; set that or unset it"
+    )
+elif _direct is not None and "postgresql" not in _direct["ENGINE"]:
+    env.problem("DATABASE_DIRECT_URL", "must be a postgres:// URL (the server behind PgBouncer)")
+elif _direct is not None:
+    _direct.setdefault("OPTIONS", {}).update(_postgresql_options)
+    DATABASES[DBOPS_DIRECT_DATABASE] = direct_database(
+        {**_direct, "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False}
+    )
 
 # --- operations (dbops)
 
@@ -206,6 +235,9 @@ DBOPS_SETTING_SOURCES = dict(env.sources)
 DBOPS_CONFIGURATION_PROBLEMS = list(env.problems)
 # The variables validate_environment reports one line each.
 DBOPS_KEY_VARIABLES = ["CALORIA_ENV", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "DEBUG"]
+
+if DBOPS_POOLER:
+    DBOPS_KEY_VARIABLES += ["DATABASE_POOLER", "DATABASE_DIRECT_URL"]
 
 if DBOPS_DATABASE_IS_DEFAULT_SQLITE:
     warn_once(

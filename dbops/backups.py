@@ -24,7 +24,7 @@ from pathlib import Path
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from dbops import conf, locks
+from dbops import conf, locks, pooler
 from dbops.database import safe_error, session_of_its_own
 from dbops.files import file_sha256
 from dbops.models import BackupRecord
@@ -139,7 +139,9 @@ def _verify(record: BackupRecord, notice: Callable[[str], object], source: Path 
     if "sqlite" in record.engine:
         restored = _restored_sqlite_counts(path)
     else:
-        restored = _restored_postgresql_checksums(path, record.database, notice)
+        # A backup recorded through a transaction pooler is restored over the direct connection.
+        alias = pooler.session_alias(record.database, "verify_backup")
+        restored = _restored_postgresql_checksums(path, alias, notice)
     return compared(record, restored) + "; sha256 ok"
 
 

@@ -24,6 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dbops import conf
 from dbops.database import probe_connection
+from dbops.pooler import check_pooler  # noqa: F401 - registers dbops.E012 (transaction pooling)
 
 STORAGE_EXAMPLE = (
     'STORAGES["dbbackup"] = {"BACKEND": "django.core.files.storage.FileSystemStorage", '

@@ -50,6 +50,24 @@ SETTINGS: dict[str, Setting] = {
         "Seconds pg_dump, pg_restore and dbops' own connections (restore-verification) wait "
         "for the server",
     ),
+    # A connection pooler in front of the default database (dbops.pooler).
+    "POOLER": Setting(
+        None,
+        '"pgbouncer": `DATABASES["default"]` goes through PgBouncer in transaction mode, so '
+        "server-side cursors must be off (dbops.E012) and the commands that need a session of "
+        "their own (import_sqlite, dbbackup, verify_backup, restore_backup, check_consistency) "
+        "run over `DIRECT_DATABASE` or refuse; None: no pooler",
+    ),
+    "DIRECT_DATABASE": Setting(
+        "direct",
+        "The alias in DATABASES that reaches the default database's server without the "
+        'pooler (give it `"TEST": {"MIRROR": "default"}`); only used with `POOLER`',
+    ),
+    "DIRECT_DATABASE_VARIABLE": Setting(
+        None,
+        "The variable the project reads the direct connection from, named in refusals "
+        "(None: messages name the DATABASES alias)",
+    ),
     # Backups (django-dbbackup writes them; dbops records, keeps and verifies them).
     "BACKUP_DIR": Setting(
         None,

@@ -13,7 +13,7 @@ from pathlib import Path
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.template.response import TemplateResponse
 
-from dbops import conf, runs
+from dbops import conf, pooler_status, runs
 from dbops.backup_chart import backup_chart
 from dbops.backup_files import loose_permissions
 from dbops.database import migration_state, probe_connection
@@ -62,6 +62,7 @@ def collect_status() -> dict:
             ("CONN_HEALTH_CHECKS", connection.settings_dict.get("CONN_HEALTH_CHECKS")),
             ("connect timeout (s)", conf.CONNECT_TIMEOUT),
             ("backup directory", backup_dir or "not configured"),
+            *pooler_status.status_rows(),
         ],
         "backup_directory": backup_dir,
         "backup_directory_problem": backup_dir and loose_permissions(Path(backup_dir)),

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Make sure the Debian servers and tools the tests run for real are installed: OpenSSH's sshd
 # (the off-site backup tests start one of their own on a free port; see tests/sshd.py) and
-# GnuPG (backup encryption). Installs what is missing with apt-get, as root or through
-# passwordless sudo; otherwise stops with the command to run. Never starts a service: the
-# tests start their own sshd with a throwaway configuration.
+# GnuPG (backup encryption) and PgBouncer (tests/pgbouncer.py starts one in transaction mode on
+# a free port, in front of the test server). Installs what is missing with apt-get, as root or
+# through passwordless sudo; otherwise stops with the command to run. Never starts a service:
+# the tests start their own sshd and pgbouncer with throwaway configurations.
 set -euo pipefail
 
 missing=()
 [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v gpg >/dev/null || missing+=(gnupg)
+[[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
@@ -35,7 +37,7 @@ if ! { "${as_root[@]}" apt-get update -qq &&
   exit 1
 fi
 rm -f "$log"
-if [[ ! -x /usr/sbin/sshd ]] || ! command -v gpg >/dev/null; then
-  echo "make test: ${missing[*]} installed but /usr/sbin/sshd or gpg is still missing" >&2
+if [[ ! -x /usr/sbin/sshd ]] || ! command -v gpg >/dev/null || [[ ! -x /usr/sbin/pgbouncer ]]; then
+  echo "make test: ${missing[*]} installed but sshd, gpg or pgbouncer is still missing" >&2
   exit 1
 fi

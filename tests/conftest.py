@@ -354,3 +354,9 @@ def gpg_keys(tmp_path_factory):
     keys = {name: make_key_pair(folder, name) for name in ("backups", "other")}
     keys["protected"] = make_key_pair(folder, "protected", passphrase=PASSPHRASE)
     return keys
+
+
+# Fixtures of their own modules that tests in more than one folder use: the restore tests'
+# seeded template database, and a real PgBouncer in transaction mode with a site behind it.
+from tests.pooling import pgbouncer, pooled_site  # noqa: E402, F401
+from tests.restoring import template  # noqa: E402, F401

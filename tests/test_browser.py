@@ -21,6 +21,7 @@ from caloria.models import User
 from dbops.models import BackupRecord
 
 from .conftest import PROJECT_ROOT
+from .pooling import DIRECT_PASSWORD, POOLED_PASSWORD
 
 CHROMIUM = Path(os.environ.get("CALORIA_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = PROJECT_ROOT / "screenshots"
@@ -247,3 +248,39 @@ def test_the_newest_verified_backup_is_marked_in_the_chart(page, seeded):
     expect(page.locator("#backup-chart rect.backup-run")).to_have_count(1)
     expect(page.locator("#backup-chart rect.backup-run.verified")).to_have_count(1)
     expect(page.locator("#backup-chart figcaption")).to_contain_text("Newest verification: passed")
+
+
+def test_the_admin_works_through_pgbouncer_in_transaction_mode(browser, pooled_site):
+    """Caloria on gunicorn with DATABASE_URL at PgBouncer (tests/pooling.py): log in, the user
+    list, a change page saved, and the status page that names the pooler."""
+    context = browser.new_context(base_url=pooled_site.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        log_in(page, DEV_SUPERUSER, DEV_SUPERUSER_PASSWORD)
+        page.goto("/admin/caloria/user/")
+        expect(page.locator("#result_list")).to_contain_text("demo-000001")
+        page.click("#result_list a:text('demo-000001')")
+        expect(page).to_have_url(re.compile(r"/admin/caloria/user/\d+/change/$"))
+        change_page = page.url
+        page.fill("#id_first_name", "Pooled")
+        page.click("input[name=_save]")
+        expect(page.locator(".messagelist .success")).to_contain_text("was changed successfully")
+        page.goto(change_page)
+        expect(page.locator("#id_first_name")).to_have_value("Pooled")
+
+        page.goto("/admin/database/")
+        content = page.locator("#content-main")
+        expect(content).to_contain_text(pooled_site.database)
+        database = content.locator(".module").first
+        expect(database).to_contain_text(re.compile(r"pooler\s*pgbouncer \(transaction mode\)"))
+        expect(database).to_contain_text(re.compile(r"server-side cursors\s*off"))
+        expect(database).to_contain_text(
+            re.compile(r"direct connection\s*postgresql .*password=\*+: answered in")
+        )
+        text = page.content()
+        for secret in (DIRECT_PASSWORD, POOLED_PASSWORD):
+            assert secret not in text
+        screenshot(page, "database-status-pgbouncer")
+    finally:
+        context.close()

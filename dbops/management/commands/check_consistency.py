@@ -19,7 +19,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
-from dbops import consistency, consistency_runs
+from dbops import consistency, consistency_runs, pooler
 from dbops.commands import (
     add_database_argument,
     add_json_argument,
@@ -78,11 +78,14 @@ class Command(PingsMonitor, BaseCommand):
     def handle(self, *args, database, json_report, fix, against, exclude, verbosity, **options):
         self.alias = database
         self.excludes = exclude
-        self.connection = connections[database]
         self.verbosity = 0 if report_on_stdout(json_report) else verbosity
         self.against = against.expanduser().resolve() if against else None
         self.record = None  # recorded once the database answers (dbops.consistency_runs)
         try:
+            # Behind a transaction pooler: over the direct connection (the run lock, and the
+            # repairs, need a session), or refused before anything is checked.
+            self.alias = database = pooler.command_alias(database, "check_consistency")
+            self.connection = connections[database]
             findings, fixed = self.check(fix)
         except CommandError as exc:
             consistency_runs.finish(self.record, None, [], error=str(exc))

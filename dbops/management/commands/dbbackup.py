@@ -29,7 +29,17 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from dbops import backup_files, backup_readback, backups, conf, encryption, offsite, retention, runs
+from dbops import (
+    backup_files,
+    backup_readback,
+    backups,
+    conf,
+    encryption,
+    offsite,
+    pooler,
+    retention,
+    runs,
+)
 from dbops.commands import add_database_argument
 from dbops.database import safe_error
 from dbops.files import sync_file
@@ -84,13 +94,15 @@ class Command(PingsMonitor, DbbackupCommand):
             self.back_up(**options)
 
     def back_up(self, **options):
-        alias = options["database"]
         verify, clean = options.pop("verify", False), options.get("clean")
         if options.pop("dry_run", False):
             if not clean or verify:
                 raise CommandError("--dry-run goes with --clean alone", returncode=2)
             self.list_retention()
             return
+        # Behind a transaction pooler, pg_dump, the snapshot and the record use the direct
+        # connection (the record then names that alias).
+        alias = pooler.command_alias(options["database"], "dbbackup")
         # dbops encrypts itself (to a key file, after keeping a plain copy to verify).
         encrypt = options.get("encrypt") or conf.BACKUP_ENCRYPT
         options.update(compress=True, clean=False, database=alias, encrypt=False)

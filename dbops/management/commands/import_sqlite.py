@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, OperationalError, connections
 from django.utils import timezone
 
-from dbops import conf, runs
+from dbops import conf, pooler, runs
 from dbops.commands import (
     add_database_argument,
     add_json_argument,
@@ -104,6 +104,12 @@ class Command(BaseCommand):
                keep_snapshot, **options):  # fmt: skip
         if report_on_stdout(json_report):
             verbosity = 0
+        # Behind a transaction pooler the whole import runs over the direct connection.
+        refusal = None
+        try:
+            database = pooler.session_alias(database, "import_sqlite")
+        except pooler.PoolerRefusal as exc:
+            refusal = str(exc)
         import_options = ImportOptions(
             source_path=path.expanduser().resolve(),
             database=database,
@@ -118,6 +124,9 @@ class Command(BaseCommand):
         )
         progress = Progress(self.stdout, verbosity, is_terminal=self.stdout.isatty())
         importer = SqliteImport(import_options, progress)
+        if refusal:
+            self.write_json(json_report, importer, "failed", 0.0, [refusal])
+            raise CommandError(refusal, returncode=1)
         if truncate and not dry_run:
             refusal = self.truncate_refusal(database, interactive)
             if refusal:

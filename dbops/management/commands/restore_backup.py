@@ -17,7 +17,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
-from dbops import restore
+from dbops import pooler, restore
 from dbops.commands import add_database_argument
 from dbops.database import safe_error
 from dbops.models import BackupRecord, RestoreRun
@@ -107,6 +107,8 @@ class Command(BaseCommand):
             )
         if private_key is not None and not private_key.is_file():
             raise CommandError(f"--private-key: {private_key} is not a file", returncode=1)
+        # Behind a transaction pooler, everything (pg_restore, locks, renames) goes direct.
+        database = pooler.command_alias(database, "restore_backup")
         self.alias = database
         self.verbosity = options["verbosity"]
         self.from_remote = options["from_remote"]

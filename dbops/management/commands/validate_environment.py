@@ -18,7 +18,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
-from dbops import conf
+from dbops import conf, pooler_status
 from dbops.backup_files import loose_permissions
 from dbops.commands import (
     add_database_argument,
@@ -104,6 +104,7 @@ class Command(BaseCommand):
         results.append(self.check_client_program("pg_dump", connection, probe))
         results.append(self.check_client_program("pg_restore", connection, probe))
         results.append(self.check_backup_dir())
+        results += [Result(*line) for line in pooler_status.environment_checks()]
         results += self.check_pitfalls()
         connection.close()
         return results

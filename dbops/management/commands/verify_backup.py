@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS
 
-from dbops import backups, conf, offsite
+from dbops import backups, conf, offsite, pooler
 from dbops.models import BackupRecord
 
 
@@ -53,6 +54,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, name, latest, remote, private_key, verbosity, **options):
+        # Behind a transaction pooler: refused without a direct connection, before anything.
+        pooler.command_alias(DEFAULT_DB_ALIAS, "verify_backup")
         record = self.find_record(name)
         if private_key is not None and not private_key.is_file():
             raise CommandError(f"--private-key: {private_key} is not a file", returncode=1)

@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, clean_environment
 from tests.pgbouncer import free_port, running_pgbouncer
+from tests.processes import terminate
 from tests.restoring import psql, server_url
 
 DIRECT_PASSWORD = "SECRETPW-direct"
@@ -111,12 +112,7 @@ def pooled_site(template, pgbouncer, tmp_path_factory):
         wait_until_answering(site, process)
         yield site
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout=15)
         psql("postgres", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.processes import terminate
 from tests.tcp_proxy import TcpProxy
 
 SSHD = "/usr/sbin/sshd"
@@ -106,13 +107,7 @@ class SshServer:
         raise AssertionError(f"sshd did not listen on 127.0.0.1:{self.port}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from tests.conftest import (
     closed_port,
     database_url,
 )
+from tests.processes import terminate
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [
@@ -172,12 +173,7 @@ def serve_with_gunicorn(database_url: str, tmp_path) -> tuple[subprocess.Popen, 
 def stop_gunicorn(server: subprocess.Popen) -> float:
     """SIGTERM, as systemd and Kubernetes stop it; the seconds it took (SIGKILL after 40)."""
     started = time.monotonic()
-    server.terminate()
-    try:
-        server.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+    terminate(server, timeout=40)
     return time.monotonic() - started
 
 

@@ -35,6 +35,7 @@ class DatabaseProbe:
     elapsed_ms: float = 0.0
 
     location: str = ""
+    error: str = ""  # the driver's words, secrets masked (safe_error)
 
     @property
     def headline(self) -> str:
@@ -94,6 +95,7 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
     location = describe_location(connection.settings_dict)
     started = time.monotonic()
     version = error_class = None
+    error = ""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
@@ -101,6 +103,7 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
         version = server_version(connection)
     except Exception as exc:  # noqa: BLE001 - every failure means "unreachable"; the class says why
         error_class = type(exc).__name__
+        error = safe_error(exc, connection.alias, 200)
     return DatabaseProbe(
         alias=connection.alias,
         vendor=connection.vendor,
@@ -110,6 +113,7 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
         error_class=error_class,
         server_version=version,
         elapsed_ms=(time.monotonic() - started) * 1000,
+        error=error,
     )
 
 

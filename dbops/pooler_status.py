@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.db import connections
 
 from dbops import conf, pooler
-from dbops.database import probe_connection, safe_error
+from dbops.database import probe_connection
 from dbops.envinfo import describe_database
 
 PASSED, FAILED, WARNING = "passed", "failed", "warning"  # validate_environment's statuses
@@ -47,15 +47,8 @@ def probe_direct() -> DirectConnection:
     connection = connections[alias]
     description = describe_database(connection.settings_dict)
     probe = probe_connection(connection)
-    error = ""
-    if not probe.reachable:
-        try:
-            connection.ensure_connection()
-        except Exception as exc:  # noqa: BLE001 - the driver's words, secrets masked
-            error = f"{probe.error_class}: {safe_error(exc, alias, 200)}"
-        else:
-            error = probe.error_class or "unknown error"
     connection.close()
+    error = f"{probe.error_class}: {probe.error}" if not probe.reachable else ""
     return DirectConnection(True, description, probe.reachable, probe.elapsed_ms, error)
 
 

@@ -99,8 +99,9 @@ SETTINGS: dict[str, Setting] = {
     "BACKUP_REMOTE_SFTP_PROGRAM": Setting(
         "sftp",
         "OpenSSH's sftp client, which moves the bytes of off-site copies to and from an SFTP "
-        "storage that authenticates with a key (empty, not installed, or a password: dbops' "
-        "own paramiko session moves them, slower)",
+        "storage that authenticates with a key (empty, a password, or `sftp` not installed: "
+        "dbops' own paramiko session moves them, slower; another program that is missing "
+        "fails the copy)",
     ),
     "BACKUP_CHECK": Setting(
         False,

@@ -34,7 +34,12 @@ def client_for(storage, known_hosts) -> OpenSshClient | None:
         return None
     executable = shutil.which(program)
     if executable is None:
-        return None
+        if program == conf.SETTINGS["BACKUP_REMOTE_SFTP_PROGRAM"].default:
+            return None  # OpenSSH's client is not installed: paramiko moves the bytes
+        raise TransferError(
+            f"DBOPS_BACKUP_REMOTE_SFTP_PROGRAM is {program!r}, which is not an executable "
+            f"program (set it to OpenSSH's sftp, or empty for dbops' own transfers)"
+        )
     return OpenSshClient(executable, storage, known_hosts)
 
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from caloria.models import FoodEntry, User
 from dbops import backups
@@ -69,6 +69,22 @@ def test_without_openssh_paramiko_copies_reads_back_and_fetches(remote_storage, 
     settings.DBOPS_BACKUP_REMOTE_SFTP_PROGRAM = ""
 
     assert_copied_read_back_and_verified(backup_with_rows(), remote_storage)
+
+
+def test_a_configured_sftp_program_that_is_missing_fails_the_copy_and_names_it(
+    remote_storage, settings
+):
+    settings.DBOPS_BACKUP_REMOTE_SFTP_PROGRAM = "/nowhere/sftp"
+
+    with pytest.raises(CommandError):
+        call_command("dbbackup", verbosity=0)
+
+    record = BackupRecord.objects.order_by("-id").first()
+    assert record.status == BackupRecord.Status.SUCCEEDED
+    assert backups.backup_path(record.filename).is_file()
+    assert record.remote_copy == BackupRecord.RemoteCopy.FAILED
+    assert "DBOPS_BACKUP_REMOTE_SFTP_PROGRAM is '/nowhere/sftp'" in record.remote_detail
+    assert not remote_storage.exists() or not list(remote_storage.iterdir())
 
 
 def test_a_storage_with_a_password_never_hands_it_to_openssh(sshd, settings, tmp_path, logged_sftp):

@@ -43,18 +43,21 @@ class DatabaseProbe:
         return f"{self.vendor}{version} {self.location}"
 
 
-def safe_error(exc: BaseException, alias: str = "default", limit: int = 500) -> str:
+def safe_error(
+    exc: BaseException, alias: str = "default", limit: int = 500, *, password: str | None = None
+) -> str:
     """A failure's text on one line with every secret masked: the database password (which
     libpq and pg_dump may echo in a URL), SECRET_KEY, DBOPS_HEALTH_TOKEN, DBOPS_METRICS_TOKEN
     and the off-site storage's password or keys. The one way dbops turns an exception into
-    words for a terminal, a log or a record."""
+    words for a terminal, a log or a record. `password` stands in for the alias's own when the
+    connection is not one of settings.DATABASES (the checks probe through a temporary one)."""
     from django.conf import settings
     from django.db import connections
 
     from dbops import conf
 
     secrets = [
-        connections[alias].settings_dict.get("PASSWORD", ""),
+        connections[alias].settings_dict.get("PASSWORD", "") if password is None else password,
         settings.SECRET_KEY,
         conf.HEALTH_TOKEN,
         *conf.remote_storage_secrets(),
@@ -103,7 +106,8 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
         version = server_version(connection)
     except Exception as exc:  # noqa: BLE001 - every failure means "unreachable"; the class says why
         error_class = type(exc).__name__
-        error = safe_error(exc, connection.alias, 200)
+        password = connection.settings_dict.get("PASSWORD") or ""
+        error = safe_error(exc, connection.alias, 200, password=password)
     return DatabaseProbe(
         alias=connection.alias,
         vendor=connection.vendor,

@@ -1,11 +1,14 @@
 """How long `dbbackup` and `verify_backup` take next to the raw PostgreSQL tools they wrap.
 
-Issue 6 promises that Caloria's backup commands cost little more than the tools underneath:
-`manage.py dbbackup` within 1.3x of `pg_dump --format=custom | gzip`, and `manage.py
-verify_backup` within 1.3x of `pg_restore` into an empty database. The commands do more than
-the tools (dbbackup counts every table in the snapshot pg_dump reads, gzips in Python, hashes
-the file and records a BackupRecord; verify_backup hashes the file, restores into a scratch
-database it creates and drops, and compares row counts), and a claim about what that costs is
+Issue 6 promised that Caloria's backup commands cost little more than the tools underneath,
+and issue 17 (every table's checksum in the dump's snapshot, the file read back with
+`pg_restore --list`, verification by counts and checksums) set the targets this script
+checks: `manage.py dbbackup` within 1.5x of `pg_dump --format=custom | gzip`, and `manage.py
+verify_backup` within 1.5x of `pg_restore` into an empty database. The commands do more than
+the tools (dbbackup counts and checksums every table in the snapshot pg_dump reads, gzips,
+hashes the file, lists it with pg_restore and records a BackupRecord; verify_backup hashes
+the file, restores into a scratch database it creates and drops, and compares every table's
+count and checksum), and a claim about what that costs is
 only worth something next to a baseline measured on the same machine, in the same run, on the
 same database. So this script:
 
@@ -67,7 +70,7 @@ SEED = 0.2026
 PRIVATE_ENV_PREFIXES = ("CALORIA_", "DATABASE_", "DBOPS_", "PG")
 PRIVATE_ENV_NAMES = ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE")
 
-TARGET_RATIO = 1.3
+TARGET_RATIO = 1.5  # issue 17 (issue 6 asked 1.3x before the checksums)
 MIB = 1024 * 1024
 
 

@@ -9,10 +9,12 @@ next to a baseline measured on the same machine in the same run, so this script:
   1. creates two PostgreSQL databases, migrates them and fills `caloria_user` with 1,000 and
      1,000,000 users in SQL (`generate_series`), then ANALYZE;
   2. serves each with gunicorn as gunicorn.conf.py configures it (2 gthread workers of 4
-     threads by default), production settings and persistent connections,
-     on loopback and loads it with wrk (`-t2 -c16 -d10s` by default) after a short warm-up:
-     `/health/database/` (JSON) on each server, then on the 1k-user server `/health/live/`
-     (a plain HttpResponse, no database; the baseline), back to back with its probe;
+     threads by default), production settings and persistent connections, on loopback (and
+     each once more with the 1 s result reuse off), and loads it with wrk (`-t2 -c16 -d10s`
+     by default) after a short warm-up: `/health/database/` (JSON) on each server and
+     `/health/live/` (a plain HttpResponse, no database; the baseline) on the 1k-user one;
+     every measurement is taken once per round (`--rounds`, 3 by default), the rounds one
+     after another, and each figure is the median of its rounds;
      `/metrics` (issue 18; with the bearer token) is measured on both servers too, and the
      databases also hold one run of history (backups, imports, consistency checks) per 10
      users, so that the 1M-user one has 100,000 of each;
@@ -29,7 +31,8 @@ Without wrk (Debian package `wrk`, installed when missing and running as root) a
 Python client (threads, http.client keep-alive) stands in; it is much weaker than wrk on a
 small machine, and the report says so.
 
-    .venv/bin/python bench/health.py [--duration 10] [--connections 16] [--markdown FILE]
+    .venv/bin/python bench/health.py [--duration 10] [--connections 16] [--rounds 3]
+        [--markdown FILE]
 
 The `bench_health_*` databases, the temporary folder and the gunicorn processes are removed
 at the end, also on failure, Ctrl-C and SIGTERM. Traffic goes to 127.0.0.1 only.
@@ -46,12 +49,13 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -537,27 +541,68 @@ class Row:
     load: Load
 
 
-def measure_all(workspace: Workspace, generator: LoadGenerator) -> list[Row]:
-    rows = []
+def median_load(loads: list[Load]) -> Load:
+    """One figure per field from several rounds: the median of the rates and latencies, every
+    failure counted, the busiest round's other CPU (a round on a busy machine shows)."""
+    return Load(
+        requests=sum(load.requests for load in loads),
+        requests_per_second=statistics.median(load.requests_per_second for load in loads),
+        p50_ms=statistics.median(load.p50_ms for load in loads),
+        p99_ms=statistics.median(load.p99_ms for load in loads),
+        not_200=sum(load.not_200 for load in loads),
+        socket_errors=sum(load.socket_errors for load in loads),
+        other_cpu=max(load.other_cpu for load in loads),
+    )
+
+
+# What is measured, in the order of each round: (path, users, with the 1 s result reuse).
+# The result reuse off is for the record: every probe querying the database.
+PLAN = [
+    (LIVE, SMALL, True),
+    (DATABASE, SMALL, True),
+    (DATABASE, LARGE, True),
+    (METRICS, SMALL, True),
+    (METRICS, LARGE, True),
+    (DATABASE, SMALL, False),
+    (DATABASE, LARGE, False),
+    (METRICS, SMALL, False),
+    (METRICS, LARGE, False),
+]
+
+
+def measure_all(workspace: Workspace, generator: LoadGenerator, rounds: int) -> list[Row]:
+    """Every measurement of PLAN once per round, the rounds one after another, so that a
+    spell of noise on the machine falls on the 1,000- and the 1,000,000-user figures alike
+    instead of on whichever was measured then; each row is the median of its rounds."""
+    urls = {}
     for users in (SMALL, LARGE):
         print(f"database with {users:,} users: create, migrate, fill ...", flush=True)
         started = time.perf_counter()
-        url = workspace.create_database(users)
+        urls[users] = workspace.create_database(users)
         print(f"  ready in {time.perf_counter() - started:.1f} s", flush=True)
-        # The probe first on each server, so both probe figures come from fresh workers.
-        paths = (DATABASE, METRICS, LIVE) if users == SMALL else (DATABASE, METRICS)
-        with gunicorn(workspace, url) as port:
-            for path in paths:
-                print(f"  {path} ...", flush=True)
-                generator.measure(port, path)  # warm-up: fresh workers, imports, connections
-                rows.append(Row(path, users, generator.measure(port, path)))
-        # For the record: every probe querying the database (the 1 s result reuse off).
-        with gunicorn(workspace, url, DBOPS_HEALTH_CACHE_SECONDS="0") as port:
-            for path in (DATABASE, METRICS):
-                print(f"  {path} with the result reuse off ...", flush=True)
-                generator.measure(port, path)
-                load = generator.measure(port, path)
-                rows.append(Row(f"{path} (no reuse)", users, load))
+    loads: dict[tuple[str, int, bool], list[Load]] = {step: [] for step in PLAN}
+    with ExitStack() as servers:
+        ports = {
+            (users, reuse): servers.enter_context(
+                gunicorn(
+                    workspace, urls[users], **({} if reuse else {"DBOPS_HEALTH_CACHE_SECONDS": "0"})
+                )
+            )
+            for users in (SMALL, LARGE)
+            for reuse in (True, False)
+        }
+        print("warm-up: fresh workers, imports, connections ...", flush=True)
+        for path, users, reuse in PLAN:
+            generator.measure(ports[users, reuse], path)
+        for round_number in range(1, rounds + 1):
+            for path, users, reuse in PLAN:
+                label = path if reuse else f"{path} with the result reuse off"
+                print(f"  round {round_number}/{rounds}: {label}, {users:,} users", flush=True)
+                loads[path, users, reuse].append(generator.measure(ports[users, reuse], path))
+    rows = [
+        Row(path if reuse else f"{path} (no reuse)", users, median_load(loads[path, users, reuse]))
+        for path, users, reuse in PLAN
+    ]
     return sorted(rows, key=lambda row: (row.path != LIVE, row.users, row.path))
 
 
@@ -721,6 +766,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--markdown", type=Path, help="also write the Markdown report here")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of every measurement (median reported)"
+    )
+    parser.add_argument(
         "--pgbouncer",
         action="store_true",
         help="measure /health/database/ through PgBouncer in transaction mode instead "
@@ -729,6 +777,8 @@ def parse_arguments() -> argparse.Namespace:
     arguments = parser.parse_args()
     if not 1 <= arguments.duration <= 300 or not 1 <= arguments.connections <= 256:
         parser.error("--duration must be 1-300 seconds and --connections 1-256")
+    if not 1 <= arguments.rounds <= 20:
+        parser.error("--rounds must be 1-20")
     return arguments
 
 
@@ -746,8 +796,8 @@ def main() -> int:
         )
         if generator.wrk is None:
             print("wrk cannot be had; falling back to the Python client", flush=True)
-        description = generator.describe()
-        rows = measure_all(workspace, generator)
+        description = f"{generator.describe()}, each figure the median of {arguments.rounds} rounds"
+        rows = measure_all(workspace, generator, arguments.rounds)
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1

@@ -36,6 +36,7 @@ DETAIL_KEYS = {
     "user_count",
     "user_count_is_estimate",
     "newest_backup_age_seconds",
+    "wal_archiving",
 }
 
 
@@ -76,6 +77,7 @@ def test_every_check_runs_on_the_full_endpoint(client, health_settings):
         "MigrationsApplied(alias='default')",
         "BackupFresh()",
         "BackupDiskSpace()",
+        "WalArchiving(alias='default')",
     }
 
 

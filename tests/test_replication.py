@@ -25,6 +25,7 @@ import pytest
 import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from dbops.replication import StandbyState, lag_problem
 from tests.clusters import Cluster
 from tests.conftest import PROJECT_ROOT, Completed, clean_environment, closed_port
 
@@ -449,3 +450,30 @@ def test_a_standby_that_hangs_or_goes_away_is_a_clear_failure_never_a_hang(pair,
     )
     for output in (json.dumps(hung[1]), json.dumps(gone[1]), text, page, refused.output):
         assert STANDBY_PASSWORD not in output
+
+
+BEHIND = "standby replays more than {} s behind the primary"
+
+
+@pytest.mark.parametrize(
+    "state, expected",
+    [
+        (StandbyState(True, True, lag_bytes=0, lag_seconds=0.0), None),
+        (StandbyState(True, True, lag_bytes=10, lag_seconds=59.0), None),
+        (StandbyState(True, True, lag_bytes=10, lag_seconds=61.0), "Warning: " + BEHIND.format(60)),
+        (
+            StandbyState(True, True, lag_bytes=9, lag_seconds=301.0),
+            "Unavailable: " + BEHIND.format(300),
+        ),
+        (StandbyState(True, True, lag_bytes=10, lag_seconds=None), None),
+        (StandbyState(True, False), "Unavailable: standby is not receiving WAL from the primary"),
+        (
+            StandbyState(False),
+            "Unavailable: the replica database is not a standby (not in recovery)",
+        ),
+    ],
+)
+def test_lag_in_seconds_warns_and_fails_at_the_default_thresholds(state, expected):
+    problem = lag_problem(state)
+
+    assert (None if problem is None else str(problem)) == expected

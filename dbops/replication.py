@@ -140,8 +140,10 @@ class ReplicaLag(HealthCheck):
     timeout = DATABASE_TIMEOUT
 
     def run(self):
+        # In the measurement's own health thread, which /metrics, the details and the status
+        # page share: one connection to the standby per process, however many ask.
         try:
-            state = measure(self.alias)
+            state = submit_measurement(self.alias).result()
         except DatabaseError:
             raise ServiceUnavailable("standby unreachable") from None
         problem = lag_problem(state)
@@ -241,5 +243,7 @@ def status_of_standby() -> dict | None:
         "alias": alias,
         "location": describe_location(connections[alias].settings_dict),
         "state": state,
-        "problem": None if state is None else lag_problem(state),
+        "problem": ServiceUnavailable("standby unreachable or not answering")
+        if state is None
+        else lag_problem(state),
     }

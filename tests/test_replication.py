@@ -386,9 +386,12 @@ def test_a_backup_from_the_standby_is_refused_when_it_lags_and_dumps_the_standby
 
 def test_a_backup_from_the_standby_is_refused_when_none_is_configured(pair):
     refused = pair.manage("dbbackup", "--from-replica", DATABASE_REPLICA_URL="")
+    of_another = pair.manage("dbbackup", "--from-replica", "--database", "replica")
 
     assert refused.returncode == 1, refused.output
     assert "dbbackup --from-replica refused: no standby is configured" in refused.stderr
+    assert of_another.returncode == 2, of_another.output
+    assert "--from-replica backs up the default database" in of_another.stderr
 
 
 def test_a_failing_archive_command_fails_health_until_a_segment_is_archived_again(pair, site):
@@ -444,6 +447,7 @@ def test_a_standby_that_hangs_or_goes_away_is_a_clear_failure_never_a_hang(pair,
     assert gone[0] == 500 and gone[1]["details"]["replica"] == {"reachable": False}
     assert values["dbops_replica_up"] == 0 and "dbops_replica_lag_bytes" not in values
     assert "no: the standby did not answer" in page
+    assert "Unavailable: standby unreachable or not answering" in page
     assert refused.returncode == 1
     assert "dbbackup --from-replica refused: the standby 'replica' is unreachable" in (
         refused.stderr

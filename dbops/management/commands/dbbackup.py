@@ -33,7 +33,7 @@ from dbbackup.management.commands.dbbackup import Command as DbbackupCommand
 from dbbackup.signals import post_backup
 from django.core.files.storage import FileSystemStorage
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.utils import timezone
 
 from dbops import (
@@ -122,7 +122,14 @@ class Command(PingsMonitor, DbbackupCommand):
         encrypt = options.get("encrypt") or conf.BACKUP_ENCRYPT
         self.public_key = self.encryption_key() if encrypt else None
         # pg_dump reads the standby when asked to; the record stays with the database.
-        self.dump_alias = self.standby_to_dump() if options.pop("from_replica", False) else alias
+        from_replica = options.pop("from_replica", False)
+        if from_replica and alias != DEFAULT_DB_ALIAS:
+            raise CommandError(
+                "--from-replica backs up the default database from its standby "
+                "(DBOPS_REPLICA_DATABASE); it does not go with --database",
+                returncode=2,
+            )
+        self.dump_alias = self.standby_to_dump() if from_replica else alias
         options.update(compress=True, clean=False, database=self.dump_alias, encrypt=False)
         self.plain_copy: Path | None = None
         self.keep_plain_copy = verify

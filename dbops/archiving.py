@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from health_check import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from dbops.health import DATABASE_TIMEOUT, rows_of
+from dbops.health import DATABASE_TIMEOUT, prepare_connection
 
 ARCHIVER_SQL = """
 SELECT current_setting('archive_mode'), archived_count, last_archived_wal,
@@ -63,12 +63,14 @@ class ArchiverState:
         return max(0.0, self.now - self.last_archived_at)
 
 
-def archiver_state(alias: str = DEFAULT_DB_ALIAS) -> ArchiverState | None:
-    """The archiver's state on this thread's connection to `alias` (None: not PostgreSQL).
-    Raises ServiceUnavailable, with a fixed message, when the server does not answer."""
-    if connections[alias].vendor != "postgresql":
+def archiver_state(connection) -> ArchiverState | None:
+    """The archiver's state, read on `connection` (None: not PostgreSQL). Raises
+    DatabaseError when the server does not answer."""
+    if connection.vendor != "postgresql":
         return None
-    row = rows_of(alias, ARCHIVER_SQL, failure="archiver state unknown")[0]
+    with connection.cursor() as cursor:
+        cursor.execute(ARCHIVER_SQL)
+        row = cursor.fetchone()
     mode, archived, archived_wal, archived_at, failed, failed_wal, failed_at, now = row
     return ArchiverState(
         mode=mode,
@@ -91,7 +93,10 @@ class WalArchiving(HealthCheck):
     timeout = DATABASE_TIMEOUT
 
     def run(self):
-        state = archiver_state(self.alias)
+        try:
+            state = archiver_state(prepare_connection(self.alias))
+        except DatabaseError:
+            raise ServiceUnavailable("archiver state unknown") from None
         if state is not None and state.enabled and state.failing:
             raise ServiceUnavailable("WAL archiving is failing: archive_command failed last")
 

@@ -157,7 +157,7 @@ def read_history() -> dict:
                 "current_setting('superuser_reserved_connections')::int"
             )
             history["connections"] = cursor.fetchone()
-    history["archiver"] = archiver_state()
+    history["archiver"] = archiver_state(connection)
     history["vendor"] = connection.vendor
     history["version"] = server_version(connection)
     history["offsite_configured"] = conf.remote_backup_storage() is not None

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.template.response import TemplateResponse
-from health_check.exceptions import ServiceUnavailable
 
 from dbops import conf, pooler_status, runs
 from dbops.archiving import archiver_state
@@ -85,8 +84,8 @@ def collect_status() -> dict:
         try:
             status["migrations"] = _migrations(connection)
             status["tables"] = _tables(connection)
-            status["wal_archiving"] = archiver_state()
-        except (DatabaseError, ServiceUnavailable):
+            status["wal_archiving"] = archiver_state(connection)
+        except DatabaseError:
             status["probe_error"] = "the database stopped answering while this page was built"
     return status
 

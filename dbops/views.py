@@ -44,6 +44,9 @@ class DbopsHealthView(HealthCheckView):
     """
 
     template_name = "dbops/health.html"
+    # Whether the details include the standby's (its own deadline; the load balancer's
+    # probe never waits on the standby).
+    reports_standby = False
 
     def dispatch(self, request, *args, **kwargs):
         handler = getattr(self, request.method.lower(), self.http_method_not_allowed)
@@ -63,7 +66,7 @@ class DbopsHealthView(HealthCheckView):
                 "staff session", lambda: is_active_staff(request), MAX_PENDING_SESSION_LOOKUPS
             )
         details = standby = None
-        standby_alias = replication.configured_alias()
+        standby_alias = replication.configured_alias() if self.reports_standby else None
         if has_token or staff is not None:
             details = submit_once("details", database_details)
             if standby_alias is not None:
@@ -167,7 +170,7 @@ def database_details() -> dict:
     details["newest_backup_age_seconds"] = None if age is None else round(age)
     if connection.vendor == "postgresql" and "database_error" not in details:
         try:
-            details["wal_archiving"] = archiving.details_of(archiving.archiver_state())
+            details["wal_archiving"] = archiving.details_of(archiving.archiver_state(connection))
         except Exception:  # noqa: BLE001 - the WalArchiving check reports it
             details["wal_archiving"] = {"error": "archiver state unknown"}
     return details
@@ -227,6 +230,8 @@ database_view = DbopsHealthView.as_view(checks=DATABASE_CHECKS)
 
 class FullHealthView(DbopsHealthView):
     """`/health/`: every check, the optional ones (a standby) as the settings say now."""
+
+    reports_standby = True
 
     def get_checks(self):
         return all_checks()

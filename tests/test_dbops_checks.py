@@ -159,7 +159,7 @@ def test_health_check_missing_is_e009(check):
     assert ids == ["dbops.E009"]
 
 
-def test_a_replica_database_that_names_no_standby_alias_is_e012(check):
+def test_a_replica_database_that_names_no_standby_alias_is_e013(check):
     missing, missing_ids = check('DBOPS_REPLICA_DATABASE = "standby_db"')
     default, default_ids = check('DBOPS_REPLICA_DATABASE = "default"')
     standby, standby_ids = check(

@@ -144,6 +144,30 @@ elif _direct is not None:
         {**_direct, "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False}
     )
 
+# A streaming standby of the default database (optional), for dbops to watch and to back up
+# from (`dbbackup --from-replica`). It is an alias no query goes to by itself: there is no
+# router, and tests mirror it onto the default test database instead of creating one on the
+# standby, which is read-only.
+_replica = env.database_url("DATABASE_REPLICA_URL")
+if _replica is not None and "postgresql" not in _replica["ENGINE"]:
+    env.problem("DATABASE_REPLICA_URL", "must be a PostgreSQL standby (postgres://...)")
+elif _replica is not None:
+    _replica.setdefault("OPTIONS", {}).update(_postgresql_options)
+    _replica.update(
+        CONN_MAX_AGE=DATABASE_CONN_MAX_AGE,
+        CONN_HEALTH_CHECKS=DATABASE_CONN_HEALTH_CHECKS,
+        TEST={"MIRROR": "default"},
+    )
+    DATABASES["replica"] = _replica
+    DBOPS_REPLICA_DATABASE = "replica"
+DBOPS_REPLICA_LAG_WARN_SECONDS = env.int("DBOPS_REPLICA_LAG_WARN_SECONDS", 60, minimum=1)
+DBOPS_REPLICA_LAG_FAIL_SECONDS = env.int("DBOPS_REPLICA_LAG_FAIL_SECONDS", 300, minimum=1)
+DBOPS_REPLICA_LAG_WARN_BYTES = env.int("DBOPS_REPLICA_LAG_WARN_BYTES", 64 << 20, minimum=1)
+DBOPS_REPLICA_LAG_FAIL_BYTES = env.int("DBOPS_REPLICA_LAG_FAIL_BYTES", 1 << 30, minimum=1)
+DBOPS_REPLICA_BACKUP_MAX_LAG_SECONDS = env.int(
+    "DBOPS_REPLICA_BACKUP_MAX_LAG_SECONDS", 300, minimum=0
+)
+
 # --- operations (dbops)
 
 DBOPS_BACKUP_DIR = Path(env.str("DBOPS_BACKUP_DIR", str(BASE_DIR / "backups")))

@@ -58,6 +58,7 @@ class BackupRecordAdmin(RunAdmin):
         "verified_at",
         "remote_copy",
         "encrypted",
+        "dumped_from",
         "deleted_at",
         "pinned",
     )

@@ -19,7 +19,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.files.storage import FileSystemStorage
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dbops import conf
@@ -249,3 +249,23 @@ def check_off_site_and_encryption(app_configs=None, **kwargs) -> list[CheckMessa
             )
         )
     return problems
+
+
+@register()
+def check_replica_database(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """A standby named by DBOPS_REPLICA_DATABASE that is not a configured alias (E013) would
+    be watched by nothing and refused by every `dbbackup --from-replica`: say so now."""
+    alias = conf.REPLICA_DATABASE
+    if not alias:
+        return []
+    if alias == DEFAULT_DB_ALIAS or alias not in settings.DATABASES:
+        return [
+            Error(
+                f"DBOPS_REPLICA_DATABASE is {alias!r}, which is not the alias of a standby in "
+                f"DATABASES.",
+                hint="Add the standby to DATABASES under its own alias (with TEST "
+                '{"MIRROR": "default"}) and name that alias, or unset DBOPS_REPLICA_DATABASE.',
+                id="dbops.E013",
+            )
+        ]
+    return []

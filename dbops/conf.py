@@ -138,6 +138,24 @@ SETTINGS: dict[str, Setting] = {
     "HEALTH_EXACT_COUNT_BELOW": Setting(
         100_000, "Users are counted exactly below this; above, PostgreSQL's estimate is shown"
     ),
+    # A streaming standby (dbops.replication) and WAL archiving (dbops.archiving).
+    "REPLICA_DATABASE": Setting(
+        None,
+        "The database alias of a streaming standby of the default database, watched by "
+        "`/health/`, `/metrics` and the status page and dumped by `dbbackup --from-replica` "
+        "(None: no standby)",
+    ),
+    "REPLICA_LAG_WARN_SECONDS": Setting(
+        60, "Replay lag of the standby past which `/health/` warns (ServiceWarning)"
+    ),
+    "REPLICA_LAG_FAIL_SECONDS": Setting(300, "Replay lag past which `/health/` fails"),
+    "REPLICA_LAG_WARN_BYTES": Setting(
+        64 * 1024 * 1024, "WAL received by the standby but not replayed, past which it warns"
+    ),
+    "REPLICA_LAG_FAIL_BYTES": Setting(1024 * 1024 * 1024, "... past which `/health/` fails"),
+    "REPLICA_BACKUP_MAX_LAG_SECONDS": Setting(
+        300, "`dbbackup --from-replica` refuses a standby that replays further behind than this"
+    ),
     # import_sqlite.
     "IMPORT_MAPPINGS": Setting({}, "`import_sqlite --mapping NAME`: name -> TOML file"),
     # Where the configuration came from, as the project's settings module reports it.

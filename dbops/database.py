@@ -46,11 +46,12 @@ class DatabaseProbe:
 def safe_error(
     exc: BaseException, alias: str = "default", limit: int = 500, *, password: str | None = None
 ) -> str:
-    """A failure's text on one line with every secret masked: the database password (which
-    libpq and pg_dump may echo in a URL), SECRET_KEY, DBOPS_HEALTH_TOKEN, DBOPS_METRICS_TOKEN
-    and the off-site storage's password or keys. The one way dbops turns an exception into
-    words for a terminal, a log or a record. `password` stands in for the alias's own when the
-    connection is not one of settings.DATABASES (the checks probe through a temporary one)."""
+    """A failure's text on one line with every secret masked: every configured database's
+    password (the default, the direct and the standby's, which libpq and pg_dump may echo in
+    a URL), SECRET_KEY, DBOPS_HEALTH_TOKEN, DBOPS_METRICS_TOKEN and the off-site storage's
+    password or keys. The one way dbops turns an exception into words for a terminal, a log
+    or a record. `password` stands in for the alias's own when the connection is not one of
+    settings.DATABASES (the checks probe through a temporary one)."""
     from django.conf import settings
     from django.db import connections
 
@@ -63,6 +64,7 @@ def safe_error(
         *conf.remote_storage_secrets(),
         conf.METRICS_TOKEN,
     ]
+    secrets += [database.get("PASSWORD") or "" for database in settings.DATABASES.values()]
     text = " ".join(str(exc).split()) or type(exc).__name__
     return mask_text(text, secrets)[:limit]
 

@@ -181,3 +181,17 @@ def newest_backup_age() -> float | None:
 
 DATABASE_CHECKS = [DatabaseReachable]
 ALL_CHECKS = [DatabaseReachable, DatabaseEngine, MigrationsApplied, BackupFresh, BackupDiskSpace]
+
+
+def all_checks() -> list[HealthCheck]:
+    """The checks of `/health/`, the status page and `/metrics`: ALL_CHECKS, WAL archiving
+    (which passes when archive_mode is off), and the standby's lag when DBOPS_REPLICA_DATABASE
+    names one. Read at each probe, so a project's settings (and a test's) decide."""
+    from dbops.archiving import WalArchiving
+    from dbops.replication import ReplicaLag, configured_alias
+
+    checks = [check() for check in ALL_CHECKS] + [WalArchiving()]
+    standby = configured_alias()
+    if standby is not None:
+        checks.append(ReplicaLag(alias=standby))
+    return checks

@@ -22,9 +22,10 @@ from django.db import DEFAULT_DB_ALIAS
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from dbops import conf, consistency
+from dbops import conf, consistency, replication
+from dbops.archiving import archiver_state, archiving_families
 from dbops.database import server_version
-from dbops.health import ALL_CHECKS, DATABASE_TIMEOUT, expected_migrations, prepare_connection
+from dbops.health import DATABASE_TIMEOUT, all_checks, expected_migrations, prepare_connection
 from dbops.health_runner import result_within, run_checks, submit_once
 
 CONSISTENCY_KINDS = (
@@ -70,7 +71,9 @@ class Snapshot:
 
     def collect(self):
         future = submit_once("metrics", read_history)
-        results = run_checks([check() for check in ALL_CHECKS], self.started)
+        standby = replication.configured_alias()
+        measurement = replication.submit_measurement(standby) if standby else None
+        results = run_checks(all_checks(), self.started)
         try:
             history = result_within(future, self.started, DATABASE_TIMEOUT.total_seconds())
         except Exception:  # noqa: BLE001 - unavailable history is a metric, never error text
@@ -81,6 +84,8 @@ class Snapshot:
         )
         if history is not None:
             yield from history_families(history)
+            yield from archiving_families(history["archiver"])
+        yield from replication.replication_families(self.started, measurement)
 
 
 def health_families(results):
@@ -152,6 +157,7 @@ def read_history() -> dict:
                 "current_setting('superuser_reserved_connections')::int"
             )
             history["connections"] = cursor.fetchone()
+    history["archiver"] = archiver_state(connection)
     history["vendor"] = connection.vendor
     history["version"] = server_version(connection)
     history["offsite_configured"] = conf.remote_backup_storage() is not None

@@ -104,6 +104,13 @@ class BackupRecord(Run):
     pinned = models.BooleanField(
         "keep", default=False, help_text="A kept backup is never deleted by retention."
     )
+    dumped_from = models.CharField(
+        "dumped from standby",
+        max_length=100,
+        blank=True,
+        help_text="The standby's alias when pg_dump read a standby (dbbackup --from-replica); "
+        "empty: the database itself.",
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -2,8 +2,8 @@
 
 Staff-only (wrapped by the admin site), read-only, never a password: engine and version,
 where the database is, the connection settings in force, which .env was read, migrations,
-each table's rows and size, the newest backups and import runs, the health checks, and a
-backup directory that others can open.
+each table's rows and size, the newest backups and import runs, the health checks, a
+backup directory that others can open, the standby's lag and the WAL archiver.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.template.response import TemplateResponse
 
 from dbops import conf, pooler_status, runs
+from dbops.archiving import archiver_state
 from dbops.backup_chart import backup_chart
 from dbops.backup_files import loose_permissions
 from dbops.database import migration_state, probe_connection
 from dbops.envinfo import describe_location
-from dbops.health import ALL_CHECKS
+from dbops.health import all_checks
 from dbops.models import BackupRecord, ImportRun, RestoreRun
+from dbops.replication import status_of_standby
 
 
 def database_status(request, admin_site):
@@ -75,11 +77,14 @@ def collect_status() -> dict:
         "newest_restore": _newest(RestoreRun),
         "migrations": None,
         "tables": [],
+        "standby": status_of_standby(),
+        "wal_archiving": None,
     }
     if probe.reachable:
         try:
             status["migrations"] = _migrations(connection)
             status["tables"] = _tables(connection)
+            status["wal_archiving"] = archiver_state(connection)
         except DatabaseError:
             status["probe_error"] = "the database stopped answering while this page was built"
     return status
@@ -88,7 +93,7 @@ def collect_status() -> dict:
 def health_results():
     from dbops.health_runner import run_checks
 
-    return run_checks([check() for check in ALL_CHECKS])
+    return run_checks(all_checks())
 
 
 def _env_file() -> str:

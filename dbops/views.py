@@ -20,12 +20,12 @@ from django.http import HttpResponse, JsonResponse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from health_check.views import HealthCheckView, MediaType
 
-from dbops import conf
+from dbops import archiving, conf, replication
 from dbops.database import server_version
 from dbops.health import (
-    ALL_CHECKS,
     DATABASE_CHECKS,
     DATABASE_TIMEOUT,
+    all_checks,
     newest_backup_age,
     prepare_connection,
 )
@@ -44,6 +44,9 @@ class DbopsHealthView(HealthCheckView):
     """
 
     template_name = "dbops/health.html"
+    # Whether the details include the standby's (its own deadline; the load balancer's
+    # probe never waits on the standby).
+    reports_standby = False
 
     def dispatch(self, request, *args, **kwargs):
         handler = getattr(self, request.method.lower(), self.http_method_not_allowed)
@@ -62,13 +65,19 @@ class DbopsHealthView(HealthCheckView):
             staff = submit_queued(
                 "staff session", lambda: is_active_staff(request), MAX_PENDING_SESSION_LOOKUPS
             )
-        details = None
+        details = standby = None
+        standby_alias = replication.configured_alias() if self.reports_standby else None
         if has_token or staff is not None:
             details = submit_once("details", database_details)
+            if standby_alias is not None:
+                standby = replication.submit_measurement(standby_alias)
         self.results = run_checks(self.get_checks(), started)
         self.details = None
         if has_token or (staff is not None and staff_within(staff, started)):
             self.details = details_within(details, started)
+            if standby is not None:
+                state = replication.observed_state(standby_alias, started, standby)
+                self.details["replica"] = replication.details_of(state)
         status = 500 if any(result.error for result in self.results) else 200
         return self.negotiated_response(request, status, **kwargs)
 
@@ -159,6 +168,11 @@ def database_details() -> dict:
         details["database_error"] = "database unreachable"
     age = newest_backup_age()
     details["newest_backup_age_seconds"] = None if age is None else round(age)
+    if connection.vendor == "postgresql" and "database_error" not in details:
+        try:
+            details["wal_archiving"] = archiving.details_of(archiving.archiver_state(connection))
+        except Exception:  # noqa: BLE001 - the WalArchiving check reports it
+            details["wal_archiving"] = {"error": "archiver state unknown"}
     return details
 
 
@@ -212,4 +226,15 @@ def live(request):
 
 
 database_view = DbopsHealthView.as_view(checks=DATABASE_CHECKS)
-all_checks_view = DbopsHealthView.as_view(checks=ALL_CHECKS)
+
+
+class FullHealthView(DbopsHealthView):
+    """`/health/`: every check, the optional ones (a standby) as the settings say now."""
+
+    reports_standby = True
+
+    def get_checks(self):
+        return all_checks()
+
+
+all_checks_view = FullHealthView.as_view(checks=[])

@@ -67,12 +67,15 @@ scripts/install-prometheus.sh
 # dbops' own (backups, verification, restores and swaps, locks, check_consistency), the
 # driver's errors under faults (signals, a server gone), and what health, /metrics and the
 # status page read. Tests of SQLite alone, of files, keys, SSH, HTTP pings and the browser,
-# and Caloria's own, run once, on psycopg2 which Caloria pins; so do the importer's big-table
-# and filled-target cases, consistency against a remote copy, and settings, whose COPY and
-# sessions are those the importer and consistency tests above already run on psycopg 3.
+# and Caloria's own, run once, on psycopg2 which Caloria pins; so do the importer's bad-input,
+# big-table and filled-target cases and its sequence faults (the same COPY, signals and lost
+# connections as test_import_faults), consistency against a remote copy, and settings, whose
+# COPY and sessions are those the tests below already run on psycopg 3. (The pooler's psycopg
+# 3 settings are checked by tests/test_pooler.py in the first pass, through .venv-psycopg3.)
 DRIVER_TESTS=(
-  tests/sqlite_import tests/faults tests/test_drivers.py tests/test_table_checksums.py
-  tests/commands/test_import_sqlite.py tests/commands/test_import_sqlite_problems.py
+  tests/sqlite_import tests/faults/test_import_faults.py tests/faults/test_backup_faults.py
+  tests/faults/test_health_faults.py tests/faults/test_metrics_faults.py
+  tests/test_drivers.py tests/test_table_checksums.py tests/commands/test_import_sqlite.py
   tests/commands/test_other_project.py tests/commands/test_backups.py
   tests/commands/test_backup_checksums.py tests/commands/test_check_consistency.py
   tests/commands/test_consistency_runs.py

@@ -23,8 +23,8 @@ from tests import pg_driver
 def server_bindir() -> Path:
     """The newest installed PostgreSQL server's bin folder (initdb, pg_ctl, postgres)."""
     found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
+    if found:  # a link on PATH (/usr/local/bin/initdb) to the folder with all of them
+        return Path(found).resolve().parent
     candidates = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
     )
@@ -42,7 +42,10 @@ def free_port() -> int:
 class Cluster:
     """One PostgreSQL cluster of a test's own: start, stop, restart, freeze (SIGSTOP)."""
 
-    def __init__(self, settings: dict[str, str] | None = None):
+    def __init__(self, settings: dict[str, str] | None = None, standby_of: Cluster | None = None):
+        """A new cluster made by initdb; or, with `standby_of` (a started cluster), a hot
+        standby of it made by `pg_basebackup -R` (it streams from that cluster once started).
+        initdb's pg_hba.conf already lets local replication connections in (trust)."""
         self.bindir = server_bindir()
         self.folder = Path(tempfile.mkdtemp(prefix="caloria-test-cluster-"))
         self.data = self.folder / "data"
@@ -52,7 +55,22 @@ class Cluster:
         self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
         if self.as_postgres:
             shutil.chown(self.folder, "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        if standby_of is None:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        else:
+            self.settings.setdefault("hot_standby", "on")
+            self._run(
+                "pg_basebackup", "-D", str(self.data), "-R", "-X", "stream", "-c", "fast",
+                "-h", "127.0.0.1", "-p", str(standby_of.port), "-U", "postgres",
+            )  # fmt: skip
+
+    def folder_for_server(self, name: str) -> Path:
+        """A folder inside the cluster's that the server may write to (an archive)."""
+        path = self.folder / name
+        path.mkdir()
+        if self.as_postgres:
+            shutil.chown(path, "postgres")
+        return path
 
     def _run(self, program: str, *args: str) -> None:
         completed = subprocess.run(
@@ -108,6 +126,28 @@ class Cluster:
                 return cursor.fetchall() if cursor.description else []
         finally:
             connection.close()
+
+    def wal_lsn(self) -> str:
+        """Where this primary's WAL ends now."""
+        return self.execute("SELECT pg_current_wal_lsn()::text")[0][0]
+
+    def wait_for_replay(self, lsn: str, timeout: float = 30) -> None:
+        """Wait until this standby has replayed the WAL up to `lsn` (of its primary)."""
+        deadline = time.monotonic() + timeout
+        query = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
+        while not self.execute(query)[0][0]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the standby did not replay up to {lsn} in {timeout} s")
+            time.sleep(0.05)
+
+    def wait_for_receipt(self, lsn: str, timeout: float = 30) -> None:
+        """Wait until this standby has received (not necessarily replayed) WAL up to `lsn`."""
+        deadline = time.monotonic() + timeout
+        query = f"SELECT pg_last_wal_receive_lsn() >= '{lsn}'::pg_lsn"
+        while not self.execute(query)[0][0]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the standby did not receive WAL up to {lsn} in {timeout} s")
+            time.sleep(0.05)
 
     def wait_until_accepting(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

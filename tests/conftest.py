@@ -212,10 +212,13 @@ def filled_source(sqlite_templates, tmp_path) -> Path:
 LARGE_TABLE_ROWS = 300_000
 
 
-@pytest.fixture
-def large_source(empty_source):
-    """A project database with one user and enough food entries for a copy of seconds."""
-    with sqlite3.connect(empty_source) as source:
+@pytest.fixture(scope="session")
+def large_source_template(sqlite_templates, tmp_path_factory) -> Path:
+    """The migrated empty database with one user and LARGE_TABLE_ROWS food entries, written
+    once per session (inserting them takes seconds; copying the file, milliseconds)."""
+    path = tmp_path_factory.mktemp("sqlite-large") / "large.sqlite3"
+    shutil.copyfile(sqlite_templates["empty"], path)
+    with sqlite3.connect(path) as source:
         source.execute(
             "INSERT INTO caloria_user (id, password, is_superuser, username, first_name, "
             "last_name, email, is_staff, is_active, date_joined, is_vip) VALUES "
@@ -231,7 +234,16 @@ def large_source(empty_source):
             ),
         )
     source.close()
-    return empty_source
+    return path
+
+
+@pytest.fixture
+def large_source(large_source_template, tmp_path) -> Path:
+    """A project database with one user and enough food entries for a copy of seconds, in
+    tmp_path (the test may change it)."""
+    path = tmp_path / "source-empty.sqlite3"
+    shutil.copyfile(large_source_template, path)
+    return path
 
 
 @pytest.fixture

@@ -79,3 +79,41 @@ def test_every_metric_the_rules_read_is_served(client, metrics_settings):  # noq
     read = {name for rule in rules() for name in re.findall(r"\bdbops_\w+", rule["expr"])}
 
     assert read and read <= served, read - served
+
+
+# --------------------------------------------------------------------------- standby, archiving
+
+REPLICATION_RULES = MONITORING / "dbops-replication-alerts.yml"
+REPLICATION_RULE_TESTS = MONITORING / "dbops-replication-alerts.test.yml"
+REQUIRED_REPLICATION_ALERTS = {
+    "DbopsReplicaDown",
+    "DbopsReplicaNotReceiving",
+    "DbopsReplicaLagging",
+    "DbopsWalArchiveFailing",
+}
+
+
+def test_the_standby_and_archiving_rules_pass_promtool_and_their_unit_tests():
+    checked = promtool("check", "rules", REPLICATION_RULES.name)
+    tested = promtool("test", "rules", REPLICATION_RULE_TESTS.name)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def test_every_standby_and_archiving_alert_is_shipped_unit_tested_and_has_a_runbook():
+    shipped = yaml.safe_load(REPLICATION_RULES.read_text())["groups"][0]["rules"]
+    tests = yaml.safe_load(REPLICATION_RULE_TESTS.read_text())["tests"]
+    tested = {
+        case["alertname"]
+        for test in tests
+        for case in test["alert_rule_test"]
+        if case.get("exp_alerts")
+    }
+    runbook = (PROJECT_ROOT / "docs" / "operations.md").read_text().lower()
+
+    assert {rule["alert"] for rule in shipped} == REQUIRED_REPLICATION_ALERTS == tested
+    for rule in shipped:
+        anchor = rule["annotations"]["runbook"].removeprefix("docs/operations.md#")
+        assert f"### {anchor}" in runbook, anchor

@@ -182,7 +182,9 @@ def test_the_database_status_page_shows_the_database_and_never_its_password(page
     expect(content).to_contain_text("DatabaseReachable(alias='default')")
     expect(content).to_contain_text(str(settings.DBOPS_ENV_FILE))
     expect(content.locator("tr", has_text="Passed")).to_have_count(1)
-    expect(content.locator(".module h2")).to_have_count(9)
+    expect(content.locator(".module h2")).to_have_count(11)
+    expect(content.locator(".module", has_text="Standby")).to_contain_text("none configured")
+    expect(content.locator(".module", has_text="WAL archiving")).to_contain_text("off")
     expect(content.locator(".module h2", has_text="Off-site")).to_be_visible()
     expect(content.locator(".module h2", has_text="Newest restore")).to_be_visible()
     assert unreadable_headings(page) == []

@@ -159,6 +159,20 @@ def test_health_check_missing_is_e009(check):
     assert ids == ["dbops.E009"]
 
 
+def test_a_replica_database_that_names_no_standby_alias_is_e013(check):
+    missing, missing_ids = check('DBOPS_REPLICA_DATABASE = "standby_db"')
+    default, default_ids = check('DBOPS_REPLICA_DATABASE = "default"')
+    standby, standby_ids = check(
+        'DATABASES = {**DATABASES, "replica": {**DATABASES["default"], "TEST": {"MIRROR": '
+        '"default"}}}\nDBOPS_REPLICA_DATABASE = "replica"'
+    )
+
+    assert missing.returncode == 1 and missing_ids == ["dbops.E013"]
+    assert "DBOPS_REPLICA_DATABASE is 'standby_db'" in missing.stderr
+    assert default.returncode == 1 and default_ids == ["dbops.E013"]
+    assert standby.returncode == 0 and standby_ids == [], standby.output
+
+
 def test_sqlite_is_a_warning_by_default_and_an_error_when_the_project_says_production(
     check, tmp_path
 ):

@@ -36,6 +36,7 @@ DETAIL_KEYS = {
     "user_count",
     "user_count_is_estimate",
     "newest_backup_age_seconds",
+    "wal_archiving",
 }
 
 
@@ -76,6 +77,7 @@ def test_every_check_runs_on_the_full_endpoint(client, health_settings):
         "MigrationsApplied(alias='default')",
         "BackupFresh()",
         "BackupDiskSpace()",
+        "WalArchiving(alias='default')",
     }
 
 
@@ -310,3 +312,18 @@ def test_a_check_still_running_from_an_earlier_probe_is_not_started_again(rf, he
     # The hung run served all three probes; the fourth shared it or, if it came after that
     # run had ended, started one more. Runs queued behind a hung one would add three.
     assert len(runs) in (1, 2)
+
+
+def test_wal_archiving_off_is_reported_as_off_and_no_standby_is_checked(client, health_settings):
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW archive_mode")
+        assert cursor.fetchone()[0] == "off"  # the suite's server does not archive
+
+    status, body, _ = get_json(client, "/health/", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert status == 200
+    assert body["WalArchiving(alias='default')"] == "OK"
+    assert body["details"]["wal_archiving"] == {"archive_mode": "off"}
+    assert (
+        not any(key.startswith("ReplicaLag") for key in body) and "replica" not in body["details"]
+    )

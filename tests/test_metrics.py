@@ -258,3 +258,16 @@ def test_each_history_query_reads_one_row_through_an_index(metrics_settings):
         cursor.execute("RESET enable_seqscan")
     counted = [q["sql"] for q in queries if "count(" in q["sql"].lower()]
     assert all("pg_stat_activity" in sql for sql in counted)
+
+
+def test_without_archiving_or_a_standby_the_metrics_say_so_and_nothing_more(
+    client, metrics_settings
+):
+    values = samples(scrape(client).content.decode())
+
+    assert values[("dbops_wal_archiving_enabled", ())] == 0
+    assert values[("dbops_replica_configured", ())] == 0
+    names = {name for name, _ in values}
+    assert not {
+        name for name in names if name.startswith(("dbops_wal_archive_", "dbops_replica_"))
+    } - {"dbops_replica_configured"}

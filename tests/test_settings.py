@@ -342,3 +342,54 @@ def test_an_escaped_dollar_is_read_literally(print_settings, env_file):
 
     assert values is not None, completed.stderr
     assert values["engine"] == "django.db.backends.postgresql"
+
+
+REPLICA_SETTINGS = (
+    "import json, django; from django.conf import settings; django.setup(); "
+    "replica = settings.DATABASES.get('replica'); "
+    "print(json.dumps({'replica': replica and {key: replica[key] for key in "
+    "('ENGINE', 'HOST', 'PORT', 'NAME', 'OPTIONS', 'TEST', 'CONN_MAX_AGE')}, "
+    "'alias': getattr(settings, 'DBOPS_REPLICA_DATABASE', None), "
+    "'routers': settings.DATABASE_ROUTERS, 'backed_up': settings.DBBACKUP_DATABASES}))"
+)
+
+
+def test_a_replica_url_becomes_a_standby_alias_no_query_or_test_database_goes_to(run):
+    completed = run(
+        [sys.executable, "-c", REPLICA_SETTINGS],
+        CALORIA_ENV="test",
+        DJANGO_SETTINGS_MODULE="caloria.settings",
+        DATABASE_URL="postgres://caloria@127.0.0.1:5432/caloria",
+        DATABASE_REPLICA_URL="postgres://reader:SECRETPW@10.0.0.12:5433/caloria",
+        DATABASE_CONNECT_TIMEOUT="2",
+    )
+    values = json.loads(completed.stdout.strip().splitlines()[-1])
+    unset = run(
+        [sys.executable, "-c", REPLICA_SETTINGS],
+        CALORIA_ENV="test",
+        DJANGO_SETTINGS_MODULE="caloria.settings",
+        DATABASE_URL="postgres://caloria@127.0.0.1:5432/caloria",
+    )
+
+    replica = values["replica"]
+    assert (replica["HOST"], replica["PORT"], replica["NAME"]) == ("10.0.0.12", 5433, "caloria")
+    assert replica["OPTIONS"]["connect_timeout"] == 2
+    assert replica["TEST"]["MIRROR"] == "default"
+    assert values["alias"] == "replica"
+    assert values["routers"] == [] and values["backed_up"] == ["default"]
+    assert json.loads(unset.stdout.strip().splitlines()[-1]) == {
+        "replica": None, "alias": None, "routers": [], "backed_up": ["default"],
+    }  # fmt: skip
+
+
+def test_a_replica_url_that_is_not_postgresql_is_refused_without_its_password(manage, tmp_path):
+    completed = manage(
+        "check",
+        CALORIA_ENV="test",
+        DATABASE_URL="postgres://caloria@127.0.0.1:5432/caloria",
+        DATABASE_REPLICA_URL="mysql://reader:SECRETPW@10.0.0.12/caloria",
+    )
+
+    assert completed.returncode != 0
+    assert "DATABASE_REPLICA_URL: must be a PostgreSQL standby" in completed.output
+    assert "SECRETPW" not in completed.output

@@ -15,6 +15,13 @@ DBOPS_BACKUP_GPG_PUBLIC_KEY (dbops.encryption), verified before encryption from 
 plain copy that goes when the command ends. With `STORAGES["dbbackup_remote"]` set, every
 backup is also copied off-site and read back (dbops.offsite); a failed copy leaves a good
 local backup, recorded as not off-site, and exit code 1.
+
+`--from-replica` runs pg_dump, and the counts and checksums in its snapshot, on the standby
+DBOPS_REPLICA_DATABASE (a hot standby exports snapshots as a primary does), so the nightly
+dump does not load the primary; the record is kept in the database itself and names the
+standby (`dumped_from`). A standby that is unreachable, not in recovery, not receiving WAL or
+replaying more than DBOPS_REPLICA_BACKUP_MAX_LAG_SECONDS behind is refused before anything is
+dumped or recorded: its dump would be older than the backup's time says.
 """
 
 import contextlib
@@ -26,7 +33,7 @@ from dbbackup.management.commands.dbbackup import Command as DbbackupCommand
 from dbbackup.signals import post_backup
 from django.core.files.storage import FileSystemStorage
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.utils import timezone
 
 from dbops import (
@@ -37,6 +44,7 @@ from dbops import (
     encryption,
     offsite,
     pooler,
+    replication,
     retention,
     runs,
 )
@@ -83,6 +91,13 @@ class Command(PingsMonitor, DbbackupCommand):
             "count and checksum.",
         )
         parser.add_argument(
+            "--from-replica",
+            action="store_true",
+            help="Dump the standby DBOPS_REPLICA_DATABASE instead of the database itself "
+            "(counts and checksums in the same snapshot); refused when it replays more than "
+            "DBOPS_REPLICA_BACKUP_MAX_LAG_SECONDS behind.",
+        )
+        parser.add_argument(
             "--dry-run",
             action="store_true",
             help="With --clean: take no backup, delete nothing; list what retention would "
@@ -105,8 +120,17 @@ class Command(PingsMonitor, DbbackupCommand):
         alias = pooler.command_alias(options["database"], "dbbackup")
         # dbops encrypts itself (to a key file, after keeping a plain copy to verify).
         encrypt = options.get("encrypt") or conf.BACKUP_ENCRYPT
-        options.update(compress=True, clean=False, database=alias, encrypt=False)
         self.public_key = self.encryption_key() if encrypt else None
+        # pg_dump reads the standby when asked to; the record stays with the database.
+        from_replica = options.pop("from_replica", False)
+        if from_replica and alias != DEFAULT_DB_ALIAS:
+            raise CommandError(
+                "--from-replica backs up the default database from its standby "
+                "(DBOPS_REPLICA_DATABASE); it does not go with --database",
+                returncode=2,
+            )
+        self.dump_alias = self.standby_to_dump() if from_replica else alias
+        options.update(compress=True, clean=False, database=self.dump_alias, encrypt=False)
         self.plain_copy: Path | None = None
         self.keep_plain_copy = verify
         self.record = self.start_record(alias)
@@ -128,9 +152,12 @@ class Command(PingsMonitor, DbbackupCommand):
             post_backup.disconnect(dispatch_uid="dbops-backup-filename")
         self.finish_record(alias, started, BackupRecord.Status.SUCCEEDED, "")
         if self.verbosity >= 1:
+            standby = (
+                f", dumped from the standby '{self.dump_alias}'" if self.record.dumped_from else ""
+            )
             self.stdout.write(
                 f"Backed up to {self.record.filename} ({self.record.size:,} bytes, "
-                f"sha256 {self.record.sha256[:12]}…)"
+                f"sha256 {self.record.sha256[:12]}…{standby})"
             )
         failures = []
         if verify:
@@ -179,6 +206,23 @@ class Command(PingsMonitor, DbbackupCommand):
                 f"dbbackup refused: {safe_error(exc)}; no backup taken", returncode=1
             ) from None
 
+    def standby_to_dump(self) -> str:
+        """The standby's alias, once it is known to be a standby that keeps up (exit 1 with
+        the reason otherwise, before anything is dumped or recorded)."""
+        standby = replication.configured_alias()
+        if standby is None:
+            raise CommandError(
+                "dbbackup --from-replica refused: no standby is configured "
+                "(DBOPS_REPLICA_DATABASE names no database alias); no backup taken",
+                returncode=1,
+            )
+        refusal = replication.backup_refusal(standby)
+        if refusal is not None:
+            raise CommandError(
+                f"dbbackup --from-replica refused: {refusal}; no backup taken", returncode=1
+            )
+        return standby
+
     def start_record(self, alias: str) -> BackupRecord:
         runs.mark_abandoned(BackupRecord, alias)
         try:
@@ -186,6 +230,7 @@ class Command(PingsMonitor, DbbackupCommand):
                 BackupRecord,
                 alias,
                 database=alias,
+                dumped_from="" if self.dump_alias == alias else self.dump_alias,
                 engine=connections[alias].settings_dict["ENGINE"].rsplit(".", 1)[-1],
             )
         except DatabaseError as exc:
@@ -197,8 +242,7 @@ class Command(PingsMonitor, DbbackupCommand):
             ) from None
 
     def _save_new_backup(self, database):
-        alias = self.record.database
-        with backups.consistent_snapshot(alias) as snapshot:
+        with backups.consistent_snapshot(self.dump_alias) as snapshot:
             if snapshot.id is not None:
                 self.connector.dump_suffix = (
                     f"{self.connector.dump_suffix} --snapshot={snapshot.id}"

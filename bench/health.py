@@ -195,13 +195,13 @@ INSERT INTO dbops_backuprecord (
     started_at, finished_at, status, host, pid, error, duration_seconds, database, engine,
     filename, size, sha256, migrations, table_counts, verification, verified_at,
     verification_detail, table_checksums, encrypted, encryption_key, remote_copy, remote_name,
-    remote_copied_at, remote_detail, pinned
+    remote_copied_at, remote_detail, pinned, dumped_from
 )
 SELECT now() - (%(n)s - i) * interval '1 hour', now() - (%(n)s - i) * interval '1 hour',
        CASE WHEN i %% 7 = 3 THEN 'failed' ELSE 'succeeded' END, 'bench', 1, '', 5.0,
        'default', 'postgresql', 'backup-' || i || '.psql.bin.gz', 1000 + i, '', '{}', '{}',
        CASE WHEN i %% 5 = 0 THEN 'passed' ELSE '' END, now(), '', '{}', false, '',
-       CASE WHEN i %% 3 = 0 THEN 'copied' ELSE '' END, '', now(), '', false
+       CASE WHEN i %% 3 = 0 THEN 'copied' ELSE '' END, '', now(), '', false, ''
 FROM generate_series(1, %(n)s) AS i;
 INSERT INTO dbops_importrun (
     started_at, finished_at, status, host, pid, error, database, source_path, source_sha256,

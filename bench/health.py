@@ -155,9 +155,9 @@ class Workspace:
     def url(self, database: str) -> str:
         return f"{self.server}/{database}"
 
-    def create_database(self, users: int) -> str:
+    def create_database(self, users: int, suffix: str = "") -> str:
         """Create, migrate and fill a database with `users` users; return its URL."""
-        name = f"{DATABASE_PREFIX}{os.getpid()}_{users}"
+        name = f"{DATABASE_PREFIX}{os.getpid()}_{users}{suffix}"
         with postgres(self.url("postgres")) as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
             cursor.execute(f'CREATE DATABASE "{name}"')

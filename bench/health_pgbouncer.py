@@ -13,11 +13,12 @@ this script (bench/health.py's helpers, `health.py --pgbouncer` runs it):
   3. loads `/health/live/` (the baseline), then `/health/database/` with wrk while a thread
      samples `pg_stat_activity` on the server (client backends on the bench database) every
      0.1 s, and PgBouncer's `SHOW POOLS` (its clients) at the end; for reference, the probe
-     on the same 8 workers straight to the server (persistent connections, no pooler);
+     on the same 8 workers straight to the server (persistent connections, no pooler); each
+     measurement once per round (`--rounds`, 3), the rounds one after another, the median;
   4. prints requests/s, latencies and the targets, with bench/health.py's check that no other
      process used more than 10% of the CPUs meanwhile (PgBouncer counts as ours).
 
-    .venv/bin/python bench/health.py --pgbouncer [--duration 10] [--connections 16]
+    .venv/bin/python bench/health.py --pgbouncer [--duration 10] [--connections 16] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -73,37 +74,59 @@ class SessionSampler:
             self._thread.join(timeout=5)
 
 
-def measure(workspace, generator) -> dict:
-    """Every figure of this benchmark, measured (see the module's docstring)."""
+def measure(workspace, generator, rounds: int) -> dict:
+    """Every figure of this benchmark (see the module's docstring): each measurement once per
+    round, the rounds one after another, the median of the rounds (on 2 cores with 8 workers
+    single 10 s runs of the same path differ by a quarter)."""
     print(f"database with {base.SMALL:,} users: create, migrate, fill ...", flush=True)
     direct_url = workspace.create_database(base.SMALL)
     database = urlsplit(direct_url).path.lstrip("/")
     server = urlsplit(direct_url)
-    figures: dict = {}
-    with running_pgbouncer(
-        server.hostname, server.port or 5432, server.username or "postgres", POOL_SIZE
-    ) as pgbouncer:
+    # The reference server gets a twin database, so that the sessions sampled on the pooled
+    # one are PgBouncer's alone (both gunicorns run throughout).
+    twin_url = workspace.create_database(base.SMALL, suffix="_twin")
+    databases = {base.LIVE: database, base.DATABASE: database, "direct": twin_url.rsplit("/", 1)[1]}
+    loads: dict[str, list] = {base.LIVE: [], base.DATABASE: [], "direct": []}
+    most_sessions = dict.fromkeys(loads, 0)
+    samples = dict.fromkeys(loads, 0)
+    with ExitStack() as stack:
+        pgbouncer = stack.enter_context(
+            running_pgbouncer(
+                server.hostname, server.port or 5432, server.username or "postgres", POOL_SIZE
+            )
+        )
         pooled_env = {
             "DATABASE_POOLER": "pgbouncer",
             "DATABASE_DIRECT_URL": direct_url,
             "DATABASE_CONN_MAX_AGE": "0",
         }
         ours = (str(pgbouncer.folder),)  # pgbouncer's command line names its ini there
-        with base.gunicorn(workspace, pgbouncer.url(database), WORKERS, **pooled_env) as port:
-            for path in (base.LIVE, base.DATABASE):
-                print(f"  {path} through PgBouncer, {WORKERS} workers ...", flush=True)
-                generator.measure(port, path, ours)  # warm-up
-                with SessionSampler(workspace.url("postgres"), database).running() as sampler:
-                    figures[path] = generator.measure(port, path, ours)
-                figures[f"{path} sessions"] = sampler.most, sampler.samples
-            [pool] = [p for p in pgbouncer.admin("SHOW POOLS") if p["database"] == database]
-            figures["clients"] = int(pool["cl_active"]) + int(pool["cl_waiting"])
-    with base.gunicorn(workspace, direct_url, WORKERS) as port:
-        print(f"  {base.DATABASE} straight to the server, {WORKERS} workers ...", flush=True)
-        generator.measure(port, base.DATABASE)
-        with SessionSampler(workspace.url("postgres"), database).running() as sampler:
-            figures["direct"] = generator.measure(port, base.DATABASE)
-        figures["direct sessions"] = sampler.most, sampler.samples
+        pooled_port = stack.enter_context(
+            base.gunicorn(workspace, pgbouncer.url(database), WORKERS, **pooled_env)
+        )
+        direct_port = stack.enter_context(base.gunicorn(workspace, twin_url, WORKERS))
+        plan = [
+            (base.LIVE, pooled_port, base.LIVE, "through PgBouncer"),
+            (base.DATABASE, pooled_port, base.DATABASE, "through PgBouncer"),
+            ("direct", direct_port, base.DATABASE, "straight to the server"),
+        ]
+        print(f"  warm-up: {WORKERS} workers on each server ...", flush=True)
+        for _, port, path, _ in plan:
+            generator.measure(port, path, ours)
+        for round_number in range(1, rounds + 1):
+            for key, port, path, how in plan:
+                print(f"  round {round_number}/{rounds}: {path} {how} ...", flush=True)
+                sampler = SessionSampler(workspace.url("postgres"), databases[key])
+                with sampler.running():
+                    loads[key].append(generator.measure(port, path, ours))
+                most_sessions[key] = max(most_sessions[key], sampler.most)
+                samples[key] += sampler.samples
+        [pool] = [p for p in pgbouncer.admin("SHOW POOLS") if p["database"] == database]
+    figures: dict = {key: base.median_load(runs) for key, runs in loads.items()}
+    for key in (base.LIVE, base.DATABASE):
+        figures[f"{key} sessions"] = most_sessions[key], samples[key]
+    figures["direct sessions"] = most_sessions["direct"], samples["direct"]
+    figures["clients"] = int(pool["cl_active"]) + int(pool["cl_waiting"])
     return figures
 
 
@@ -157,8 +180,8 @@ def run(arguments) -> int:
         generator = base.LoadGenerator(
             base.ensure_wrk(), workspace.dir, arguments.connections, arguments.duration
         )
-        description = generator.describe()
-        figures = measure(workspace, generator)
+        description = f"{generator.describe()}, each figure the median of {arguments.rounds} rounds"
+        figures = measure(workspace, generator, arguments.rounds)
     except (base.BenchError, RuntimeError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1

@@ -5,7 +5,9 @@ whole module, and Caloria served from a child process configured by its environm
 
 Lag is made by pausing replay on the standby (`pg_wal_replay_pause()`) and writing on the
 primary; archiving is made to fail by an archive_command of `false`, and to succeed again.
-The tests run in file order, and each leaves the pair caught up and archiving.
+`dbbackup --from-replica` is also run with DATABASE_URL through a real PgBouncer in front of
+the primary (tests/pgbouncer.py). The tests run in file order, and each leaves the pair
+caught up and archiving.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import yaml
 
 from dbops.replication import StandbyState, lag_problem
 from tests.conftest import PROJECT_ROOT
+from tests.pgbouncer import running_pgbouncer
+from tests.pooling import POOLED_PASSWORD
 from tests.replication_site import (
     ARCHIVE_KEY,
     FAIL_BYTES,
@@ -187,6 +191,49 @@ def test_a_backup_from_the_standby_is_refused_when_none_is_configured(pair):
     assert "dbbackup --from-replica refused: no standby is configured" in refused.stderr
     assert of_another.returncode == 2, of_another.output
     assert "--from-replica backs up the default database" in of_another.stderr
+
+
+def test_behind_pgbouncer_a_backup_from_the_standby_works_over_the_direct_url_only(pair):
+    with running_pgbouncer("127.0.0.1", pair.primary.port, "postgres") as pgbouncer:
+        pooled = {
+            "DATABASE_URL": pgbouncer.url("caloria", POOLED_PASSWORD),
+            "DATABASE_POOLER": "pgbouncer",
+            "DBOPS_REPLICA_BACKUP_MAX_LAG_SECONDS": "3600",
+        }
+        with pair.replay_paused():
+            pair.primary.execute(
+                "INSERT INTO caloria_user (password, is_superuser, username, first_name, "
+                "last_name, email, is_staff, is_active, date_joined, is_vip) VALUES ('!', false, "
+                "'pooled', '', '', 'pooled@example.com', false, true, now(), false)",
+                "caloria",
+            )
+            records = "SELECT count(*) FROM dbops_backuprecord"
+            records_before = pair.primary.execute(records, "caloria")
+            refused = pair.manage("dbbackup", "--from-replica", **pooled)
+            records_after = pair.primary.execute(records, "caloria")
+            taken = pair.manage(
+                "dbbackup", "--from-replica", "--verify",
+                DATABASE_DIRECT_URL=pair.primary.url("caloria"), **pooled,
+            )  # fmt: skip
+            on_standby, on_primary = count_users(pair.standby), count_users(pair.primary)
+
+    assert refused.returncode == 1, refused.output
+    assert refused.stderr.startswith(
+        "CommandError: dbbackup refused: database 'default' goes through pgbouncer"
+    ), refused.stderr
+    assert "set DATABASE_DIRECT_URL" in refused.stderr
+    assert records_after == records_before
+    assert taken.returncode == 0, taken.output
+    assert "dumped from the standby 'replica'" in taken.stdout
+    # Recorded over the direct connection, dumped and counted on the standby (which has not
+    # replayed the new user), and verified against those counts.
+    assert on_primary == on_standby + 1
+    _, status, database, dumped_from, users, has_checksum, verification = newest_backup(pair)
+    assert (status, database, dumped_from) == ("succeeded", "direct", "replica")
+    assert int(users) == on_standby and has_checksum
+    assert verification == "passed"
+    for output in (refused.output, taken.output):
+        assert STANDBY_PASSWORD not in output and POOLED_PASSWORD not in output
 
 
 def test_a_failing_archive_command_fails_health_until_a_segment_is_archived_again(pair, site):

@@ -121,9 +121,10 @@ class Command(PingsMonitor, DbbackupCommand):
         # dbops encrypts itself (to a key file, after keeping a plain copy to verify).
         encrypt = options.get("encrypt") or conf.BACKUP_ENCRYPT
         self.public_key = self.encryption_key() if encrypt else None
-        # pg_dump reads the standby when asked to; the record stays with the database.
+        # pg_dump reads the standby when asked to; the record stays with the database. What
+        # the user named decides: behind the pooler `alias` is the direct one, still "default".
         from_replica = options.pop("from_replica", False)
-        if from_replica and alias != DEFAULT_DB_ALIAS:
+        if from_replica and options["database"] != DEFAULT_DB_ALIAS:
             raise CommandError(
                 "--from-replica backs up the default database from its standby "
                 "(DBOPS_REPLICA_DATABASE); it does not go with --database",

@@ -106,6 +106,14 @@ class PgBouncer:
         names = header.split("\t")
         return [dict(zip(names, row.split("\t"), strict=True)) for row in rows]
 
+    def console(self, command: str) -> None:
+        """Run an admin console command that returns no rows (PAUSE db, RESUME db)."""
+        subprocess.run(
+            ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+             "-d", "pgbouncer", "-c", command],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+
     def log(self) -> str:
         path = self.folder / "pgbouncer.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""

@@ -71,7 +71,8 @@ scripts/install-prometheus.sh
 # big-table and filled-target cases and its sequence faults (the same COPY, signals and lost
 # connections as test_import_faults), consistency against a remote copy, and settings, whose
 # COPY and sessions are those the tests below already run on psycopg 3. (The pooler's psycopg
-# 3 settings are checked by tests/test_pooler.py in the first pass, through .venv-psycopg3.)
+# 3 settings are checked by tests/test_pooler.py and tests/test_pooled_queries.py in the first
+# pass, through .venv-psycopg3.)
 DRIVER_TESTS=(
   tests/sqlite_import tests/faults/test_import_faults.py tests/faults/test_backup_faults.py
   tests/faults/test_health_faults.py tests/faults/test_metrics_faults.py

@@ -3,7 +3,8 @@ pools per transaction, the health endpoints answer through it while the server s
 sessions than the pool, validate_environment reports it, and wrong settings are refused.
 
 The admin pages through PgBouncer are driven by a real browser in tests/test_browser.py; the
-session-bound commands are in tests/commands/test_pooler_commands.py.
+session-bound commands are in tests/commands/test_pooler_commands.py; an iterator and repeated
+queries on psycopg 3 through it in tests/test_pooled_queries.py.
 """
 
 from __future__ import annotations

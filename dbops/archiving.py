@@ -6,8 +6,10 @@ server keeps the segments in pg_wal, retries, and says so only in its log and in
 pg_stat_archiver, until the disk fills. So `/health/` fails as soon as the newest attempt
 failed after the newest success (`last_failed_time > last_archived_time`), `/metrics`
 exports both times for alerts, and the status page shows the age of the newest archived
-segment. PostgreSQL counts failures since its statistics were reset, not since the last
-success; "failing" is the comparison of the two times.
+segment. PostgreSQL counts failures since its statistics were reset and keeps no count
+since the last success; "failing" is the comparison of the two times, and `failing_since`
+(the newest success) says how long point-in-time recovery has been stuck, which is what a
+count since the last success would be read for.
 
 With archive_mode off, archiving is reported as off, which is not a failure: a site that
 relies on nightly dumps alone has nothing to archive.
@@ -16,6 +18,7 @@ relies on nightly dumps alone has nothing to archive.
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from health_check import HealthCheck
@@ -55,6 +58,15 @@ class ArchiverState:
         if self.last_failed_at is None:
             return False
         return self.last_archived_at is None or self.last_failed_at > self.last_archived_at
+
+    @property
+    def failing_since(self) -> str | None:
+        """While failing, when the newest segment was archived (ISO 8601, UTC): nothing has
+        reached the archive since. None when not failing, or when nothing was archived since
+        the statistics reset."""
+        if not self.failing or self.last_archived_at is None:
+            return None
+        return datetime.fromtimestamp(self.last_archived_at, UTC).isoformat(timespec="seconds")
 
     @property
     def last_archived_age(self) -> float | None:
@@ -109,6 +121,7 @@ def details_of(state: ArchiverState) -> dict:
     return {
         "archive_mode": state.mode,
         "failing": state.failing,
+        "failing_since": state.failing_since,
         "last_archived_wal": state.last_archived_wal,
         "last_archived_age_seconds": None if age is None else round(age),
         "last_failed_wal": state.last_failed_wal,

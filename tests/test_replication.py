@@ -16,6 +16,7 @@ import json
 import re
 import subprocess
 import time
+from datetime import UTC, datetime
 
 import pytest
 import yaml
@@ -261,10 +262,17 @@ def test_a_failing_archive_command_fails_health_until_a_segment_is_archived_agai
         > failing_values["dbops_wal_archive_last_success_timestamp_seconds"]
     )
     assert f"yes: archive_command failed on {archiving['last_failed_wal']}" in failing_page
+    # No count since the last success exists (pg_stat_archiver's is since the statistics
+    # reset): what is reported is since when nothing reached the archive.
+    success = failing_values["dbops_wal_archive_last_success_timestamp_seconds"]
+    since = datetime.fromtimestamp(success, UTC).isoformat(timespec="seconds") if success else None
+    assert archiving["failing_since"] == since
+    assert f"nothing archived since {since or 'the statistics reset'}" in failing_page
     assert recovered[0] == 200, recovered
     archived = recovered[1]["details"]["wal_archiving"]["last_archived_wal"]
     assert (pair.archive / archived).is_file()
     assert recovered_values["dbops_wal_archive_failing"] == 0
+    assert recovered[1]["details"]["wal_archiving"]["failing_since"] is None
 
 
 def test_a_standby_that_hangs_or_goes_away_is_a_clear_failure_never_a_hang(pair, site):

@@ -8,10 +8,11 @@ and server-side cursors"; PgBouncer's feature table):
 - server-side cursors (`QuerySet.iterator()` outside a transaction) are declared in one
   transaction and fetched in the next, on a server connection that may not have them:
   `DISABLE_SERVER_SIDE_CURSORS = True`;
-- psycopg 3 prepares a query it has run `prepare_threshold` times (5) and then executes the
-  statement by name on whatever server connection it gets: `OPTIONS["prepare_threshold"] =
-  None` (PgBouncer 1.18, Debian's, knows nothing of prepared statements); psycopg2 never
-  prepares, and both drivers bind parameters on the client here (Django's default);
+- psycopg 3, given `OPTIONS["prepare_threshold"]` (Django passes None unless a project sets
+  it), prepares a query it has run that many times and then executes the statement by name
+  on whatever server connection it gets: it must stay None (PgBouncer 1.18, Debian's, knows
+  nothing of prepared statements); psycopg2 never prepares, and both drivers bind parameters
+  on the client here (Django's default);
 - session advisory locks (every run's liveness lock, dbops.locks), `SET`, the exported
   snapshot a backup's checksums are read in, pg_dump and pg_restore, the renames of a swap:
   the commands that need these (`SESSION_COMMANDS`) run over a direct connection to the server
@@ -32,8 +33,10 @@ from dbops import conf
 
 PGBOUNCER = "pgbouncer"
 POOLERS = (PGBOUNCER,)
-# psycopg 3's own default: a query is prepared on its fifth run.
-PSYCOPG_DEFAULT_PREPARE_THRESHOLD = 5
+# Django's default on psycopg 3 (OPTIONS without "prepare_threshold"): never prepare, which
+# keeps poolers working; psycopg's own default, a query prepared on its fifth run, only
+# applies when a project sets it.
+DJANGO_DEFAULT_PREPARE_THRESHOLD = None
 
 # What each command needs a session for, for its refusal.
 SESSION_COMMANDS = {
@@ -128,7 +131,7 @@ def prepare_threshold(settings_dict: dict) -> object:
     if not is_psycopg3():
         return "not used (psycopg2 never prepares)"
     return settings_dict.get("OPTIONS", {}).get(
-        "prepare_threshold", PSYCOPG_DEFAULT_PREPARE_THRESHOLD
+        "prepare_threshold", DJANGO_DEFAULT_PREPARE_THRESHOLD
     )
 
 

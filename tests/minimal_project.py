@@ -10,6 +10,9 @@ from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT, Completed, clean_environment
 
+# Beside this interpreter's virtualenv (.venv), the one without psycopg2 (make test builds both).
+PSYCOPG3_PYTHON = str(Path(sys.executable).parents[1].with_name(".venv-psycopg3") / "bin/python")
+
 # Never connected to by the tests that use it: plain `check` opens no connection.
 UNUSED_DATABASE_URL = "postgres://nobody@127.0.0.1:1/unused"
 
@@ -30,6 +33,7 @@ def run_django(
     pythonpath: Path | None = None,
     python: tuple[str, ...] = ("-m", "django"),
     timeout: float = 120,
+    interpreter: str = sys.executable,
 ) -> Completed:
     """`python -m django ARGS` (or `python -c ...` through `python`) with only the
     environment the project of dbops alone reads: no CALORIA_*, no DBOPS_*."""
@@ -41,7 +45,7 @@ def run_django(
     if pythonpath is not None:
         variables["PYTHONPATH"] = str(pythonpath)
     completed = subprocess.run(
-        [sys.executable, *python, *args],
+        [interpreter, *python, *args],
         cwd=PROJECT_ROOT,
         env=clean_environment(**variables),
         capture_output=True,

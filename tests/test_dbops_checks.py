@@ -1,4 +1,4 @@
-"""dbops' configuration checks (dbops.E003-E009), each seen by its id in `check` output.
+"""dbops' configuration checks (dbops.E003-E013), each seen by its id in `check` output.
 
 Each test runs `python -m django check` in a child process with a project of dbops alone
 (tests/minimal_settings.py) changed in one way, so a check that is not registered, or no
@@ -12,7 +12,7 @@ import re
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.minimal_project import run_django, write_variant
+from tests.minimal_project import PSYCOPG3_PYTHON, run_django, write_variant
 
 CHECK_IDS = re.compile(r"\(dbops\.[EW]\d{3}\)")
 
@@ -190,3 +190,32 @@ def test_sqlite_is_a_warning_by_default_and_an_error_when_the_project_says_produ
     assert default_ids == ["dbops.W001"]
     assert production.returncode == 1
     assert production_ids == ["dbops.E002"]
+
+
+def test_psycopg3_behind_a_pooler_is_e012_only_when_the_project_turns_prepared_statements_on(
+    tmp_path, backup_dir
+):
+    """Django never prepares on psycopg 3 unless OPTIONS sets prepare_threshold, so a pooled
+    project that leaves it unset is fine; one that sets psycopg's 5 is not."""
+    pooled = (
+        'DBOPS_POOLER = "pgbouncer"\nDATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True'
+    )
+    outcomes = {}
+    for name, changes in {
+        "unset": pooled,
+        "five": pooled + '\nDATABASES["default"]["OPTIONS"] = {"prepare_threshold": 5}',
+    }.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        completed = run_django(
+            "check", backup_dir=backup_dir, settings_module=write_variant(folder, changes),
+            pythonpath=folder, interpreter=PSYCOPG3_PYTHON,
+        )  # fmt: skip
+        assert "Traceback" not in completed.stderr, completed.output
+        outcomes[name] = completed
+
+    assert outcomes["unset"].returncode == 0, outcomes["unset"].output
+    assert "dbops.E012" not in outcomes["unset"].stderr
+    assert outcomes["five"].returncode == 1
+    assert "dbops.E012" in outcomes["five"].stderr
+    assert "psycopg 3 prepares statements" in outcomes["five"].stderr

@@ -17,9 +17,9 @@ import subprocess
 import sys
 
 from tests.conftest import PROJECT_ROOT
+from tests.minimal_project import PSYCOPG3_PYTHON
 from tests.pooling import pooled_environment
 from tests.restoring import site  # noqa: F401 - a database of the test's own
-from tests.test_pooler import PSYCOPG3_PYTHON
 
 # Another client of the pool, in a transaction, on the server connection this process used
 # last: the next query of this process gets another server connection.

@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psycopg2
 import pytest
@@ -22,6 +21,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connection
 
 from tests.conftest import PROJECT_ROOT
+from tests.minimal_project import PSYCOPG3_PYTHON
 from tests.pgbouncer import POOL_SIZE
 from tests.pooling import (
     DIRECT_PASSWORD,
@@ -30,9 +30,6 @@ from tests.pooling import (
     pooled_environment,
     server_connections,
 )
-
-# Beside this interpreter's virtualenv (.venv), the one without psycopg2 (make test builds both).
-PSYCOPG3_PYTHON = str(Path(sys.executable).parents[1].with_name(".venv-psycopg3") / "bin/python")
 
 
 def test_pgbouncer_is_in_transaction_mode_and_clients_share_server_connections(

@@ -241,7 +241,7 @@ def test_verify_backup_remote_restores_the_off_site_copy_even_when_the_local_fil
 
 
 def test_verify_backup_remote_refuses_an_altered_copy_restores_nothing_and_records_it(
-    remote_storage,
+    remote_storage, untouched_if_nothing_is_restored
 ):
     make_rows()
     record = backup()
@@ -259,7 +259,7 @@ def test_verify_backup_remote_refuses_an_altered_copy_restores_nothing_and_recor
     assert "it was changed or truncated" in str(failure.value)
     assert record.remote_copy == BackupRecord.RemoteCopy.FAILED
     assert record.verification == BackupRecord.Verification.NOT_VERIFIED
-    assert scratch_databases() == []
+    assert untouched_if_nothing_is_restored()  # no scratch database was made to restore into
 
 
 def test_verify_backup_remote_of_a_backup_that_never_reached_the_remote_says_so(

@@ -157,6 +157,13 @@ def test_a_row_missing_inside_the_backup_says_the_counts_differ_too(tmp_path):
     assert "caloria_foodentry (counts differ: 6 at backup, 5 restored)" in completed.stderr
 
 
+def test_verify_backup_help_says_it_compares_counts_and_checksums():
+    completed = run_manage("help", "verify_backup")
+
+    assert completed.returncode == 0, completed.stderr
+    assert "row count and checksum with the record" in " ".join(completed.stdout.split())
+
+
 def test_a_backup_recorded_before_checksums_still_verifies_by_counts_and_says_so():
     make_rows()
     record = backup()

@@ -197,6 +197,24 @@ def test_a_backup_damaged_on_its_way_to_the_disk_is_a_failed_run_and_leaves_no_f
     assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
 
 
+def test_an_encrypted_backup_damaged_on_its_way_to_the_disk_is_a_failed_run(gpg_keys):
+    before = set(Path(settings.DBOPS_BACKUP_DIR).iterdir())
+
+    completed = run_manage(
+        "dbbackup", "--encrypt", DJANGO_SETTINGS_MODULE="tests.corrupting_settings",
+        DBOPS_BACKUP_GPG_PUBLIC_KEY=str(gpg_keys["backups"].public_key),
+    )  # fmt: skip
+
+    assert completed.returncode == 1, completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("CommandError: dbbackup failed: ")
+    assert ".gpg does not read back: the stored file (sha256 " in last
+    assert "is not what gpg wrote" in last
+    failed = BackupRecord.objects.get()
+    assert failed.status == BackupRecord.Status.FAILED
+    assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
+
+
 def path_with_a_pg_dump_cut_short(tmp_path) -> str:
     """A PATH whose pg_dump's output is cut short while the pipeline still exits 0: the gzip
     is whole, the archive is not, and only pg_restore --list can tell."""

@@ -136,6 +136,7 @@ class Command(PingsMonitor, DbbackupCommand):
         self.keep_plain_copy = verify
         self.record = self.start_record(alias)
         self.written_filename = None
+        self.encrypted_sha256 = None
         self.stored_names: dict[str, str] = {}
         self.snapshot = backups.Snapshot()
         started = time.monotonic()
@@ -144,6 +145,7 @@ class Command(PingsMonitor, DbbackupCommand):
             super().handle(**options)
             path = backups.backup_path(self.written_filename)
             backup_readback.read_back(path, self.record.engine)
+            self.check_stored_ciphertext(path)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
             reason = safe_error(exc, alias)
             self.delete_written_files()
@@ -295,11 +297,24 @@ class Command(PingsMonitor, DbbackupCommand):
         encrypted = work / "encrypted"
         encryption.encrypt(source, encrypted, self.public_key)
         sync_file(encrypted)
+        self.encrypted_sha256 = backups.file_sha256(encrypted)
         name = path + encryption.SUFFIX
         if isinstance(storage, FileSystemStorage):
             return backup_files.publish(storage, name, encrypted)
         with encrypted.open("rb") as handle:
             return storage.save(name=name, content=handle)
+
+    def check_stored_ciphertext(self, path: Path) -> None:
+        """An encrypted backup's plain dump was read back before encryption; what the storage
+        kept must then be what gpg wrote, byte for byte, or it will not decrypt."""
+        if self.encrypted_sha256 is None:
+            return
+        stored = backups.file_sha256(path)
+        if stored != self.encrypted_sha256:
+            raise backup_readback.Unreadable(
+                f"{path.name} does not read back: the stored file (sha256 {stored[:12]}…) is "
+                f"not what gpg wrote ({self.encrypted_sha256[:12]}…)"
+            )
 
     def copy_off_site(self) -> str | None:
         """Copy the new backup to the remote storage, if there is one; the failure, or None."""

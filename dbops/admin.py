@@ -55,6 +55,7 @@ class BackupRecordAdmin(RunAdmin):
         "size_display",
         "age",
         "verification",
+        "verified_by",
         "verified_at",
         "remote_copy",
         "encrypted",
@@ -70,6 +71,7 @@ class BackupRecordAdmin(RunAdmin):
         "encrypted",
         ("deleted_at", admin.EmptyFieldListFilter),
     )
+    readonly_fields = ("verified_by",)
     actions = ("keep", "stop_keeping")
     search_fields = ("filename", "sha256", "error")
     date_hierarchy = "started_at"
@@ -85,6 +87,15 @@ class BackupRecordAdmin(RunAdmin):
                 return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
             size /= 1024
         return ""
+
+    @admin.display(description="compared")
+    def verified_by(self, record):
+        """What the verification compared, so staff can tell a backup proven value by value
+        from one (recorded before checksums were) whose row counts alone matched: it compares
+        the checksums the record holds (dbops.backups.compared)."""
+        if record.verification == BackupRecord.Verification.NOT_VERIFIED:
+            return ""
+        return "counts and checksums" if record.table_checksums else "counts only"
 
     @admin.display(description="age", ordering="-started_at")
     def age(self, record):

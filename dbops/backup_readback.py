@@ -8,7 +8,10 @@ table of contents as a restore does: cheap, a fraction of a restore, and run on 
 whether verified or not. A SQLite backup is read back whole and must begin as a SQLite
 database does.
 
-An encrypted backup (`.gpg`) is not read back here: the server holds no private key.
+An encrypted backup (`.gpg`) cannot be read back once stored: the server holds no private
+key. So its plain dump is read back the same way just before it is encrypted
+(`read_back_file`, from the file object dbbackup hands over), and a dump that would not
+restore is never encrypted, stored or recorded a success.
 """
 
 from __future__ import annotations
@@ -32,18 +35,31 @@ def read_back(path: Path, engine: str) -> None:
     """Raise Unreadable unless the backup file at `path` reads back as a backup of `engine`
     ("postgresql", "sqlite3", ...: a BackupRecord's engine)."""
     if path.suffix == ".gpg":
-        return
+        return  # read back before it was encrypted (read_back_file)
+    with path.open("rb") as handle:
+        read_back_file(handle, path.name, engine)
+
+
+def read_back_file(handle, name: str, engine: str) -> None:
+    """Raise Unreadable unless the binary file `handle` (at its start; gzipped when `name`
+    ends in .gz) reads back as a backup of `engine`: a dump still in hand, before it is
+    encrypted. `name` is the backup's, for messages."""
     if "postgresql" in engine:
-        _read_back_dump(path)
+        _read_back_dump(handle, name)
     elif "sqlite" in engine:
-        _read_back_sqlite(path)
+        _read_back_sqlite(handle, name)
 
 
-def _opened(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+@contextlib.contextmanager
+def _opened(handle, name: str):
+    if not name.endswith(".gz"):
+        yield handle
+        return
+    with gzip.GzipFile(fileobj=handle, mode="rb") as source:  # leaves `handle` open
+        yield source
 
 
-def _read_back_dump(path: Path) -> None:
+def _read_back_dump(handle, name: str) -> None:
     pg_restore = shutil.which("pg_restore")
     if pg_restore is None:
         raise Unreadable(
@@ -57,7 +73,7 @@ def _read_back_dump(path: Path) -> None:
     )
     feed_error = None
     try:
-        with _opened(path) as source:
+        with _opened(handle, name) as source:
             # pg_restore stops reading once it has the table of contents; the rest is still
             # read, so that the gzip checksum at the end is checked too.
             listening = True
@@ -75,19 +91,19 @@ def _read_back_dump(path: Path) -> None:
     stderr = process.stderr.read().decode(errors="replace")
     process.wait()
     if feed_error is not None:
-        raise Unreadable(f"{path.name} does not read back: {feed_error}")
+        raise Unreadable(f"{name} does not read back: {feed_error}")
     if process.returncode != 0:
         reason = (stderr.strip().splitlines() or ["pg_restore --list failed"])[-1]
-        raise Unreadable(f"{path.name} does not read back: {reason}")
+        raise Unreadable(f"{name} does not read back: {reason}")
 
 
-def _read_back_sqlite(path: Path) -> None:
+def _read_back_sqlite(handle, name: str) -> None:
     try:
-        with _opened(path) as source:
+        with _opened(handle, name) as source:
             header = source.read(len(SQLITE_HEADER))
             while source.read(CHUNK):
                 pass
     except (OSError, EOFError, zlib.error) as exc:
-        raise Unreadable(f"{path.name} does not read back: {exc}") from None
+        raise Unreadable(f"{name} does not read back: {exc}") from None
     if header != SQLITE_HEADER:
-        raise Unreadable(f"{path.name} does not read back: it is no SQLite database")
+        raise Unreadable(f"{name} does not read back: it is no SQLite database")

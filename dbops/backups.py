@@ -103,7 +103,8 @@ def consistent_snapshot(alias: str):
 def verify(
     record: BackupRecord, *, notice: Callable[[str], object], source: Path | None = None
 ) -> str:
-    """Check the file's sha256, restore it into a scratch database, compare row counts.
+    """Check the file's sha256, restore it into a scratch database, compare every table's row
+    count and checksum with the record (`compared`).
 
     Stores the outcome on the record; raises VerificationFailed with the reason, in one line.
     A verification that cannot run (no pg_restore, no right to create a database) fails too:

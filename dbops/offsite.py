@@ -116,11 +116,13 @@ def copy_to_remote(record: BackupRecord, source: Path) -> str | None:
     copied (or no remote is configured), else the reason (masked, one line).
 
     The remote copy keeps the backup's file name; a name already taken there is never
-    replaced.
+    replaced. The record names the remote file only once dbops wrote it and read it back:
+    retention deletes what `remote_name` names, and a failed copy (say, the name was taken)
+    must not point it at a file dbops never wrote.
     """
     if not conf.has_remote_backup_storage():
         return None
-    record.remote_name = record.filename
+    record.remote_name = ""
     try:
         with remote_files() as remote:
             remote.upload(source, record.filename, size=record.size, sha256=record.sha256)
@@ -131,6 +133,7 @@ def copy_to_remote(record: BackupRecord, source: Path) -> str | None:
         record.remote_copied_at = None
     else:
         reason = None
+        record.remote_name = record.filename
         record.remote_copy = BackupRecord.RemoteCopy.COPIED
         record.remote_detail = (
             f"copied to {where()} and read back: {record.size:,} bytes, sha256 matches"

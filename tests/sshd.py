@@ -49,6 +49,7 @@ class SshServer:
     client_key: Path
     known_hosts: Path
     host_public_key: str
+    sftp_subsystem: str = "internal-sftp"
     process: subprocess.Popen | None = None
 
     def storage(self, root: Path | str, **options) -> dict:
@@ -86,7 +87,7 @@ class SshServer:
             "PermitRootLogin prohibit-password\n"
             "UsePAM no\n"
             "StrictModes no\n"
-            "Subsystem sftp internal-sftp\n"
+            f"Subsystem sftp {self.sftp_subsystem}\n"
             "LogLevel ERROR\n"
         )
         if os.geteuid() == 0:
@@ -111,8 +112,9 @@ class SshServer:
 
 
 @contextlib.contextmanager
-def running_sshd():
-    """A started SshServer, stopped and removed afterwards."""
+def running_sshd(sftp_subsystem: str = "internal-sftp"):
+    """A started SshServer, stopped and removed afterwards; `sftp_subsystem` is the command
+    sshd serves SFTP with (tests/damaging_sftp_server.py: one that damages what it stores)."""
     assert Path(SSHD).is_file(), f"{SSHD} is missing: run scripts/install-test-packages.sh"
     folder = Path(tempfile.mkdtemp(prefix="caloria-test-sshd-"))
     server = None
@@ -131,6 +133,7 @@ def running_sshd():
             client_key=folder / "client_key",
             known_hosts=known_hosts,
             host_public_key=host_public_key,
+            sftp_subsystem=sftp_subsystem,
         )
         server.start()
         yield server

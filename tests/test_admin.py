@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from caloria.models import FoodEntry, User, WeightEntry
-from dbops.models import ConsistencyRun, ImportRun
+from dbops.models import BackupRecord, ConsistencyRun, ImportRun
 
 USER_LIST = "/admin/caloria/user/"
 FOOD_LIST = "/admin/caloria/foodentry/"
@@ -226,3 +226,28 @@ def test_consistency_runs_are_listed_read_only_with_their_findings(admin_client)
     assert listing.status_code == 200
     assert b"sequence" in listing.content and b"Failed" in listing.content
     assert add.status_code == 403
+
+
+def test_backup_records_show_whether_their_verification_compared_checksums(admin_client):
+    def recorded(name, verification, checksums):
+        return BackupRecord.objects.create(
+            started_at=timezone.now(), status="succeeded", filename=name,
+            verification=verification, table_counts={"caloria_user": 1},
+            table_checksums=checksums,
+        )  # fmt: skip
+
+    checksums = {"caloria_user": {"rows": 1, "sha256": "ab" * 32}}
+    proven = recorded("proven.psql.bin.gz", "passed", checksums)
+    recorded("older.psql.bin.gz", "passed", {})
+    recorded("failed.psql.bin.gz", "failed", checksums)
+    recorded("unverified.psql.bin.gz", "", checksums)
+
+    page = admin_client.get("/admin/dbops/backuprecord/").content.decode()
+    detail = admin_client.get(f"/admin/dbops/backuprecord/{proven.pk}/change/").content.decode()
+
+    assert "counts and checksums" in table_row(page, "proven.psql.bin.gz")
+    assert "counts only" in table_row(page, "older.psql.bin.gz")
+    assert "counts and checksums" in table_row(page, "failed.psql.bin.gz")
+    unverified = table_row(page, "unverified.psql.bin.gz")
+    assert "counts" not in unverified
+    assert "Compared:" in detail and "counts and checksums" in detail

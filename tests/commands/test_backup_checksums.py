@@ -157,6 +157,13 @@ def test_a_row_missing_inside_the_backup_says_the_counts_differ_too(tmp_path):
     assert "caloria_foodentry (counts differ: 6 at backup, 5 restored)" in completed.stderr
 
 
+def test_verify_backup_help_says_it_compares_counts_and_checksums():
+    completed = run_manage("help", "verify_backup")
+
+    assert completed.returncode == 0, completed.stderr
+    assert "row count and checksum with the record" in " ".join(completed.stdout.split())
+
+
 def test_a_backup_recorded_before_checksums_still_verifies_by_counts_and_says_so():
     make_rows()
     record = backup()
@@ -190,25 +197,70 @@ def test_a_backup_damaged_on_its_way_to_the_disk_is_a_failed_run_and_leaves_no_f
     assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
 
 
-def test_a_dump_that_pg_restore_cannot_list_is_a_failed_run(tmp_path):
-    """pg_dump's output cut short while the pipeline still exits 0: the gzip is whole, the
-    archive is not, and only pg_restore --list can tell."""
-    make_rows()
+def test_an_encrypted_backup_damaged_on_its_way_to_the_disk_is_a_failed_run(gpg_keys):
     before = set(Path(settings.DBOPS_BACKUP_DIR).iterdir())
+
+    completed = run_manage(
+        "dbbackup", "--encrypt", DJANGO_SETTINGS_MODULE="tests.corrupting_settings",
+        DBOPS_BACKUP_GPG_PUBLIC_KEY=str(gpg_keys["backups"].public_key),
+    )  # fmt: skip
+
+    assert completed.returncode == 1, completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("CommandError: dbbackup failed: ")
+    assert ".gpg does not read back: the stored file (sha256 " in last
+    assert "is not what gpg wrote" in last
+    failed = BackupRecord.objects.get()
+    assert failed.status == BackupRecord.Status.FAILED
+    assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
+
+
+def path_with_a_pg_dump_cut_short(tmp_path) -> str:
+    """A PATH whose pg_dump's output is cut short while the pipeline still exits 0: the gzip
+    is whole, the archive is not, and only pg_restore --list can tell."""
     fake = tmp_path / "bin"
     fake.mkdir()
     script = fake / "pg_dump"
     script.write_text(f'#!/bin/sh\n"{shutil.which("pg_dump")}" "$@" | head -c 300\n')
     script.chmod(0o755)
-    path = f"{fake}:{Path(shutil.which('pg_restore')).parent}:/usr/bin:/bin"
+    return f"{fake}:{Path(shutil.which('pg_restore')).parent}:/usr/bin:/bin"
 
-    completed = run_manage("dbbackup", PATH=path)
+
+def test_a_dump_that_pg_restore_cannot_list_is_a_failed_run(tmp_path):
+    make_rows()
+    before = set(Path(settings.DBOPS_BACKUP_DIR).iterdir())
+
+    completed = run_manage("dbbackup", PATH=path_with_a_pg_dump_cut_short(tmp_path))
 
     assert completed.returncode == 1, completed.stderr
     assert "does not read back: pg_restore: error:" in completed.stderr
     failed = BackupRecord.objects.get()
     assert failed.status == BackupRecord.Status.FAILED
     assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
+
+
+def test_an_encrypted_backup_of_a_dump_that_pg_restore_cannot_list_is_a_failed_run(
+    tmp_path, gpg_keys
+):
+    """The server cannot read its ciphertext back, so the plain dump is listed before it is
+    encrypted: without --verify, nothing else would notice."""
+    make_rows()
+    before = set(Path(settings.DBOPS_BACKUP_DIR).iterdir())
+
+    completed = run_manage(
+        "dbbackup", "--encrypt", PATH=path_with_a_pg_dump_cut_short(tmp_path),
+        DBOPS_BACKUP_GPG_PUBLIC_KEY=str(gpg_keys["backups"].public_key),
+    )  # fmt: skip
+
+    assert completed.returncode == 1, completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("CommandError: dbbackup failed: ")
+    assert ".psql.bin.gz does not read back: pg_restore: error:" in last
+    failed = BackupRecord.objects.get()
+    assert failed.status == BackupRecord.Status.FAILED
+    assert "does not read back" in failed.error
+    assert failed.filename == "" and not failed.encrypted
+    assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before  # no file, no work folder
 
 
 def test_rows_committed_while_pg_dump_runs_are_in_neither_the_dump_nor_the_checksums(tmp_path):

@@ -77,7 +77,9 @@ def test_the_setting_encrypts_every_backup_without_the_option(settings, public_k
     assert record.encrypted and record.filename.endswith(".gpg")
 
 
-def test_the_private_key_decrypts_what_the_server_cannot_round_trip(public_key, tmp_path):
+def test_the_private_key_decrypts_what_the_server_cannot_round_trip(
+    public_key, tmp_path, untouched_if_nothing_is_restored
+):
     make_rows()
     record = backup("--encrypt")
 
@@ -90,6 +92,7 @@ def test_the_private_key_decrypts_what_the_server_cannot_round_trip(public_key, 
     with gzip.open(fetched) as plain:
         assert plain.read(5) == b"PGDMP"  # pg_dump's custom format
     assert record.verification == BackupRecord.Verification.PASSED
+    assert not untouched_if_nothing_is_restored()  # the restore into a scratch database ran
     assert scratch_databases() == []
     assert leftovers(tmp_path) == []
 
@@ -119,15 +122,28 @@ def test_verifying_an_encrypted_backup_without_the_key_says_what_it_needs(public
     assert record.verification == BackupRecord.Verification.NOT_VERIFIED
 
 
-def test_a_wrong_private_key_is_refused_and_nothing_is_restored(public_key, gpg_keys):
+def assert_nothing_restored(record, untouched_if_nothing_is_restored) -> None:
+    """No scratch database was made to restore into, and the record's verification is as
+    it was (a verification that restores always records its outcome)."""
+    assert untouched_if_nothing_is_restored()
+    record.refresh_from_db()
+    assert record.verification == BackupRecord.Verification.NOT_VERIFIED
+    assert record.verified_at is None and record.verification_detail == ""
+    assert leftovers(backups.backup_path(record.filename).parent) == []  # no plain copy left
+
+
+def test_a_wrong_private_key_is_refused_and_nothing_is_restored(
+    public_key, gpg_keys, untouched_if_nothing_is_restored
+):
     record = backup("--encrypt")
 
     failure = verify(record.filename, "--private-key", str(gpg_keys["other"].private_key))
 
     assert failure.returncode == 1
+    assert f"{record.filename}: verification failed: the private key file " in str(failure)
     assert "is not the key this backup was encrypted to" in str(failure)
     assert public_key.fingerprint in str(failure)
-    assert scratch_databases() == []
+    assert_nothing_restored(record, untouched_if_nothing_is_restored)
 
 
 def test_a_public_key_given_as_the_private_key_is_refused(public_key):
@@ -138,7 +154,9 @@ def test_a_public_key_given_as_the_private_key_is_refused(public_key):
     assert "holds no private key" in str(failure)
 
 
-def test_a_truncated_encrypted_backup_is_refused_before_decryption(public_key):
+def test_a_truncated_encrypted_backup_is_refused_before_decryption(
+    public_key, untouched_if_nothing_is_restored
+):
     make_rows()
     record = backup("--encrypt")
     path = backups.backup_path(record.filename)
@@ -146,8 +164,9 @@ def test_a_truncated_encrypted_backup_is_refused_before_decryption(public_key):
 
     failure = verify(record.filename, "--private-key", str(public_key.private_key))
 
+    assert failure.returncode == 1
     assert "it was changed or truncated" in str(failure)
-    assert scratch_databases() == []
+    assert_nothing_restored(record, untouched_if_nothing_is_restored)
 
 
 def test_gpg_itself_refuses_a_truncated_file_that_matches_its_record(public_key, tmp_path):
@@ -167,7 +186,9 @@ def test_gpg_itself_refuses_a_truncated_file_that_matches_its_record(public_key,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_altered_encrypted_file_that_matches_its_record_does_not_decrypt(public_key):
+def test_an_altered_encrypted_file_that_matches_its_record_does_not_decrypt(
+    public_key, untouched_if_nothing_is_restored
+):
     make_rows()
     record = backup("--encrypt")
     path = backups.backup_path(record.filename)
@@ -184,7 +205,7 @@ def test_an_altered_encrypted_file_that_matches_its_record_does_not_decrypt(publ
 
     assert failure.returncode == 1
     assert "gpg could not decrypt" in str(failure)
-    assert scratch_databases() == []
+    assert_nothing_restored(record, untouched_if_nothing_is_restored)
 
 
 # --------------------------------------------------------------------------- refusals

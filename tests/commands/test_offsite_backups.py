@@ -129,7 +129,9 @@ def test_a_remote_folder_that_cannot_be_made_fails_the_copy_and_leaves_nothing_t
     assert blocker.read_text() == "not a folder"
 
 
-def test_a_name_already_taken_on_the_remote_is_never_replaced(remote_storage):
+def test_a_name_already_taken_on_the_remote_is_never_replaced_nor_deleted_by_retention(
+    remote_storage, keep_only_the_newest
+):
     first = backup()
     (remote_storage / first.filename).unlink()
     taken = remote_storage / "taken"
@@ -138,10 +140,19 @@ def test_a_name_already_taken_on_the_remote_is_never_replaced(remote_storage):
     first.save()
 
     reason = offsite.copy_to_remote(first, backups.backup_path(first.remote_name))
+    first.refresh_from_db()
+    age_backup(first, 50)
+    newer = backup("--clean")  # retention: `first` goes, locally and off-site
 
+    first.refresh_from_db()
     assert "taken already exists on the remote: not replaced" in reason
+    assert first.remote_copy == BackupRecord.RemoteCopy.FAILED
+    assert first.remote_name == ""  # it names no file dbops did not write
+    assert first.deleted_at is not None and first.remote_deleted_at is None
     assert taken.read_bytes() == b"somebody else's file"
-    assert [path.name for path in remote_storage.iterdir()] == ["taken"]
+    assert sorted(path.name for path in remote_storage.iterdir()) == sorted(
+        ["taken", newer.filename]
+    )
 
 
 def test_health_fails_while_the_newest_backup_is_not_off_site_and_passes_after_a_good_one(
@@ -230,7 +241,7 @@ def test_verify_backup_remote_restores_the_off_site_copy_even_when_the_local_fil
 
 
 def test_verify_backup_remote_refuses_an_altered_copy_restores_nothing_and_records_it(
-    remote_storage,
+    remote_storage, untouched_if_nothing_is_restored
 ):
     make_rows()
     record = backup()
@@ -248,7 +259,7 @@ def test_verify_backup_remote_refuses_an_altered_copy_restores_nothing_and_recor
     assert "it was changed or truncated" in str(failure.value)
     assert record.remote_copy == BackupRecord.RemoteCopy.FAILED
     assert record.verification == BackupRecord.Verification.NOT_VERIFIED
-    assert scratch_databases() == []
+    assert untouched_if_nothing_is_restored()  # no scratch database was made to restore into
 
 
 def test_verify_backup_remote_of_a_backup_that_never_reached_the_remote_says_so(

@@ -11,10 +11,11 @@ backup into a scratch database and compares every table's count and checksum. Fi
 written whole or not at all (dbops.backup_files).
 
 `--encrypt` (or DBOPS_BACKUP_ENCRYPT) stores the backup encrypted to the public key of
-DBOPS_BACKUP_GPG_PUBLIC_KEY (dbops.encryption), verified before encryption from a private
-plain copy that goes when the command ends. With `STORAGES["dbbackup_remote"]` set, every
-backup is also copied off-site and read back (dbops.offsite); a failed copy leaves a good
-local backup, recorded as not off-site, and exit code 1.
+DBOPS_BACKUP_GPG_PUBLIC_KEY (dbops.encryption). Its plain dump is read back before it is
+encrypted, and `--verify` verifies a private plain copy that goes when the command ends. With
+`STORAGES["dbbackup_remote"]` set, every backup is also copied off-site and read back
+(dbops.offsite); a failed copy leaves a good local backup, recorded as not off-site, and exit
+code 1.
 
 `--from-replica` runs pg_dump, and the counts and checksums in its snapshot, on the standby
 DBOPS_REPLICA_DATABASE (a hot standby exports snapshots as a primary does), so the nightly
@@ -136,6 +137,7 @@ class Command(PingsMonitor, DbbackupCommand):
         self.keep_plain_copy = verify
         self.record = self.start_record(alias)
         self.written_filename = None
+        self.encrypted_sha256 = None
         self.stored_names: dict[str, str] = {}
         self.snapshot = backups.Snapshot()
         started = time.monotonic()
@@ -144,6 +146,7 @@ class Command(PingsMonitor, DbbackupCommand):
             super().handle(**options)
             path = backups.backup_path(self.written_filename)
             backup_readback.read_back(path, self.record.engine)
+            self.check_stored_ciphertext(path)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
             reason = safe_error(exc, alias)
             self.delete_written_files()
@@ -276,24 +279,43 @@ class Command(PingsMonitor, DbbackupCommand):
 
     def write_encrypted(self, storage, path, file) -> str:
         """Store the backup encrypted (name + .gpg), and only that; with --verify, keep the
-        plain dump for verification in a private folder removed when the command ends."""
+        plain dump for verification in a private folder removed when the command ends.
+
+        The plain dump is read back first (pg_restore --list): the stored ciphertext cannot
+        be, and a dump that does not restore must not be encrypted and recorded a success.
+        """
+        file.seek(0)
+        backup_readback.read_back_file(file, path, self.record.engine)
         work = encryption.private_copy_directory(Path(conf.BACKUP_DIR))
         self.cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        file.seek(0)
         source = file
         if self.keep_plain_copy:
             self.plain_copy = work / Path(path).name  # its suffix says how to read it (.gz)
-            file.seek(0)
             with self.plain_copy.open("xb") as handle:
                 shutil.copyfileobj(file, handle, 1 << 20)
             source = self.plain_copy
         encrypted = work / "encrypted"
         encryption.encrypt(source, encrypted, self.public_key)
         sync_file(encrypted)
+        self.encrypted_sha256 = backups.file_sha256(encrypted)
         name = path + encryption.SUFFIX
         if isinstance(storage, FileSystemStorage):
             return backup_files.publish(storage, name, encrypted)
         with encrypted.open("rb") as handle:
             return storage.save(name=name, content=handle)
+
+    def check_stored_ciphertext(self, path: Path) -> None:
+        """An encrypted backup's plain dump was read back before encryption; what the storage
+        kept must then be what gpg wrote, byte for byte, or it will not decrypt."""
+        if self.encrypted_sha256 is None:
+            return
+        stored = backups.file_sha256(path)
+        if stored != self.encrypted_sha256:
+            raise backup_readback.Unreadable(
+                f"{path.name} does not read back: the stored file (sha256 {stored[:12]}…) is "
+                f"not what gpg wrote ({self.encrypted_sha256[:12]}…)"
+            )
 
     def copy_off_site(self) -> str | None:
         """Copy the new backup to the remote storage, if there is one; the failure, or None."""

@@ -1,12 +1,15 @@
 """`verify_backup [NAME | --latest] [--remote] [--private-key FILE]`: prove a backup restores,
-with the rows it should have.
+with the rows it should have and the values they held.
 
 Checks the file's sha256 against its BackupRecord, restores it into a scratch database
 (PostgreSQL: a new database created and always dropped; SQLite: a temporary file), compares
-each table's row count with the counts recorded at backup time, and stores the result on the
-record. `--remote` does the same with the off-site copy, fetched into a private temporary
-file; an encrypted backup (local or off-site) is decrypted with `--private-key`, the armored
-secret key the server does not hold. Exit 1 on any mismatch, restore or key error.
+each table's row count and checksum with those recorded at backup time (a count alone passes
+a changed value; the mismatch names the table), and stores the result on the record. A
+record without checksums (SQLite, or a backup from before they were recorded) is compared by
+counts only, and its result says so. `--remote` does the same with the off-site copy,
+fetched into a private temporary file; an encrypted backup (local or off-site) is decrypted
+with `--private-key`, the armored secret key the server does not hold. Exit 1 on any mismatch,
+restore or key error.
 """
 
 import tempfile
@@ -21,8 +24,9 @@ from dbops.models import BackupRecord
 
 class Command(BaseCommand):
     help = (
-        "Restore a recorded backup into a scratch database and compare its sha256 and row "
-        "counts with the record; --remote verifies the off-site copy; --private-key FILE "
+        "Restore a recorded backup into a scratch database and compare its sha256 and every "
+        "table's row count and checksum with the record (counts only for a record without "
+        "checksums); --remote verifies the off-site copy; --private-key FILE "
         "decrypts an encrypted backup. Exit 1 on any mismatch, restore or key error."
     )
     requires_system_checks = []

@@ -190,3 +190,34 @@ def test_sqlite_is_a_warning_by_default_and_an_error_when_the_project_says_produ
     assert default_ids == ["dbops.W001"]
     assert production.returncode == 1
     assert production_ids == ["dbops.E002"]
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("hc-ping.com/5a3b9c1e-secret-uuid", "not an http:// or https:// URL"),
+        ("ftp://hc-ping.com/5a3b9c1e-secret-uuid", "not an http:// or https:// URL"),
+        ("https:///5a3b9c1e-secret-uuid", "no host in the URL"),
+        ("https://hc-ping.com:port/5a3b9c1e-secret-uuid", "not a URL"),
+    ],
+)
+def test_a_ping_url_that_cannot_be_pinged_is_w002_naming_the_setting_not_the_url(
+    check, url, reason
+):
+    backup, backup_ids = check(f"DBOPS_BACKUP_PING_URL = {url!r}")
+    consistency, consistency_ids = check(f"DBOPS_CONSISTENCY_PING_URL = {url!r}")
+
+    assert backup.returncode == 0 and backup_ids == ["dbops.W002"], backup.output
+    assert f"DBOPS_BACKUP_PING_URL is set but cannot be pinged ({reason})" in backup.stderr
+    assert consistency.returncode == 0 and consistency_ids == ["dbops.W002"]
+    assert "DBOPS_CONSISTENCY_PING_URL is set" in consistency.stderr
+    assert "secret-uuid" not in backup.output + consistency.output
+
+
+def test_a_full_ping_url_is_no_warning(check):
+    completed, ids = check(
+        'DBOPS_BACKUP_PING_URL = "https://hc-ping.com/uuid"\n'
+        'DBOPS_CONSISTENCY_PING_URL = "http://127.0.0.1:8000/ping/uuid"'
+    )
+
+    assert completed.returncode == 0 and ids == [], completed.output

@@ -182,3 +182,39 @@ def test_no_ping_without_a_url_and_none_for_a_dry_run(settings, monitor):
     call_command("dbbackup", "--clean", "--dry-run", verbosity=0)
 
     assert monitor.requests == []
+
+
+def test_a_malformed_ping_url_never_fails_a_backup_nor_replaces_its_error(tmp_path):
+    malformed = "hc-ping.com/" + CHECK_UUID  # no scheme: urllib refuses it
+    done = run_manage("dbbackup", DBOPS_BACKUP_PING_URL=malformed)
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    failed = run_manage(
+        "dbbackup", DBOPS_BACKUP_PING_URL=malformed, DBOPS_BACKUP_DIR=str(not_a_directory)
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert failed.returncode == 1
+    for run in (done, failed):
+        assert "Traceback" not in run.stderr
+        assert "dbops.W002" in run.stderr
+        assert CHECK_UUID not in run.stdout + run.stderr
+    assert "the success ping to a malformed URL failed (not an http:// or https:// URL)" in (
+        done.stderr
+    )
+    assert "the fail ping to a malformed URL failed" in failed.stderr
+    assert "dbbackup failed" in failed.stderr
+    assert BackupRecord.objects.filter(status="succeeded").count() == 1
+
+
+def test_a_malformed_ping_url_never_fails_a_consistency_run(settings, caplog):
+    settings.DBOPS_CONSISTENCY_PING_URL = "hc-ping.com/" + CHECK_UUID
+
+    with caplog.at_level(logging.WARNING, logger="dbops.pings"):
+        consistency()
+
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "dbops: the success ping to a malformed URL failed (not an http:// or https:// URL); "
+        "the run's own outcome is unchanged"
+    )

@@ -85,20 +85,10 @@ class TailHandler(logging.Handler):
 
 def masked_body(text: str) -> bytes:
     """The last BODY_LIMIT bytes of `text`, secrets masked, cut at a line where possible."""
-    from django.conf import settings
-    from django.db import connections
-
+    from dbops.database import known_secrets
     from dbops.envinfo import mask_text
 
-    secrets = [
-        *(connections[alias].settings_dict.get("PASSWORD", "") for alias in connections),
-        settings.SECRET_KEY,
-        conf.HEALTH_TOKEN,
-        conf.METRICS_TOKEN,
-        conf.BACKUP_PING_URL,
-        conf.CONSISTENCY_PING_URL,
-    ]
-    data = mask_text(text, secrets).encode()
+    data = mask_text(text, known_secrets()).encode()
     if len(data) <= BODY_LIMIT:
         return data
     data = data[-BODY_LIMIT:]

@@ -4,8 +4,10 @@ convention: GET <url> on success, POST <url>/fail with the log's tail on failure
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
 
 import pytest
+from django.core.files.storage import FileSystemStorage
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -118,6 +120,64 @@ def test_a_backup_pings_success_and_a_failed_one_posts_its_error_secrets_masked(
     assert "dbbackup failed" in body
     assert password not in body and "x" * 20 not in body
     assert BackupRecord.objects.filter(status="failed").exists()
+
+
+# Off-site credentials with the characters that trip masking: '%', '@', '/', a space, a '+'.
+ACCESS_KEY = "AKIA/odd key@1"
+SECRET_ACCESS_KEY = "s3/Se%cret @key+x"
+
+
+class TalkativeStorage(FileSystemStorage):
+    """An off-site storage whose client logs its credentials, raw and URL-encoded (as some
+    S3 and SFTP clients do), under dbbackup's logger, and then refuses the upload."""
+
+    def __init__(self, location, access_key, secret_key):
+        super().__init__(location=location)
+        self.access_key, self.secret_key = access_key, secret_key
+
+    def _save(self, name, content):
+        logging.getLogger("dbbackup.storage").warning(
+            "PUT %s refused: key %s secret %s (https://%s:%s@s3.example/%s)",
+            name,
+            self.access_key,
+            self.secret_key,
+            quote(self.access_key, safe=""),
+            quote(self.secret_key, safe=""),
+            quote(self.secret_key),
+        )
+        raise OSError("403 Forbidden")
+
+
+def test_a_failed_backup_s_fail_body_masks_the_off_site_storage_s_secrets(
+    settings, monitor, tmp_path
+):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "dbbackup_remote": {
+            "BACKEND": f"{__name__}.TalkativeStorage",
+            "OPTIONS": {
+                "location": str(tmp_path / "off-site"),
+                "access_key": ACCESS_KEY,
+                "secret_key": SECRET_ACCESS_KEY,
+            },
+        },
+    }
+    settings.DBOPS_BACKUP_PING_URL = monitor.url
+
+    with pytest.raises(CommandError) as raised:
+        call_command("dbbackup", verbosity=1)
+
+    assert raised.value.returncode == 1
+    [(method, path, body)] = monitor.requests
+    assert (method, path) == ("POST", f"/ping/{CHECK_UUID}/fail")
+    text = body.decode()
+    assert "PUT " in text and "refused: key ********" in text, text
+    assert "off-site copy" in text
+    for secret in (ACCESS_KEY, SECRET_ACCESS_KEY):
+        for form in (secret, quote(secret, safe=""), quote(secret)):
+            assert form not in text, form
+    for fragment in ("AKIA", "Se%cret", "Se%25cret"):
+        assert fragment not in text
 
 
 def test_the_body_is_the_last_10_kB_with_every_secret_masked(settings, monkeypatch):

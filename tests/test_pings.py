@@ -278,3 +278,59 @@ def test_a_malformed_ping_url_never_fails_a_consistency_run(settings, caplog):
         "dbops: the success ping to a malformed URL failed (not an http:// or https:// URL); "
         "the run's own outcome is unchanged"
     )
+
+
+@pytest.mark.parametrize("broken", ["hangs", "error"])
+def test_a_backup_whose_ping_hangs_or_errs_still_succeeds_with_a_warning(broken):
+    server = Monitor(delay=60) if broken == "hangs" else Monitor(status=500)
+    try:
+        done = run_manage(
+            "dbbackup", DBOPS_BACKUP_PING_URL=server.url, DBOPS_PING_TIMEOUT_SECONDS="1"
+        )
+    finally:
+        server.close()
+
+    assert done.returncode == 0, done.stderr
+    assert [request[:2] for request in server.requests] == [("GET", f"/ping/{CHECK_UUID}")]
+    reason = "no answer within 1 s" if broken == "hangs" else "HTTP 500"
+    assert (
+        f"dbops: the success ping to http://127.0.0.1:{server.server.server_address[1]} failed "
+        f"({reason}); the run's own outcome is unchanged"
+    ) in done.stderr
+    assert CHECK_UUID not in done.stderr
+    assert BackupRecord.objects.get().status == "succeeded"
+
+
+class RetryingStorage(FileSystemStorage):
+    """An off-site storage whose client logs every one of its many retries, then gives up:
+    far more than 10 kB of log before the run fails."""
+
+    def _save(self, name, content):
+        for attempt in range(1, 301):
+            logging.getLogger("dbbackup.storage").warning(
+                "PUT %s attempt %d of 300: 503 Slow Down, retrying", name, attempt
+            )
+        raise OSError("503 Slow Down: gave up after 300 attempts")
+
+
+def test_a_fail_body_of_a_long_log_is_its_last_10_kB_cut_at_a_line(settings, monitor, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "dbbackup_remote": {
+            "BACKEND": f"{__name__}.RetryingStorage",
+            "OPTIONS": {"location": str(tmp_path / "off-site")},
+        },
+    }
+    settings.DBOPS_BACKUP_PING_URL = monitor.url
+
+    with pytest.raises(CommandError):
+        call_command("dbbackup", verbosity=1)
+
+    [(method, path, body)] = monitor.requests
+    assert (method, path) == ("POST", f"/ping/{CHECK_UUID}/fail")
+    assert 9_000 < len(body) <= 10_000
+    lines = [line for line in body.decode().splitlines() if line]
+    assert lines[0].startswith("WARNING dbbackup.storage: PUT "), lines[0]
+    assert "attempt 300 of 300" in lines[-2]
+    assert lines[-1].startswith("CommandError: ") and "gave up after 300 attempts" in lines[-1]
+    assert "attempt 1 of 300" not in body.decode()

@@ -269,3 +269,28 @@ def check_replica_database(app_configs=None, **kwargs) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@register()
+def check_ping_urls(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """A ping URL that cannot be pinged (W002: no scheme, not http(s), no host) means the
+    monitor never hears from the job and raises the alarm every night for a backup that ran.
+    A warning, not an error: an error would stop `dbbackup` itself, and a ping must never
+    fail the backup. The message names the setting, never the URL (its path is the secret)."""
+    from dbops.pings import url_problem
+
+    problems: list[CheckMessage] = []
+    for name in ("BACKUP_PING_URL", "CONSISTENCY_PING_URL"):
+        url = getattr(conf, name)
+        problem = url and url_problem(url)
+        if problem:
+            problems.append(
+                Warning(
+                    f"{conf.PREFIX}{name} is set but cannot be pinged ({problem}): the "
+                    "monitor will never hear from the job and will raise the alarm.",
+                    hint="Give the full URL with its scheme, e.g. https://hc-ping.com/<uuid>, "
+                    "or leave it empty for no ping.",
+                    id="dbops.W002",
+                )
+            )
+    return problems

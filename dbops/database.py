@@ -43,30 +43,39 @@ class DatabaseProbe:
         return f"{self.vendor}{version} {self.location}"
 
 
-def safe_error(
-    exc: BaseException, alias: str = "default", limit: int = 500, *, password: str | None = None
-) -> str:
-    """A failure's text on one line with every secret masked: every configured database's
-    password (the default, the direct and the standby's, which libpq and pg_dump may echo in
-    a URL), SECRET_KEY, DBOPS_HEALTH_TOKEN, DBOPS_METRICS_TOKEN and the off-site storage's
-    password or keys. The one way dbops turns an exception into words for a terminal, a log
-    or a record. `password` stands in for the alias's own when the connection is not one of
-    settings.DATABASES (the checks probe through a temporary one)."""
+def known_secrets() -> list[str]:
+    """Every secret dbops knows of, the one list that anything masking text uses (safe_error,
+    the dead man's switch's bodies): every database's password (the default, the direct and
+    the standby's, which libpq and pg_dump may echo in a URL; a connection's own, which may
+    differ from its settings), SECRET_KEY, DBOPS_HEALTH_TOKEN, DBOPS_METRICS_TOKEN, the ping
+    URLs (their path is a healthchecks.io check's secret) and the off-site storage's password
+    or keys."""
     from django.conf import settings
     from django.db import connections
 
     from dbops import conf
 
-    secrets = [
-        connections[alias].settings_dict.get("PASSWORD", "") if password is None else password,
+    return [
+        *(connections[alias].settings_dict.get("PASSWORD") or "" for alias in connections),
+        *(database.get("PASSWORD") or "" for database in settings.DATABASES.values()),
         settings.SECRET_KEY,
         conf.HEALTH_TOKEN,
-        *conf.remote_storage_secrets(),
         conf.METRICS_TOKEN,
+        conf.BACKUP_PING_URL,
+        conf.CONSISTENCY_PING_URL,
+        *conf.remote_storage_secrets(),
     ]
-    secrets += [database.get("PASSWORD") or "" for database in settings.DATABASES.values()]
+
+
+def safe_error(
+    exc: BaseException, alias: str = "default", limit: int = 500, *, password: str | None = None
+) -> str:
+    """A failure's text on one line with every known secret masked (known_secrets). The one
+    way dbops turns an exception into words for a terminal, a log or a record. `password` is
+    masked too: the checks probe through a temporary connection that is not one of
+    settings.DATABASES. (`alias` is kept for callers; every alias's password is masked.)"""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return mask_text(text, secrets)[:limit]
+    return mask_text(text, [password or "", *known_secrets()])[:limit]
 
 
 def server_version(connection: BaseDatabaseWrapper) -> str:

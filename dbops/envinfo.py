@@ -20,7 +20,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -127,11 +127,17 @@ def mask_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """Remove every known secret, and anything shaped like a URL or DSN password, from text.
 
     Used on exception messages before they reach a log or a terminal: psycopg2 and libpq put
-    the DSN or parts of it into some of their messages.
+    the DSN or parts of it into some of their messages. A URL holds a secret percent-encoded
+    ("p%40ss"): those forms go too, longest first. Under 3 characters is too short to mask.
     """
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, MASK)
+    forms = {
+        form
+        for s in secrets
+        if len(s or "") >= 3
+        for form in (s, quote(s), quote(s, safe=""), quote_plus(s, safe=""))
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
     text = re.sub(r"\S*@\S*", lambda match: mask_userinfo(match.group(0)), text)
     text = _SPACED_PASSWORD.sub(rf"\1:{MASK}@", text)
     return mask_dsn(_mask_query(text))

@@ -43,6 +43,16 @@ RECENT_RESULTS: dict[str, tuple[float, HealthCheckException | None, float]] = {}
 LOGGED_STATE: dict[str, str | None] = {}
 
 
+class TimedFuture(Future):
+    """A Future that also says how long its function ran (None until it has finished).
+
+    Timed in the thread that ran it: the probe collects results one after another, so the
+    time until collection would charge every check after a slow one with the slow one's
+    wait."""
+
+    seconds: float | None = None
+
+
 class HealthThread:
     """One daemon thread that runs the functions given to it, one after another."""
 
@@ -56,13 +66,18 @@ class HealthThread:
             future, function = self.jobs.get()
             if not future.set_running_or_notify_cancel():
                 continue
+            begun = time.monotonic()
             try:
-                future.set_result(function())
+                result = function()
             except BaseException as exc:  # noqa: BLE001 - for whoever waits; the thread lives on
+                future.seconds = time.monotonic() - begun
                 future.set_exception(exc)
+            else:
+                future.seconds = time.monotonic() - begun
+                future.set_result(result)
 
-    def submit(self, function: Callable) -> Future:
-        future: Future = Future()
+    def submit(self, function: Callable) -> TimedFuture:
+        future = TimedFuture()
         self.jobs.put((future, function))
         return future
 
@@ -82,7 +97,7 @@ def _forget_threads_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
-def submit_once(key: str, function: Callable) -> Future:
+def submit_once(key: str, function: Callable) -> TimedFuture:
     """Run `function` in the health thread for `key`, unless its previous run is unfinished:
     then that run's future is returned instead."""
     with _lock:
@@ -151,8 +166,10 @@ def run_checks(checks, started: float | None = None) -> list[HealthCheckResult]:
             _, error, taken = reused[key]
             results.append(HealthCheckResult(check=check, error=error, time_taken=taken))
             continue
-        error = outcome(check, running[key], started)
-        taken = time.monotonic() - started
+        future = running[key]
+        error = outcome(check, future, started)
+        # Its own run's time; one still running (timed out) has taken the wait, at least.
+        taken = future.seconds if future.seconds is not None else time.monotonic() - started
         RECENT_RESULTS[key] = (started, error, taken)
         log_change(key, error)
         results.append(HealthCheckResult(check=check, error=error, time_taken=taken))

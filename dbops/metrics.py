@@ -130,6 +130,11 @@ def read_history() -> dict:
             status=BackupRecord.Status.SUCCEEDED, deleted_at__isnull=True
         ).values(*fields)[:1],
         "backup_failed": backups.filter(status=BackupRecord.Status.FAILED).values(*fields)[:1],
+        # Killed (SIGKILL, the OOM killer): a failure too. One query per status, so each is
+        # one row through the (status, -started_at) index, with no sort of the two.
+        "backup_abandoned": backups.filter(status=BackupRecord.Status.ABANDONED).values(
+            "started_at"
+        )[:1],
         "verified": backups.filter(verification=BackupRecord.Verification.PASSED).values(*fields)[
             :1
         ],
@@ -171,7 +176,8 @@ def value_family(name, documentation, value, unit=""):
 
 
 def history_families(history: dict):
-    backup, failed = history["backup"], history["backup_failed"]
+    backup = history["backup"]
+    failed, abandoned = history["backup_failed"], history["backup_abandoned"]
     yield value_family(
         "dbops_backup_last_success_timestamp_seconds",
         "When the newest successful backup still on disk finished (0: none)",
@@ -191,10 +197,16 @@ def history_families(history: dict):
             backup["duration_seconds"] or 0,
             "seconds",
         )
+    # An abandoned run's finished_at is when a later run noticed it (runs.mark_abandoned),
+    # perhaps a day on: the run itself died some time after it started.
     yield value_family(
         "dbops_backup_last_failure_timestamp_seconds",
-        "When the newest failed backup ended (0: none)",
-        timestamp(failed and failed["finished_at"]),
+        "When the newest failed backup ended, or the newest abandoned (killed) one started "
+        "(0: none)",
+        max(
+            timestamp(failed and failed["finished_at"]),
+            timestamp(abandoned and abandoned["started_at"]),
+        ),
         "seconds",
     )
     verified = history["verified"]

@@ -85,20 +85,10 @@ class TailHandler(logging.Handler):
 
 def masked_body(text: str) -> bytes:
     """The last BODY_LIMIT bytes of `text`, secrets masked, cut at a line where possible."""
-    from django.conf import settings
-    from django.db import connections
-
+    from dbops.database import known_secrets
     from dbops.envinfo import mask_text
 
-    secrets = [
-        *(connections[alias].settings_dict.get("PASSWORD", "") for alias in connections),
-        settings.SECRET_KEY,
-        conf.HEALTH_TOKEN,
-        conf.METRICS_TOKEN,
-        conf.BACKUP_PING_URL,
-        conf.CONSISTENCY_PING_URL,
-    ]
-    data = mask_text(text, secrets).encode()
+    data = mask_text(text, known_secrets()).encode()
     if len(data) <= BODY_LIMIT:
         return data
     data = data[-BODY_LIMIT:]
@@ -108,10 +98,28 @@ def masked_body(text: str) -> bytes:
     return data.decode("utf-8", "ignore").encode()
 
 
+def url_problem(url: str) -> str:
+    """Why `url` cannot be pinged ("" when it can): urllib refuses anything but an absolute
+    http(s) URL, and a URL without a scheme ("hc-ping.com/<uuid>") is the usual slip. Names
+    no part of the URL, whose path is the secret of a healthchecks.io check."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "not a URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "not an http:// or https:// URL"
+    if not parts.hostname:
+        return "no host in the URL"
+    return ""
+
+
 def where(url: str) -> str:
     """The monitor as a log line may name it: scheme and host, no credentials, no path."""
+    if url_problem(url):
+        return "a malformed URL"
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 def ping(url: str, failed: bool, log: str = "") -> bool:
@@ -122,29 +130,32 @@ def ping(url: str, failed: bool, log: str = "") -> bool:
     run longer than that.
     """
     timeout = float(conf.PING_TIMEOUT_SECONDS)
-    target = url.rstrip("/") + "/fail" if failed else url
-    request = urllib.request.Request(
-        target,
-        data=masked_body(log) if failed else None,
-        method="POST" if failed else "GET",
-        headers={"Content-Type": "text/plain; charset=utf-8", "User-Agent": "dbops-ping"},
-    )
     outcome: list[str] = []
 
     def send():
         try:
+            target = url.rstrip("/") + "/fail" if failed else url
+            request = urllib.request.Request(
+                target,
+                data=masked_body(log) if failed else None,
+                method="POST" if failed else "GET",
+                headers={"Content-Type": "text/plain; charset=utf-8", "User-Agent": "dbops-ping"},
+            )
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read(1024)
             outcome.append("")
         except urllib.error.HTTPError as exc:
             outcome.append(f"HTTP {exc.code}")
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever goes wrong, the run goes on
+            # The class alone: urllib's own words may quote the URL, and so its secret.
             outcome.append(type(getattr(exc, "reason", exc)).__name__)
 
-    thread = threading.Thread(target=send, name="dbops-ping", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    problem = outcome[0] if outcome else f"no answer within {timeout:g} s"
+    problem = url_problem(url)
+    if not problem:
+        thread = threading.Thread(target=send, name="dbops-ping", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        problem = outcome[0] if outcome else f"no answer within {timeout:g} s"
     if problem:
         logger.warning(
             "dbops: the %s ping to %s failed (%s); the run's own outcome is unchanged",

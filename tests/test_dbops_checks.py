@@ -1,4 +1,4 @@
-"""dbops' configuration checks (dbops.E003-E013), each seen by its id in `check` output.
+"""dbops' configuration checks (dbops.E003-E013, W002), each seen by its id in `check` output.
 
 Each test runs `python -m django check` in a child process with a project of dbops alone
 (tests/minimal_settings.py) changed in one way, so a check that is not registered, or no
@@ -219,3 +219,34 @@ def test_psycopg3_behind_a_pooler_is_e012_only_when_the_project_turns_prepared_s
     assert outcomes["five"].returncode == 1
     assert "dbops.E012" in outcomes["five"].stderr
     assert "psycopg 3 prepares statements" in outcomes["five"].stderr
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("hc-ping.com/5a3b9c1e-secret-uuid", "not an http:// or https:// URL"),
+        ("ftp://hc-ping.com/5a3b9c1e-secret-uuid", "not an http:// or https:// URL"),
+        ("https:///5a3b9c1e-secret-uuid", "no host in the URL"),
+        ("https://hc-ping.com:port/5a3b9c1e-secret-uuid", "not a URL"),
+    ],
+)
+def test_a_ping_url_that_cannot_be_pinged_is_w002_naming_the_setting_not_the_url(
+    check, url, reason
+):
+    backup, backup_ids = check(f"DBOPS_BACKUP_PING_URL = {url!r}")
+    consistency, consistency_ids = check(f"DBOPS_CONSISTENCY_PING_URL = {url!r}")
+
+    assert backup.returncode == 0 and backup_ids == ["dbops.W002"], backup.output
+    assert f"DBOPS_BACKUP_PING_URL is set but cannot be pinged ({reason})" in backup.stderr
+    assert consistency.returncode == 0 and consistency_ids == ["dbops.W002"]
+    assert "DBOPS_CONSISTENCY_PING_URL is set" in consistency.stderr
+    assert "secret-uuid" not in backup.output + consistency.output
+
+
+def test_a_full_ping_url_is_no_warning(check):
+    completed, ids = check(
+        'DBOPS_BACKUP_PING_URL = "https://hc-ping.com/uuid"\n'
+        'DBOPS_CONSISTENCY_PING_URL = "http://127.0.0.1:8000/ping/uuid"'
+    )
+
+    assert completed.returncode == 0 and ids == [], completed.output

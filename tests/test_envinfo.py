@@ -107,6 +107,15 @@ def test_mask_text_removes_known_secrets_and_url_passwords_from_free_text():
     assert "abc123" not in masked
 
 
+def test_mask_text_removes_a_secret_in_its_url_encoded_forms_too_but_not_one_too_short():
+    secret = "p@ss/w%rd x+y"
+    text = f"raw {secret} | path p%40ss/w%25rd%20x%2By | query p%40ss%2Fw%25rd+x%2By | pw ab"
+
+    masked = mask_text(text, secrets=[secret, "ab"])
+
+    assert masked == f"raw {MASK} | path {MASK} | query {MASK} | pw ab"
+
+
 def test_describe_database_names_host_port_name_and_user_but_never_the_password():
     described = describe_database(
         {

@@ -17,7 +17,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from caloria.models import User
-from dbops import metrics
+from dbops import metrics, runs
 from dbops.models import BackupRecord, ConsistencyRun, ImportRun
 from tests.conftest import STRONG_SECRET_KEY
 
@@ -189,6 +189,28 @@ def test_the_metrics_say_what_the_history_tables_hold(client, metrics_settings):
     assert 1 <= values[("dbops_database_connections", ())] <= maximum
 
 
+def test_a_killed_backup_counts_as_a_failure_from_when_it_started(client, metrics_settings):
+    """A backup killed mid-run (SIGKILL, the OOM killer) stays `running` until the next run
+    marks it abandoned, with that moment as its finished_at: the failure is its start."""
+    now = timezone.now()
+    succeeded = now - timedelta(days=1)
+    BackupRecord.objects.create(
+        started_at=succeeded, finished_at=succeeded, status="succeeded", filename="a.psql.gz"
+    )
+    killed = now - timedelta(hours=20)
+    BackupRecord.objects.create(started_at=killed, status="running", pid=999_999, host="gone")
+    assert runs.mark_abandoned(BackupRecord) == 1  # what the next dbbackup does first
+
+    values = samples(scrape(client).content.decode())
+
+    assert values[("dbops_backup_last_failure_timestamp_seconds", ())] == pytest.approx(
+        killed.timestamp(), abs=1
+    )
+    assert values[("dbops_backup_last_success_timestamp_seconds", ())] == pytest.approx(
+        succeeded.timestamp(), abs=1
+    )
+
+
 def test_a_failed_check_and_no_history_at_all(client, metrics_settings):
     metrics_settings.DBOPS_BACKUP_CHECK = True
 
@@ -247,7 +269,7 @@ def test_each_history_query_reads_one_row_through_an_index(metrics_settings):
         metrics.read_history()
 
     history = [q["sql"] for q in queries if '"dbops_' in q["sql"]]
-    assert len(history) == 7
+    assert len(history) == 8
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
         for sql in history:

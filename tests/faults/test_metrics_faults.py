@@ -3,12 +3,14 @@ says so in `dbops_database_up` and `dbops_history_up`, never in error text."""
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from prometheus_client.parser import text_string_to_metric_families
 
+from dbops import metrics
 from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
 from tests.faults.test_health_faults import fetch, wait_for_server
 from tests.tcp_proxy import TcpProxy
@@ -89,3 +91,52 @@ def test_metrics_answer_while_the_database_is_away_and_recover(tmp_path):
     assert back[0] == 200 and values(back[1])["dbops_database_up"] == 1
     assert "Traceback" not in stderr
     assert PASSWORD not in stderr
+
+
+LOCK_SECONDS = 1.5
+
+
+def hold_migrations_table_locked(seconds: float) -> threading.Thread:
+    """Lock django_migrations from a connection of another thread for `seconds`, so that
+    MigrationsApplied's query waits that long; returns once the lock is held."""
+    held = threading.Event()
+
+    def hold():
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE django_migrations IN ACCESS EXCLUSIVE MODE")
+                held.set()
+                time.sleep(seconds)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(10), "could not lock django_migrations"
+    return holder
+
+
+def test_a_slow_check_s_duration_is_its_own_and_not_the_later_checks(client, settings):
+    """Checks are collected one after another: a check reported after a slow one must still
+    report its own time, not the time until it was collected."""
+    settings.DBOPS_HEALTH_CACHE_SECONDS = 0
+    settings.DBOPS_METRICS_TOKEN = TOKEN
+    metrics.forget_cache()
+    holder = hold_migrations_table_locked(LOCK_SECONDS)
+
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    metrics.forget_cache()
+    holder.join(10)
+
+    assert response.status_code == 200
+
+    durations = {
+        sample.labels["check"]: sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+        if sample.name == "dbops_health_check_duration_seconds"
+    }
+    assert durations["MigrationsApplied"] >= LOCK_SECONDS / 2, durations
+    # Collected after MigrationsApplied, and quick: a disk-usage call, a setting read.
+    for later in ("BackupFresh", "BackupDiskSpace"):
+        assert durations[later] < LOCK_SECONDS / 2, durations

@@ -118,7 +118,7 @@ def verify(
     except VerificationFailed as exc:
         reason = str(exc)
     except (OSError, DatabaseError) as exc:
-        reason = f"could not verify: {safe_error(exc, record.database)}"
+        reason = f"could not verify: {safe_error(exc)}"
     else:
         _store_verification(record, BackupRecord.Verification.PASSED, detail)
         return detail
@@ -282,7 +282,7 @@ def _drop_stale_scratch_databases(cursor, prefix: str, alias: str, notice) -> No
         try:
             cursor.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')
         except DatabaseError as exc:
-            notice(f"Could not drop stale scratch database {stale}: {safe_error(exc, alias)}")
+            notice(f"Could not drop stale scratch database {stale}: {safe_error(exc)}")
             continue
         notice(f"Dropped stale scratch database {stale} (left by a verification that was killed)")
 

@@ -46,12 +46,11 @@ def finish(record: ConsistencyRun | None, findings, fixed, error: str = "") -> N
         record.status = (
             ConsistencyRun.Status.FAILED if findings else ConsistencyRun.Status.SUCCEEDED
         )
-    alias = record._state.db
     try:
         record.save()
     except DatabaseError as exc:
         # The connection is left as it is: closing it here would also end a caller's
         # transaction (a test's, an atomic block's), and Django reconnects when it must.
-        record.save_problem = safe_error(exc, alias, 200)
+        record.save_problem = safe_error(exc, limit=200)
         return
     runs.release(record)

@@ -67,13 +67,11 @@ def known_secrets() -> list[str]:
     ]
 
 
-def safe_error(
-    exc: BaseException, alias: str = "default", limit: int = 500, *, password: str | None = None
-) -> str:
-    """A failure's text on one line with every known secret masked (known_secrets). The one
-    way dbops turns an exception into words for a terminal, a log or a record. `password` is
-    masked too: the checks probe through a temporary connection that is not one of
-    settings.DATABASES. (`alias` is kept for callers; every alias's password is masked.)"""
+def safe_error(exc: BaseException, *, limit: int = 500, password: str | None = None) -> str:
+    """A failure's text on one line with every known secret masked (known_secrets), whichever
+    connection it came from. The one way dbops turns an exception into words for a terminal,
+    a log or a record. `password` is masked too: the checks probe through a temporary
+    connection that is not one of settings.DATABASES."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return mask_text(text, [password or "", *known_secrets()])[:limit]
 
@@ -118,7 +116,7 @@ def probe_connection(connection: BaseDatabaseWrapper) -> DatabaseProbe:
     except Exception as exc:  # noqa: BLE001 - every failure means "unreachable"; the class says why
         error_class = type(exc).__name__
         password = connection.settings_dict.get("PASSWORD") or ""
-        error = safe_error(exc, connection.alias, 200, password=password)
+        error = safe_error(exc, limit=200, password=password)
     return DatabaseProbe(
         alias=connection.alias,
         vendor=connection.vendor,

@@ -127,7 +127,7 @@ def copy_to_remote(record: BackupRecord, source: Path) -> str | None:
         with remote_files() as remote:
             remote.upload(source, record.filename, size=record.size, sha256=record.sha256)
     except Exception as exc:  # noqa: BLE001 - any failure of the remote is recorded as such
-        reason = f"off-site copy to {where()} failed: {safe_error(exc, record.database)}"
+        reason = f"off-site copy to {where()} failed: {safe_error(exc)}"
         record.remote_copy = BackupRecord.RemoteCopy.FAILED
         record.remote_detail = reason
         record.remote_copied_at = None
@@ -185,7 +185,7 @@ def fetch_backup(
                     passphrase=passphrase,
                 )
             except EncryptionError as exc:
-                raise OffsiteError(safe_error(exc, record.database)) from None
+                raise OffsiteError(safe_error(exc)) from None
             copy = plain
         os.replace(copy, destination)
         return destination
@@ -220,7 +220,7 @@ def _fetched_copy(record: BackupRecord, work: Path, *, remote: bool) -> Path:
     except OffsiteError:
         raise
     except Exception as exc:  # noqa: BLE001 - a remote that cannot be read is one message
-        reason = safe_error(exc, record.database)
+        reason = safe_error(exc)
         reason = f"could not fetch {record.remote_name} from {where()}: {reason}"
         raise OffsiteError(reason) from None
     try:

@@ -76,4 +76,4 @@ def restore_archive(path: Path, alias: str, database: str) -> None:
     process.wait()
     if feed_error is not None or process.returncode != 0:
         reason = feed_error or (stderr.strip().splitlines() or ["pg_restore failed"])[-1]
-        raise RestoreError(f"the backup does not restore: {safe_error(reason, alias)}")
+        raise RestoreError(f"the backup does not restore: {safe_error(reason)}")

@@ -76,7 +76,7 @@ class Runner:
             self.record_step(name, FAILED, str(exc), started)
             raise RestoreFailed(f"{name}: {exc}") from None
         except (DatabaseError, OSError, consistency.ConsistencyError) as exc:
-            reason = safe_error(exc, self.alias)
+            reason = safe_error(exc)
             self.record_step(name, FAILED, reason, started)
             raise RestoreFailed(f"{name}: {reason}") from None
         self.record_step(name, PASSED, outcome["detail"], started)
@@ -194,9 +194,7 @@ class Runner:
                         swap.drop_database(cursor, name)
                         self.plan.notice(f"Dropped {name}, left by a restore run that was killed")
         except DatabaseError as exc:  # the restore does not depend on it: say so, go on
-            self.plan.notice(
-                f"Could not drop a killed run's database: {safe_error(exc, self.alias)}"
-            )
+            self.plan.notice(f"Could not drop a killed run's database: {safe_error(exc)}")
 
     def drop_restored_unless_kept(self) -> None:
         name = self.run.restored_database
@@ -213,8 +211,8 @@ class Runner:
                     return
                 swap.drop_database(cursor, name)
         except DatabaseError as exc:
-            self.record_step("drop restored", FAILED, safe_error(exc, self.alias), started)
-            self.plan.notice(f"Could not drop {name}: {safe_error(exc, self.alias)}")
+            self.record_step("drop restored", FAILED, safe_error(exc), started)
+            self.plan.notice(f"Could not drop {name}: {safe_error(exc)}")
             return
         self.record_step("drop restored", PASSED, f"dropped {name}", started)
 

@@ -197,7 +197,7 @@ def _apply(outcome: Outcome, now: datetime, remote, remote_files: _RemoteSession
                 _delete_local(record)
             except OSError as exc:
                 outcome.problems.append(
-                    f"{record.filename}: local file not deleted: {safe_error(exc, record.database)}"
+                    f"{record.filename}: local file not deleted: {safe_error(exc)}"
                 )
             else:
                 record.deleted_at = now
@@ -214,7 +214,7 @@ def _apply(outcome: Outcome, now: datetime, remote, remote_files: _RemoteSession
                 except Exception as exc:  # noqa: BLE001 - any storage's error, reported
                     outcome.problems.append(
                         f"{record.filename}: off-site copy {record.remote_name} not deleted: "
-                        f"{safe_error(exc, record.database)}"
+                        f"{safe_error(exc)}"
                     )
                 else:
                     record.remote_deleted_at = now

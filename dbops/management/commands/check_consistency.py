@@ -124,7 +124,7 @@ class Command(PingsMonitor, BaseCommand):
         except DatabaseError as exc:
             raise CommandError(
                 f"check_consistency stopped on a database error ({type(exc).__name__}: "
-                f"{safe_error(exc, self.alias, 300)})",
+                f"{safe_error(exc, limit=300)})",
                 returncode=1,
             ) from None
         except sqlite3.Error as exc:
@@ -179,7 +179,7 @@ class Command(PingsMonitor, BaseCommand):
         except Exception as exc:  # noqa: BLE001 - every failure means "unreachable"
             raise CommandError(
                 f"database '{self.alias}' is unreachable "
-                f"({type(exc).__name__}: {safe_error(exc, self.alias, 300)})",
+                f"({type(exc).__name__}: {safe_error(exc, limit=300)})",
                 returncode=1,
             ) from None
 

@@ -148,7 +148,7 @@ class Command(PingsMonitor, DbbackupCommand):
             backup_readback.read_back(path, self.record.engine)
             self.check_stored_ciphertext(path)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
-            reason = safe_error(exc, alias)
+            reason = safe_error(exc)
             self.delete_written_files()
             self.finish_record(alias, started, BackupRecord.Status.FAILED, reason)
             raise CommandError(f"dbbackup failed: {reason}", returncode=1) from None

@@ -145,7 +145,7 @@ class Command(BaseCommand):
             self.fail(importer, record, json_report, started, database_failure(exc, database), [])
         except Exception as exc:  # noqa: BLE001 - recorded, then shown with --traceback
             reason = (
-                f"unexpected error ({type(exc).__name__}: {safe_error(exc, database, 300)}); "
+                f"unexpected error ({type(exc).__name__}: {safe_error(exc, limit=300)}); "
                 f"nothing was committed"
             )
             self.fail(importer, record, json_report, started, reason, [])
@@ -276,7 +276,7 @@ def database_failure(exc: DatabaseError, alias: str) -> str:
         if isinstance(chained, DatabaseError):
             first = chained
         chained = cause_of(chained)
-    detail = f"{type(first).__name__}: {safe_error(first, alias, 300)}"
+    detail = f"{type(first).__name__}: {safe_error(first, limit=300)}"
     if isinstance(first, OperationalError):
         return f"lost the connection to database '{alias}' ({detail}); nothing was committed"
     return f"database error ({detail}); nothing was committed"

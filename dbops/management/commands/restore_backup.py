@@ -154,7 +154,7 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             raise CommandError(
                 f"restore_backup: the server of database '{self.alias}' is unreachable, or "
-                f"its '{restore.MAINTENANCE_DATABASE}' database is ({safe_error(exc, self.alias)})",
+                f"its '{restore.MAINTENANCE_DATABASE}' database is ({safe_error(exc)})",
                 returncode=1,
             ) from None
 
@@ -183,8 +183,7 @@ class Command(BaseCommand):
             record = good.filter(filename=name).first() if name else good.first()
         except DatabaseError as exc:
             raise CommandError(
-                f"restore_backup: database '{self.alias}' is unreachable "
-                f"({safe_error(exc, self.alias)})",
+                f"restore_backup: database '{self.alias}' is unreachable ({safe_error(exc)})",
                 returncode=1,
             ) from None
         if record is None:
@@ -240,8 +239,7 @@ class Command(BaseCommand):
             raise CommandError(f"restore_backup refused: {exc}", returncode=1) from None
         except DatabaseError as exc:
             raise CommandError(
-                f"restore_backup: database '{self.alias}' is unreachable "
-                f"({safe_error(exc, self.alias)})",
+                f"restore_backup: database '{self.alias}' is unreachable ({safe_error(exc)})",
                 returncode=1,
             ) from None
 
@@ -253,7 +251,7 @@ class Command(BaseCommand):
         except restore.RestoreFailed as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded
-            error = f"unexpected error: {type(exc).__name__}: {safe_error(exc, self.alias)}"
+            error = f"unexpected error: {type(exc).__name__}: {safe_error(exc)}"
         if not restore.finish(run, started, error):
             self.stderr.write(
                 f"Could not record the outcome of restore run {run.pk}: the database did not "

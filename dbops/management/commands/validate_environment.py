@@ -225,7 +225,7 @@ class Command(BaseCommand):
         try:
             connection.ensure_connection()
         except Exception as exc:  # noqa: BLE001
-            return f": {safe_error(exc, connection.alias, 200)}"
+            return f": {safe_error(exc, limit=200)}"
         return ""
 
     def check_server_version(self, probe: DatabaseProbe | None) -> Result:
@@ -264,7 +264,7 @@ class Command(BaseCommand):
             return Result(
                 "migrations",
                 FAILED,
-                f"cannot read django_migrations: {safe_error(exc, connection.alias, 200)}",
+                f"cannot read django_migrations: {safe_error(exc, limit=200)}",
                 hint=f"Grant {user} SELECT on django_migrations (and the application's "
                 "tables), or set DATABASE_URL to the role that owns them.",
             )

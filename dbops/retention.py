@@ -159,7 +159,12 @@ def _utc(moment: datetime) -> datetime:
 def candidates():
     """The successful backups that still have a copy, local or remote."""
     return BackupRecord.objects.filter(status=BackupRecord.Status.SUCCEEDED).filter(
-        Q(deleted_at__isnull=True) | Q(remote_deleted_at__isnull=True, remote_name__gt="")
+        Q(deleted_at__isnull=True)
+        | Q(
+            remote_copy=BackupRecord.RemoteCopy.COPIED,
+            remote_deleted_at__isnull=True,
+            remote_name__gt="",
+        )
     )
 
 
@@ -202,7 +207,10 @@ def _apply(outcome: Outcome, now: datetime, remote, remote_files: _RemoteSession
             else:
                 record.deleted_at = now
                 gone.append("local file")
-        if record.remote_name and record.remote_deleted_at is None:
+        # Only a copy that was written and read back is dbops' to delete: a record from
+        # before failed copies stopped naming a file may name one dbops never wrote.
+        copied = record.remote_copy == BackupRecord.RemoteCopy.COPIED
+        if copied and record.remote_name and record.remote_deleted_at is None:
             if remote is None:
                 outcome.notes.append(
                     f"{record.filename}: off-site copy {record.remote_name} left in place: no "

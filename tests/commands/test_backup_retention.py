@@ -192,7 +192,9 @@ def test_a_remote_error_is_reported_without_the_secrets_it_names(policy, setting
         },
     }
     old_backup(50, "secret.psql.bin.gz")
-    BackupRecord.objects.update(remote_name="offsite/secret.psql.bin.gz")
+    BackupRecord.objects.update(
+        remote_name="offsite/secret.psql.bin.gz", remote_copy=BackupRecord.RemoteCopy.COPIED
+    )
     (tmp_path / "offsite").mkdir()
     (tmp_path / "offsite" / "secret.psql.bin.gz").write_bytes(b"an old copy")
 
@@ -206,7 +208,9 @@ def test_a_remote_error_is_reported_without_the_secrets_it_names(policy, setting
 def test_without_a_remote_storage_remote_copies_are_left_and_a_line_says_so(policy):
     policy(**ONLY_MIN)
     record = old_backup(50, "remote-elsewhere.psql.bin.gz")
-    BackupRecord.objects.filter(pk=record.pk).update(remote_name="offsite/remote-elsewhere")
+    BackupRecord.objects.filter(pk=record.pk).update(
+        remote_name="offsite/remote-elsewhere", remote_copy=BackupRecord.RemoteCopy.COPIED
+    )
 
     _, err = clean()
 

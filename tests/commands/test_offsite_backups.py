@@ -432,6 +432,26 @@ def keep_only_the_newest(settings):
     settings.DBOPS_BACKUP_KEEP_MIN = 1
 
 
+def test_retention_never_deletes_the_remote_file_an_older_failed_copy_still_names(
+    remote_storage, keep_only_the_newest
+):
+    """Before failed copies stopped naming a remote file, a copy refused because its name was
+    taken kept that name on its record; such a record must not make retention delete it."""
+    old = backup()
+    (remote_storage / old.remote_name).unlink()
+    taken = remote_storage / "taken"
+    taken.write_bytes(b"somebody else's file")
+    old.remote_name, old.remote_copy = "taken", BackupRecord.RemoteCopy.FAILED
+    old.save()
+    age_backup(old, 50)
+
+    backup("--clean")
+
+    old.refresh_from_db()
+    assert old.deleted_at is not None and old.remote_deleted_at is None
+    assert taken.read_bytes() == b"somebody else's file"
+
+
 def test_retention_deletes_an_old_off_site_copy_on_the_sftp_server(
     remote_storage, keep_only_the_newest
 ):

@@ -14,11 +14,12 @@ this script (bench/health.py's helpers, `health.py --pgbouncer` runs it):
      samples `pg_stat_activity` on the server (client backends on the bench database) every
      0.1 s, and PgBouncer's `SHOW POOLS` (its clients) at the end; for reference, the probe
      on the same 8 workers straight to the server (persistent connections, no pooler); each
-     measurement once per round (`--rounds`, 3), the rounds one after another, the median;
+     measurement once per round (`--rounds`, 5), the rounds one after another, the best
+     round (bench/health.py's `summarise`), the median rate beside it;
   4. prints requests/s, latencies and the targets, with bench/health.py's check that no other
      process used more than 10% of the CPUs meanwhile (PgBouncer counts as ours).
 
-    .venv/bin/python bench/health.py --pgbouncer [--duration 10] [--connections 16] [--rounds 3]
+    .venv/bin/python bench/health.py --pgbouncer [--duration 10] [--connections 16] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class SessionSampler:
 
 def measure(workspace, generator, rounds: int) -> dict:
     """Every figure of this benchmark (see the module's docstring): each measurement once per
-    round, the rounds one after another, the median of the rounds (on 2 cores with 8 workers
-    single 10 s runs of the same path differ by a quarter)."""
+    round, the rounds one after another, the best of the rounds (bench/health.py's
+    `summarise`: on this machine single 10 s runs of the same path differ by a factor of
+    two or three)."""
     print(f"database with {base.SMALL:,} users: create, migrate, fill ...", flush=True)
     direct_url = workspace.create_database(base.SMALL)
     database = urlsplit(direct_url).path.lstrip("/")
@@ -115,14 +117,20 @@ def measure(workspace, generator, rounds: int) -> dict:
             generator.measure(port, path, ours)
         for round_number in range(1, rounds + 1):
             for key, port, path, how in plan:
-                print(f"  round {round_number}/{rounds}: {path} {how} ...", flush=True)
                 sampler = SessionSampler(workspace.url("postgres"), databases[key])
                 with sampler.running():
-                    loads[key].append(generator.measure(port, path, ours))
+                    load = generator.measure(port, path, ours)
+                loads[key].append(load)
+                print(
+                    f"  round {round_number}/{rounds}: {path} {how}: "
+                    f"{load.requests_per_second:,.0f} req/s, p50 {load.p50_ms:.2f} ms, "
+                    f"at most {sampler.most} server sessions",
+                    flush=True,
+                )
                 most_sessions[key] = max(most_sessions[key], sampler.most)
                 samples[key] += sampler.samples
         [pool] = [p for p in pgbouncer.admin("SHOW POOLS") if p["database"] == database]
-    figures: dict = {key: base.median_load(runs) for key, runs in loads.items()}
+    figures: dict = {key: base.summarise(runs) for key, runs in loads.items()}
     for key in (base.LIVE, base.DATABASE):
         figures[f"{key} sessions"] = most_sessions[key], samples[key]
     figures["direct sessions"] = most_sessions["direct"], samples["direct"]
@@ -137,11 +145,15 @@ def report(figures: dict, generator: str) -> str:
         (f"{base.DATABASE} through PgBouncer", pooled, figures[f"{base.DATABASE} sessions"][0]),
         (f"{base.DATABASE} straight to the server", direct, figures["direct sessions"][0]),
     ]
-    headers = ["endpoint", "req/s", "p50 ms", "p99 ms", "vs live", "not 200", "sessions", "other"]
+    headers = [
+        "endpoint", "req/s", "median", "p50 ms", "p99 ms", "vs live", "not 200", "sessions",
+        "other",
+    ]  # fmt: skip
     table = [headers] + [
         [
             name,
             f"{load.requests_per_second:,.0f}",
+            f"{load.median_requests_per_second:,.0f}",
             f"{load.p50_ms:.2f}",
             f"{load.p99_ms:.2f}",
             f"{load.requests_per_second / live.requests_per_second:.0%}",
@@ -180,7 +192,10 @@ def run(arguments) -> int:
         generator = base.LoadGenerator(
             base.ensure_wrk(), workspace.dir, arguments.connections, arguments.duration
         )
-        description = f"{generator.describe()}, each figure the median of {arguments.rounds} rounds"
+        description = (
+            f"{generator.describe()}, each figure the best of {arguments.rounds} interleaved "
+            f"rounds (median req/s beside it)"
+        )
         figures = measure(workspace, generator, arguments.rounds)
     except (base.BenchError, RuntimeError) as error:
         print(f"benchmark failed: {error}", file=sys.stderr)

@@ -220,9 +220,10 @@ def serve(environment: dict, folder) -> tuple[subprocess.Popen, Served]:
 
 
 @contextlib.contextmanager
-def running_site(pair, folder):
+def running_site(pair, folder, **thresholds: str):
     """Caloria on the pair: lag past 64 kB warns, past 4 MB fails (the seconds thresholds are
-    out of reach, so the bytes decide); every probe queries (no cache)."""
+    out of reach, so the bytes decide); every probe queries (no cache). `thresholds`
+    (DBOPS_REPLICA_LAG_* variables) replace those, for a server where the seconds decide."""
     server, served = serve(
         {
             **pair.environment,
@@ -233,6 +234,7 @@ def running_site(pair, folder):
             "DBOPS_REPLICA_LAG_FAIL_BYTES": str(FAIL_BYTES),
             "DBOPS_REPLICA_LAG_WARN_SECONDS": "3600",
             "DBOPS_REPLICA_LAG_FAIL_SECONDS": "7200",
+            **thresholds,
         },
         folder,
     )

@@ -37,6 +37,7 @@ from tests.replication_site import (
 )
 
 RULES = PROJECT_ROOT / "docs" / "monitoring" / "dbops-replication-alerts.yml"
+BEHIND = "standby replays more than {} s behind the primary"
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,69 @@ def test_paused_replay_warns_then_fails_and_recovers_when_it_resumes(pair, site)
     assert failed_values["dbops_replica_lag_bytes"] > FAIL_BYTES
     assert recovered[0] == 200, recovered
     assert recovered_values["dbops_replica_lag_bytes"] == 0
+    assert recovered_values["dbops_replica_lag_seconds"] == 0
+    assert recovered_values["dbops_replica_replay_paused"] == 0
+
+
+WARN_SECONDS, FAIL_SECONDS = 1, 3
+
+
+@pytest.fixture
+def seconds_site(pair, tmp_path_factory):
+    """A second server on the module's pair, where the seconds decide: lag past 1 s warns,
+    past 3 s fails, and the bytes thresholds are out of reach. The module's `site` keeps its
+    seconds out of reach, or the bytes test above would be decided by the time it takes."""
+    folder = tmp_path_factory.mktemp("replication-seconds-site")
+    with running_site(
+        pair,
+        folder,
+        DBOPS_REPLICA_LAG_WARN_SECONDS=str(WARN_SECONDS),
+        DBOPS_REPLICA_LAG_FAIL_SECONDS=str(FAIL_SECONDS),
+        DBOPS_REPLICA_LAG_WARN_BYTES=str(1 << 30),
+        DBOPS_REPLICA_LAG_FAIL_BYTES=str(2 << 30),
+    ) as served:
+        yield served
+
+
+def test_replay_lag_in_seconds_warns_then_fails_past_the_seconds_thresholds_and_recovers(
+    pair, site, seconds_site
+):
+    """The seconds thresholds had only unit tests: this makes real replay lag in seconds.
+    The standby counts it from its newest replayed commit (now() minus
+    pg_last_xact_replay_timestamp()) once it has received WAL it has not replayed, so: a
+    commit it replays, replay paused, a commit it only receives, and the lag grows by itself
+    with a few hundred bytes behind; the same standby is fine for `site`, whose seconds
+    thresholds are out of reach."""
+    pair.caught_up()  # the lag in seconds counts from this commit
+    with pair.replay_paused():
+        pair.write()
+        pair.standby.wait_for_receipt(pair.primary.wal_lsn())
+        warned = seconds_site.health_until(
+            REPLICA_KEY, "Warning: " + BEHIND.format(WARN_SECONDS), within=15
+        )
+        _, warned_values = seconds_site.metrics()
+        failed = seconds_site.health_until(
+            REPLICA_KEY, "Unavailable: " + BEHIND.format(FAIL_SECONDS), within=15
+        )
+        _, failed_values = seconds_site.metrics()
+        _, elsewhere = site.health()
+    recovered = seconds_site.health_until(REPLICA_KEY, "OK")
+    _, recovered_values = seconds_site.metrics()
+
+    # A warning answers 500, as every health warning does (ServiceWarning).
+    assert warned[0] == 500, warned
+    assert warned[1][REPLICA_KEY] == "Warning: " + BEHIND.format(WARN_SECONDS), warned
+    replica = warned[1]["details"]["replica"]
+    assert replica["replay_paused"] is True and replica["lag_seconds"] > WARN_SECONDS
+    assert 0 < replica["lag_bytes"] < WARN_BYTES  # far below even the module site's bytes
+    assert warned_values["dbops_replica_lag_seconds"] > WARN_SECONDS
+    assert failed[0] == 500, failed
+    assert failed[1][REPLICA_KEY] == "Unavailable: " + BEHIND.format(FAIL_SECONDS), failed
+    assert failed[1]["details"]["replica"]["lag_seconds"] > FAIL_SECONDS
+    assert failed_values["dbops_replica_lag_seconds"] > FAIL_SECONDS
+    assert failed_values["dbops_replica_lag_bytes"] < WARN_BYTES
+    assert elsewhere[REPLICA_KEY] == "OK", elsewhere
+    assert recovered[0] == 200, recovered
     assert recovered_values["dbops_replica_lag_seconds"] == 0
     assert recovered_values["dbops_replica_replay_paused"] == 0
 
@@ -307,9 +371,6 @@ def test_a_standby_that_hangs_or_goes_away_is_a_clear_failure_never_a_hang(pair,
     for output in (json.dumps(hung[1]), json.dumps(gone[1]), text, page, refused.output):
         assert STANDBY_PASSWORD not in output
     assert STANDBY_PASSWORD not in server_log
-
-
-BEHIND = "standby replays more than {} s behind the primary"
 
 
 @pytest.mark.parametrize(

@@ -261,3 +261,37 @@ def test_nothing_is_done_while_another_swap_keeps_the_live_database_closed(site)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_consistency_finding_in_the_restored_copy_fails_the_check_and_swaps_nothing(site):
+    """The recorded counts and checksums cannot see a sequence left behind its table's largest
+    key (the rows are all there); only check_consistency can, and the copy must not go into
+    service with it: the first insert after the swap would fail."""
+    site.sql("SELECT setval(pg_get_serial_sequence('caloria_foodentry', 'id'), 1)")
+    site.backup()
+    site.sql("UPDATE caloria_foodentry SET name = 'changed after the backup' WHERE id = 3")
+
+    completed = site.manage("restore_backup", "--latest", "--swap", "--noinput")
+
+    assert completed.returncode == 1
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "CommandError: restore_backup failed at check_consistency: 1 finding(s): "
+        "sequence caloria_foodentry: sequence "
+    )
+    assert last.endswith(
+        "gives 2 next, but the largest id is 12: the next insert fails with a duplicate key"
+    )
+    [run] = site.runs()
+    assert run["status"] == "failed" and run["action"] == "swap" and run["previous"] == ""
+    assert step_names(run)[-3:] == [
+        ("rows", "passed"),
+        ("check_consistency", "failed"),
+        ("drop restored", "passed"),
+    ]
+    assert "sequence caloria_foodentry" in run["steps"][-2]["detail"]
+    assert site.databases() == {site.live}  # the copy dropped, as docs/operations.md says
+    assert site.value("SELECT name FROM caloria_foodentry WHERE id = 3") == (
+        "changed after the backup"
+    )
+    assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"

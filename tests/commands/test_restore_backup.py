@@ -295,3 +295,39 @@ def test_a_consistency_finding_in_the_restored_copy_fails_the_check_and_swaps_no
         "changed after the backup"
     )
     assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"
+
+
+def test_a_backup_that_pg_restore_cannot_restore_leaves_no_half_restored_database(site):
+    """A dump can be whole, its sha256 the recorded one, and still not restore: here a CHECK
+    calls a function whose body names a table without its schema, which pg_restore (running
+    with an empty search_path) cannot find while it copies that table's rows, after the
+    schema and other tables went in. The database it was restoring into goes, the live one
+    stays as it was."""
+    site.sql(
+        "CREATE FUNCTION restore_trap_ok(integer) RETURNS boolean LANGUAGE sql "
+        "AS 'SELECT $1 > (SELECT count(*) FROM caloria_user) * 0';\n"
+        "CREATE TABLE restore_trap (id integer CHECK (restore_trap_ok(id)));\n"
+        "INSERT INTO restore_trap VALUES (1);"
+    )
+    site.backup()
+    site.sql("DELETE FROM caloria_foodentry WHERE id IN (SELECT id FROM caloria_foodentry LIMIT 5)")
+
+    completed = site.manage("restore_backup", "--latest", "--swap", "--noinput")
+
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "CommandError: restore_backup failed at pg_restore: the backup does not restore: "
+        'error: COPY failed for table "restore_trap": ERROR: relation "caloria_user" does not '
+        "exist"
+    )
+    [run] = site.runs()
+    assert run["status"] == "failed" and run["action"] == "swap" and run["previous"] == ""
+    assert step_names(run) == [
+        ("file", "passed"),
+        ("create database", "passed"),
+        ("pg_restore", "failed"),
+        ("drop restored", "passed"),
+    ]
+    assert site.databases() == {site.live}
+    assert site.foods() == 7
+    assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"

@@ -75,5 +75,15 @@ def restore_archive(path: Path, alias: str, database: str) -> None:
     stderr = process.stderr.read().decode(errors="replace")
     process.wait()
     if feed_error is not None or process.returncode != 0:
-        reason = feed_error or (stderr.strip().splitlines() or ["pg_restore failed"])[-1]
+        reason = feed_error or error_line(stderr)
         raise RestoreError(f"the backup does not restore: {safe_error(reason)}")
+
+
+def error_line(stderr: str) -> str:
+    """The line that says why: pg_restore's own `error:` line, not the last one, which after
+    a failed statement is the server's LINE/QUERY/CONTEXT or the statement itself."""
+    lines = stderr.strip().splitlines()
+    for line in lines:
+        if line.startswith("pg_restore: error:"):
+            return line.removeprefix("pg_restore: ")
+    return lines[-1] if lines else "pg_restore failed"

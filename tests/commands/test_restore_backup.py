@@ -261,3 +261,73 @@ def test_nothing_is_done_while_another_swap_keeps_the_live_database_closed(site)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_consistency_finding_in_the_restored_copy_fails_the_check_and_swaps_nothing(site):
+    """The recorded counts and checksums cannot see a sequence left behind its table's largest
+    key (the rows are all there); only check_consistency can, and the copy must not go into
+    service with it: the first insert after the swap would fail."""
+    site.sql("SELECT setval(pg_get_serial_sequence('caloria_foodentry', 'id'), 1)")
+    site.backup()
+    site.sql("UPDATE caloria_foodentry SET name = 'changed after the backup' WHERE id = 3")
+
+    completed = site.manage("restore_backup", "--latest", "--swap", "--noinput")
+
+    assert completed.returncode == 1
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "CommandError: restore_backup failed at check_consistency: 1 finding(s): "
+        "sequence caloria_foodentry: sequence "
+    )
+    assert last.endswith(
+        "gives 2 next, but the largest id is 12: the next insert fails with a duplicate key"
+    )
+    [run] = site.runs()
+    assert run["status"] == "failed" and run["action"] == "swap" and run["previous"] == ""
+    assert step_names(run)[-3:] == [
+        ("rows", "passed"),
+        ("check_consistency", "failed"),
+        ("drop restored", "passed"),
+    ]
+    assert "sequence caloria_foodentry" in run["steps"][-2]["detail"]
+    assert site.databases() == {site.live}  # the copy dropped, as docs/operations.md says
+    assert site.value("SELECT name FROM caloria_foodentry WHERE id = 3") == (
+        "changed after the backup"
+    )
+    assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"
+
+
+def test_a_backup_that_pg_restore_cannot_restore_leaves_no_half_restored_database(site):
+    """A dump can be whole, its sha256 the recorded one, and still not restore: here a CHECK
+    calls a function whose body names a table without its schema, which pg_restore (running
+    with an empty search_path) cannot find while it copies that table's rows, after the
+    schema and other tables went in. The database it was restoring into goes, the live one
+    stays as it was."""
+    site.sql(
+        "CREATE FUNCTION restore_trap_ok(integer) RETURNS boolean LANGUAGE sql "
+        "AS 'SELECT $1 > (SELECT count(*) FROM caloria_user) * 0';\n"
+        "CREATE TABLE restore_trap (id integer CHECK (restore_trap_ok(id)));\n"
+        "INSERT INTO restore_trap VALUES (1);"
+    )
+    site.backup()
+    site.sql("DELETE FROM caloria_foodentry WHERE id IN (SELECT id FROM caloria_foodentry LIMIT 5)")
+
+    completed = site.manage("restore_backup", "--latest", "--swap", "--noinput")
+
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "CommandError: restore_backup failed at pg_restore: the backup does not restore: "
+        'error: COPY failed for table "restore_trap": ERROR: relation "caloria_user" does not '
+        "exist"
+    )
+    [run] = site.runs()
+    assert run["status"] == "failed" and run["action"] == "swap" and run["previous"] == ""
+    assert step_names(run) == [
+        ("file", "passed"),
+        ("create database", "passed"),
+        ("pg_restore", "failed"),
+        ("drop restored", "passed"),
+    ]
+    assert site.databases() == {site.live}
+    assert site.foods() == 7
+    assert site.value(f"SELECT datallowconn FROM pg_database WHERE datname = '{site.live}'") == "t"

@@ -25,8 +25,9 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from dbops import conf, locks, pooler
-from dbops.database import safe_error, session_of_its_own
+from dbops.database import session_of_its_own
 from dbops.files import file_sha256
+from dbops.masking import safe_error
 from dbops.models import BackupRecord
 from dbops.pgrestore import RestoreError, gunzipped, restore_archive
 from dbops.table_checksums import SnapshotChecksums, table_checksums

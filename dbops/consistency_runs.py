@@ -15,7 +15,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from dbops import runs
-from dbops.database import safe_error
+from dbops.masking import safe_error
 from dbops.models import ConsistencyRun
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
 
-from dbops.envinfo import describe_database, describe_location, mask_text, shorten
+from dbops.envinfo import describe_database, describe_location, shorten
+from dbops.masking import safe_error
 
 
 @dataclass(frozen=True)
@@ -41,39 +42,6 @@ class DatabaseProbe:
     def headline(self) -> str:
         version = f" {self.server_version}" if self.server_version else ""
         return f"{self.vendor}{version} {self.location}"
-
-
-def known_secrets() -> list[str]:
-    """Every secret dbops knows of, the one list that anything masking text uses (safe_error,
-    the dead man's switch's bodies): every database's password (the default, the direct and
-    the standby's, which libpq and pg_dump may echo in a URL; a connection's own, which may
-    differ from its settings), SECRET_KEY, DBOPS_HEALTH_TOKEN, DBOPS_METRICS_TOKEN, the ping
-    URLs (their path is a healthchecks.io check's secret) and the off-site storage's password
-    or keys."""
-    from django.conf import settings
-    from django.db import connections
-
-    from dbops import conf
-
-    return [
-        *(connections[alias].settings_dict.get("PASSWORD") or "" for alias in connections),
-        *(database.get("PASSWORD") or "" for database in settings.DATABASES.values()),
-        settings.SECRET_KEY,
-        conf.HEALTH_TOKEN,
-        conf.METRICS_TOKEN,
-        conf.BACKUP_PING_URL,
-        conf.CONSISTENCY_PING_URL,
-        *conf.remote_storage_secrets(),
-    ]
-
-
-def safe_error(exc: BaseException, *, limit: int = 500, password: str | None = None) -> str:
-    """A failure's text on one line with every known secret masked (known_secrets), whichever
-    connection it came from. The one way dbops turns an exception into words for a terminal,
-    a log or a record. `password` is masked too: the checks probe through a temporary
-    connection that is not one of settings.DATABASES."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return mask_text(text, [password or "", *known_secrets()])[:limit]
 
 
 def server_version(connection: BaseDatabaseWrapper) -> str:

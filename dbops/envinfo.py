@@ -4,8 +4,7 @@ The incident dbops was built after was a process that *said* PostgreSQL but ran 
 and nobody could tell which `.env` file or which variable had won. This module reads the one
 explicit `.env` file, remembers for every variable whether its value came from the process
 environment, the file or a default, and collects every configuration problem so the process
-stops once with the whole list. It also owns the single masking helper that every command,
-log line, health response and admin page uses for database URLs and DSNs.
+stops once with the whole list. It shows URLs through dbops.masking.
 
 It is imported by a project's settings module, so it must not import anything that needs
 configured settings. The settings module then hands what it learnt to dbops through the
@@ -20,10 +19,12 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, quote, quote_plus, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from dbops.masking import MASK, mask_url
 
 # Set by manage.py for validate_environment only: report configuration problems as failed
 # checks (beside the database checks) instead of stopping at settings import.
@@ -32,8 +33,6 @@ DEFER_PROBLEMS = False
 SOURCE_ENVIRONMENT = "process environment"
 SOURCE_FILE = ".env file"
 SOURCE_DEFAULT = "default"
-
-MASK = "********"
 
 # Options that django-environ would take from a DATABASE_URL query string as strings (so
 # "false" is truthy); they are read from their own variables instead.
@@ -54,97 +53,6 @@ class ConfigurationError(ImproperlyConfigured):
         lines = [f"Invalid configuration (.env file looked at: {looked_at}):"]
         lines += [f"  - {problem}" for problem in problems]
         super().__init__("\n".join(lines))
-
-
-# --------------------------------------------------------------------------- masking
-
-
-# Where a URL's user-info starts: after `scheme:/`, however many slashes were typed.
-_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/+")
-
-
-def mask_userinfo(token: str) -> str:
-    """Mask the password of a URL-like token, however malformed the rest of it is.
-
-    The user-info ends at the *last* `@` (an unencoded `@`, `/`, `#` or `?` in a password
-    makes URL parsers split elsewhere), and the password starts at the first `:` after the
-    scheme. A token with no `@`, or no `:` before it, has no password to hide.
-    """
-    head, at, host_and_rest = token.rpartition("@")
-    if not at:
-        return token
-    scheme = _URL_SCHEME.search(head)
-    start = scheme.end() if scheme else 0
-    user, colon, _password = head[start:].partition(":")
-    if not colon:
-        return token
-    return f"{head[:start]}{user}:{MASK}@{host_and_rest}"
-
-
-def mask_url(url: str) -> str:
-    """A URL (or libpq DSN) with its password replaced by a fixed mask (never its length).
-
-    The whole string is one URL here, so a password holding spaces is masked too, and so is
-    one whose `@host` was forgotten (`postgres://user:password/name`).
-    """
-    if not url:
-        return url
-    if "@" not in url:
-        url = _mask_port_that_is_not_a_number(url)
-    masked = _mask_query(mask_userinfo(url))
-    return masked if _URL_SCHEME.match(masked) else mask_dsn(masked)
-
-
-def _mask_port_that_is_not_a_number(url: str) -> str:
-    """`scheme://user:password/...` without an `@`: what stands where the port would is no
-    port (not a number), and may be a password."""
-    scheme = _URL_SCHEME.match(url)
-    if scheme is None:
-        return url
-    start = scheme.end()
-    authority = re.split(r"[/?#]", url[start:], maxsplit=1)[0]
-    host = authority.rsplit("]", 1)[-1]  # an IPv6 host's own colons are in brackets
-    _, colon, port = host.rpartition(":")
-    if not colon or port.isdigit() or not port:
-        return url
-    end = start + len(authority)
-    return f"{url[: end - len(port)]}{MASK}{url[end:]}"
-
-
-def _mask_query(query: str) -> str:
-    return re.sub(r"(?i)(password|passwd|pwd|secret|token)=[^&\s]*", rf"\1={MASK}", query)
-
-
-_DSN_PASSWORD = re.compile(r"""(?i)\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)""")
-
-
-def mask_dsn(dsn: str) -> str:
-    """Mask the password in a libpq keyword DSN (``host=... password=...``)."""
-    return _DSN_PASSWORD.sub(rf"\1={MASK}", dsn)
-
-
-def mask_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """Remove every known secret, and anything shaped like a URL or DSN password, from text.
-
-    Used on exception messages before they reach a log or a terminal: psycopg2 and libpq put
-    the DSN or parts of it into some of their messages. A URL holds a secret percent-encoded
-    ("p%40ss"): those forms go too, longest first. Under 3 characters is too short to mask.
-    """
-    forms = {
-        form
-        for s in secrets
-        if len(s or "") >= 3
-        for form in (s, quote(s), quote(s, safe=""), quote_plus(s, safe=""))
-    }
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, MASK)
-    text = re.sub(r"\S*@\S*", lambda match: mask_userinfo(match.group(0)), text)
-    text = _SPACED_PASSWORD.sub(rf"\1:{MASK}@", text)
-    return mask_dsn(_mask_query(text))
-
-
-# A URL whose password holds a space spans two tokens: mask up to the line's last `@`.
-_SPACED_PASSWORD = re.compile(r"([A-Za-z][\w+.\-]*:/+[^:/@\s]*):[^@\n]*\s[^@\n]*@")
 
 
 def shorten(value: object, limit: int = 40) -> str:

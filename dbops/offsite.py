@@ -24,9 +24,9 @@ from django.core.files import File
 from django.utils import timezone
 
 from dbops import conf, sftp
-from dbops.database import safe_error
 from dbops.encryption import EncryptionError, decrypt
 from dbops.files import file_sha256
+from dbops.masking import safe_error
 from dbops.models import BackupRecord
 
 

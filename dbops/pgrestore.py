@@ -21,7 +21,7 @@ from pathlib import Path
 from django.db import connections
 
 from dbops import conf
-from dbops.database import safe_error
+from dbops.masking import safe_error
 
 
 class RestoreError(Exception):

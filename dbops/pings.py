@@ -85,8 +85,7 @@ class TailHandler(logging.Handler):
 
 def masked_body(text: str) -> bytes:
     """The last BODY_LIMIT bytes of `text`, secrets masked, cut at a line where possible."""
-    from dbops.database import known_secrets
-    from dbops.envinfo import mask_text
+    from dbops.masking import known_secrets, mask_text
 
     data = mask_text(text, known_secrets()).encode()
     if len(data) <= BODY_LIMIT:

@@ -4,7 +4,7 @@ Both show the same facts: which pooler the default database goes through, the se
 force that transaction pooling depends on (server-side cursors, CONN_MAX_AGE, psycopg 3's
 prepare threshold), and whether the direct connection the session-bound commands use answers.
 Nothing here is shown without a pooler (DBOPS_POOLER unset), and never a password: the direct
-connection is described by `describe_database` and its failure through `safe_error`.
+connection is described by `describe_database` and its failure through `safe_error` (dbops.masking).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from dbops import backups, conf, consistency, history, locks, offsite, restore_checks, runs, swap
-from dbops.database import safe_error, session_of_its_own
+from dbops.database import session_of_its_own
+from dbops.masking import safe_error
 from dbops.models import BackupRecord, RestoreRun
 from dbops.offsite import OffsiteError
 from dbops.pgrestore import RestoreError, restore_archive

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from dbops import conf
 from dbops.backups import backup_path
-from dbops.database import safe_error
+from dbops.masking import safe_error
 from dbops.models import BackupRecord
 
 

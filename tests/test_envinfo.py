@@ -2,14 +2,8 @@
 
 import pytest
 
-from dbops.envinfo import (
-    MASK,
-    describe_database,
-    env_file_pitfalls,
-    mask_dsn,
-    mask_text,
-    mask_url,
-)
+from dbops.envinfo import describe_database, env_file_pitfalls
+from dbops.masking import MASK, mask_dsn, mask_text, mask_url
 
 
 def test_mask_url_hides_the_password_and_keeps_everything_else():
@@ -149,7 +143,7 @@ def test_env_file_pitfalls_flag_dollar_values_and_unquoted_comments(tmp_path):
 
 
 def test_safe_error_puts_a_failure_on_one_line_without_any_secret(settings):
-    from dbops.database import safe_error
+    from dbops.masking import safe_error
 
     settings.DBOPS_HEALTH_TOKEN = "health-token-that-is-long-enough"
     error = RuntimeError(

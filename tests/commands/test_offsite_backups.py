@@ -19,7 +19,7 @@ from django.db import connection
 from caloria.models import FoodEntry, User
 from dbops import backups, offsite, retention
 from dbops.checks import check_off_site_and_encryption
-from dbops.database import safe_error
+from dbops.masking import safe_error
 from dbops.models import BackupRecord
 from tests.conftest import PROJECT_ROOT, clean_environment, closed_port, database_url
 from tests.sshd import CutAfterBytes, keygen

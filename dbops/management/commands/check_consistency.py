@@ -27,8 +27,8 @@ from dbops.commands import (
     write_json_report,
 )
 from dbops.consistency import Finding, Fixed, SqliteDatabase
-from dbops.database import safe_error
 from dbops.envinfo import describe_database
+from dbops.masking import safe_error
 from dbops.pings import PingsMonitor
 from dbops.sqlite_import import source
 

@@ -50,8 +50,8 @@ from dbops import (
     runs,
 )
 from dbops.commands import add_database_argument
-from dbops.database import safe_error
 from dbops.files import sync_file
+from dbops.masking import safe_error
 from dbops.models import BackupRecord
 from dbops.pings import PingsMonitor
 

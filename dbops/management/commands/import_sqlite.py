@@ -23,7 +23,7 @@ from dbops.commands import (
     report_on_stdout,
     write_json_report,
 )
-from dbops.database import safe_error
+from dbops.masking import safe_error
 from dbops.models import ImportRun
 from dbops.sqlite_import import ImportFailed, ImportOptions, Interrupted, SqliteImport, source
 from dbops.sqlite_import.report import Progress, summary_lines

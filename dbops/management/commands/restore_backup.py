@@ -19,7 +19,7 @@ from django.db import DatabaseError, connections
 
 from dbops import pooler, restore
 from dbops.commands import add_database_argument
-from dbops.database import safe_error
+from dbops.masking import safe_error
 from dbops.models import BackupRecord, RestoreRun
 
 

@@ -26,19 +26,14 @@ from dbops.commands import (
     report_on_stdout,
     write_json_report,
 )
-from dbops.database import (
-    DatabaseProbe,
-    client_major_version,
-    migration_state,
-    probe_connection,
-    safe_error,
-)
+from dbops.database import DatabaseProbe, client_major_version, migration_state, probe_connection
 from dbops.envinfo import (
     SOURCE_DEFAULT,
     SOURCE_ENVIRONMENT,
     describe_database,
     env_file_pitfalls,
 )
+from dbops.masking import safe_error
 
 PASSED, FAILED, WARNING, SKIPPED = "passed", "failed", "warning", "skipped"
 

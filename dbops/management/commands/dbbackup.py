@@ -146,7 +146,7 @@ class Command(PingsMonitor, DbbackupCommand):
             super().handle(**options)
             path = backups.backup_path(self.written_filename)
             backup_readback.read_back(path, self.record.engine)
-            self.check_stored_ciphertext(path)
+            self.record.sha256 = self.stored_sha256(path)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - every failure is recorded
             reason = safe_error(exc)
             self.delete_written_files()
@@ -305,17 +305,17 @@ class Command(PingsMonitor, DbbackupCommand):
         with encrypted.open("rb") as handle:
             return storage.save(name=name, content=handle)
 
-    def check_stored_ciphertext(self, path: Path) -> None:
-        """An encrypted backup's plain dump was read back before encryption; what the storage
-        kept must then be what gpg wrote, byte for byte, or it will not decrypt."""
-        if self.encrypted_sha256 is None:
-            return
+    def stored_sha256(self, path: Path) -> str:
+        """The stored file's sha256, for the record. An encrypted backup's plain dump was read
+        back before encryption, so what the storage kept must be what gpg wrote, byte for
+        byte, or it will not decrypt: one pass over the file checks that and records it."""
         stored = backups.file_sha256(path)
-        if stored != self.encrypted_sha256:
+        if self.encrypted_sha256 is not None and stored != self.encrypted_sha256:
             raise backup_readback.Unreadable(
                 f"{path.name} does not read back: the stored file (sha256 {stored[:12]}…) is "
                 f"not what gpg wrote ({self.encrypted_sha256[:12]}…)"
             )
+        return stored
 
     def copy_off_site(self) -> str | None:
         """Copy the new backup to the remote storage, if there is one; the failure, or None."""
@@ -350,7 +350,6 @@ class Command(PingsMonitor, DbbackupCommand):
             path = backups.backup_path(self.written_filename)
             record.filename = self.written_filename
             record.size = path.stat().st_size
-            record.sha256 = backups.file_sha256(path)
         if not runs.save_outcome(record):
             self.stderr.write(
                 f"Could not record the outcome of backup run {record.pk}: the database did not "

@@ -160,14 +160,8 @@ def check_migrations(
         + ", ".join(sorted(state.lagging_apps)),
         label="skipped",
     )
-    return [
-        Finding(
-            MIGRATIONS,
-            None,
-            f"{len(state.unapplied)} unapplied: {state.shown()}",
-            f"Run 'manage.py migrate --database {connection.alias}'.",
-        )
-    ]
+    hint = f"Run 'manage.py migrate --database {connection.alias}'."
+    return [Finding(MIGRATIONS, None, f"{len(state.unapplied)} unapplied: {state.shown()}", hint)]
 
 
 def check_tables_and_columns(
@@ -380,18 +374,19 @@ def compare_with_sqlite(
         if missing:
             findings.append(Finding(AGAINST, plan.table, f"the SQLite database {missing}", hint))
             continue
+        layout = verify.layout_of(plan)
         try:
-            theirs = verify.sqlite_table_checksum(sqlite, verify.layout_of(plan))
+            theirs = verify.sqlite_table_checksum(sqlite, layout)
         except ValueError as exc:
             detail = f"the SQLite table holds a value the verifier cannot read ({exc})"
             dry_run = f"Run 'manage.py import_sqlite {path} --dry-run' to list every bad value."
             findings.append(Finding(AGAINST, plan.table, detail, dry_run))
             continue
-        ours = verify.postgresql_table_checksum(connection, verify.layout_of(plan))
+        ours = verify.postgresql_table_checksum(connection, layout)
         compared += 1
         if (theirs.rows, theirs.digest) == (ours.rows, ours.digest):
             continue
-        first = verify.first_difference(sqlite, connection, verify.layout_of(plan))
+        first = verify.first_difference(sqlite, connection, layout)
         detail = (
             f"{theirs.rows} row(s) in {path.name}, {ours.rows} in the database; checksums "
             f"{'match' if theirs.digest == ours.digest else 'differ'}; first differing key: "

@@ -209,6 +209,19 @@ def count_users(cluster) -> int:
     return cluster.execute("SELECT count(*) FROM caloria_user", "caloria")[0][0]
 
 
+def assert_dumped_from_the_standby(pair, taken, on_standby: int, on_primary: int, recorded_as):
+    """A backup taken with --from-replica while the standby had not replayed the newest user:
+    it succeeded, is recorded under `recorded_as` as dumped from the standby, and its counts
+    (with checksums) are the standby's, not the primary's. Returns its verification."""
+    assert taken.returncode == 0, taken.output
+    assert "dumped from the standby 'replica'" in taken.stdout
+    assert on_primary == on_standby + 1
+    _, status, database, dumped_from, users, has_checksum, verification = newest_backup(pair)
+    assert (status, database, dumped_from) == ("succeeded", recorded_as, "replica")
+    assert int(users) == on_standby and has_checksum
+    return verification
+
+
 def test_a_backup_from_the_standby_is_refused_when_it_lags_and_dumps_the_standby_otherwise(
     pair,
 ):
@@ -235,13 +248,7 @@ def test_a_backup_from_the_standby_is_refused_when_it_lags_and_dumps_the_standby
     assert "dbbackup --from-replica refused: the standby 'replica' replays" in refused.stderr
     assert "than DBOPS_REPLICA_BACKUP_MAX_LAG_SECONDS (0 s); no backup taken" in refused.stderr
     assert records_after == records_before
-    assert taken.returncode == 0, taken.output
-    assert "dumped from the standby 'replica'" in taken.stdout
-    # The dump and its counts come from the standby, which has not replayed the new user.
-    assert on_primary == on_standby + 1
-    _, status, database, dumped_from, users, has_checksum, _ = newest_backup(pair)
-    assert (status, database, dumped_from) == ("succeeded", "default", "replica")
-    assert int(users) == on_standby and has_checksum
+    assert_dumped_from_the_standby(pair, taken, on_standby, on_primary, "default")
     assert verified.returncode == 0, verified.output
     assert newest_backup(pair)[-1] == "passed"
     for output in (refused.output, taken.output, verified.output):
@@ -288,14 +295,9 @@ def test_behind_pgbouncer_a_backup_from_the_standby_works_over_the_direct_url_on
     ), refused.stderr
     assert "set DATABASE_DIRECT_URL" in refused.stderr
     assert records_after == records_before
-    assert taken.returncode == 0, taken.output
-    assert "dumped from the standby 'replica'" in taken.stdout
-    # Recorded over the direct connection, dumped and counted on the standby (which has not
-    # replayed the new user), and verified against those counts.
-    assert on_primary == on_standby + 1
-    _, status, database, dumped_from, users, has_checksum, verification = newest_backup(pair)
-    assert (status, database, dumped_from) == ("succeeded", "direct", "replica")
-    assert int(users) == on_standby and has_checksum
+    # Recorded over the direct connection, dumped and counted on the standby, and verified
+    # against those counts.
+    verification = assert_dumped_from_the_standby(pair, taken, on_standby, on_primary, "direct")
     assert verification == "passed"
     for output in (refused.output, taken.output):
         assert STANDBY_PASSWORD not in output and POOLED_PASSWORD not in output

@@ -181,20 +181,28 @@ def test_a_backup_recorded_before_checksums_still_verifies_by_counts_and_says_so
 # --------------------------------------------------------------------------- read back
 
 
+def failed_run(completed, files_before: set[Path]) -> tuple[str, BackupRecord]:
+    """What every failed dbbackup leaves, here checked once: exit 1 with one CommandError
+    line and no traceback, one FAILED record, no file (nor work folder) in the backup folder.
+    Returns that line and the record."""
+    assert completed.returncode == 1, completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("CommandError: dbbackup failed: ")
+    assert "Traceback" not in completed.stderr
+    failed = BackupRecord.objects.get()
+    assert failed.status == BackupRecord.Status.FAILED
+    assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == files_before
+    return last, failed
+
+
 def test_a_backup_damaged_on_its_way_to_the_disk_is_a_failed_run_and_leaves_no_file():
     before = set(Path(settings.DBOPS_BACKUP_DIR).iterdir())
 
     completed = run_manage("dbbackup", DJANGO_SETTINGS_MODULE="tests.corrupting_settings")
 
-    assert completed.returncode == 1, completed.stderr
-    last = completed.stderr.strip().splitlines()[-1]
-    assert last.startswith("CommandError: dbbackup failed: ")
+    last, failed = failed_run(completed, before)
     assert "does not read back" in last
-    assert "Traceback" not in completed.stderr
-    failed = BackupRecord.objects.get()
-    assert failed.status == BackupRecord.Status.FAILED
     assert "does not read back" in failed.error
-    assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
 
 
 def test_an_encrypted_backup_damaged_on_its_way_to_the_disk_is_a_failed_run(gpg_keys):
@@ -205,14 +213,9 @@ def test_an_encrypted_backup_damaged_on_its_way_to_the_disk_is_a_failed_run(gpg_
         DBOPS_BACKUP_GPG_PUBLIC_KEY=str(gpg_keys["backups"].public_key),
     )  # fmt: skip
 
-    assert completed.returncode == 1, completed.stderr
-    last = completed.stderr.strip().splitlines()[-1]
-    assert last.startswith("CommandError: dbbackup failed: ")
+    last, _ = failed_run(completed, before)
     assert ".gpg does not read back: the stored file (sha256 " in last
     assert "is not what gpg wrote" in last
-    failed = BackupRecord.objects.get()
-    assert failed.status == BackupRecord.Status.FAILED
-    assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
 
 
 def path_with_a_pg_dump_cut_short(tmp_path) -> str:
@@ -232,11 +235,8 @@ def test_a_dump_that_pg_restore_cannot_list_is_a_failed_run(tmp_path):
 
     completed = run_manage("dbbackup", PATH=path_with_a_pg_dump_cut_short(tmp_path))
 
-    assert completed.returncode == 1, completed.stderr
-    assert "does not read back: pg_restore: error:" in completed.stderr
-    failed = BackupRecord.objects.get()
-    assert failed.status == BackupRecord.Status.FAILED
-    assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before
+    last, _ = failed_run(completed, before)
+    assert "does not read back: pg_restore: error:" in last
 
 
 def test_an_encrypted_backup_of_a_dump_that_pg_restore_cannot_list_is_a_failed_run(
@@ -252,15 +252,10 @@ def test_an_encrypted_backup_of_a_dump_that_pg_restore_cannot_list_is_a_failed_r
         DBOPS_BACKUP_GPG_PUBLIC_KEY=str(gpg_keys["backups"].public_key),
     )  # fmt: skip
 
-    assert completed.returncode == 1, completed.stderr
-    last = completed.stderr.strip().splitlines()[-1]
-    assert last.startswith("CommandError: dbbackup failed: ")
+    last, failed = failed_run(completed, before)
     assert ".psql.bin.gz does not read back: pg_restore: error:" in last
-    failed = BackupRecord.objects.get()
-    assert failed.status == BackupRecord.Status.FAILED
     assert "does not read back" in failed.error
     assert failed.filename == "" and not failed.encrypted
-    assert set(Path(settings.DBOPS_BACKUP_DIR).iterdir()) == before  # no file, no work folder
 
 
 def test_rows_committed_while_pg_dump_runs_are_in_neither_the_dump_nor_the_checksums(tmp_path):
